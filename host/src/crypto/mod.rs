@@ -1,0 +1,19 @@
+//! Envelope encryption of sessions into cookie values.
+//!
+//! A long-lived key-encryption key ([`KeyEncryptionKey`], held in a [`KeySource`] such as the
+//! in-memory [`KeyRing`]) wraps a fresh data-encryption key per cookie; the data key seals the
+//! binary-encoded session ([`codec`]) with AES-256-GCM. [`SessionCookie`] is the only entry
+//! point the HTTP layer needs: `seal` on the way out, `open` on the way in.
+
+pub mod codec;
+mod cookie;
+mod key;
+mod ring;
+
+pub use codec::{decode_session, encode_session, DecodeError, EncodeError};
+pub use cookie::{
+    validate_cookie_budget, worst_case_cookie_value_len, CookieError, SealError, SessionCookie,
+    COOKIE_FORMAT_VERSION, MAX_COOKIE_VALUE_LEN,
+};
+pub use key::{KekId, KeyEncryptionKey};
+pub use ring::{KeyRing, KeySource};

@@ -1,0 +1,94 @@
+//! The session cookie on the wire: its name, its attributes, reading it from a
+//! request and writing `Set-Cookie`.
+//!
+//! Development uses the reference server's name `o`. Production uses the
+//! `__Host-Http-` prefix, which browsers only accept with `Secure`, `Path=/` and no
+//! `Domain`, and which scripts cannot set. Deleting works the same way in both modes.
+
+use super::error::CookieAction;
+use crate::config::Mode;
+use axum::http::{header, HeaderMap, HeaderValue};
+use std::time::{Duration, UNIX_EPOCH};
+
+pub fn cookie_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Development => "o",
+        Mode::Production => "__Host-Http-o",
+    }
+}
+
+/// The value of the session cookie, if the request carries one.
+pub fn read_cookie(headers: &HeaderMap, mode: Mode) -> Option<String> {
+    let name = cookie_name(mode);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The `Set-Cookie` header for an action, or `None` to leave the cookie alone.
+pub fn set_cookie_header(action: &CookieAction, mode: Mode) -> Option<HeaderValue> {
+    let secure = match mode {
+        Mode::Development => "",
+        Mode::Production => "; Secure",
+    };
+    let name = cookie_name(mode);
+    let text = match action {
+        CookieAction::Keep => return None,
+        CookieAction::Set {
+            value,
+            expires_at_ms,
+        } => format!(
+            "{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}; Expires={}",
+            http_date(*expires_at_ms)
+        ),
+        CookieAction::Delete => format!(
+            "{name}=; Path=/; HttpOnly; SameSite=Strict{secure}; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0"
+        ),
+    };
+    // The value is base64url and the rest is ASCII, so this cannot fail; if it ever
+    // did, leaving the cookie alone is the safe answer.
+    HeaderValue::from_str(&text).ok()
+}
+
+fn http_date(ms: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_right_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; o=abc; __Host-Http-o=def"),
+        );
+        assert_eq!(read_cookie(&h, Mode::Development).as_deref(), Some("abc"));
+        assert_eq!(read_cookie(&h, Mode::Production).as_deref(), Some("def"));
+        assert_eq!(read_cookie(&HeaderMap::new(), Mode::Development), None);
+    }
+
+    #[test]
+    fn attributes_per_mode() {
+        let set = CookieAction::Set {
+            value: "v".into(),
+            expires_at_ms: 1_000,
+        };
+        let dev = set_cookie_header(&set, Mode::Development).unwrap();
+        assert_eq!(
+            dev.to_str().unwrap(),
+            "o=v; Path=/; HttpOnly; SameSite=Strict; Expires=Thu, 01 Jan 1970 00:00:01 GMT"
+        );
+        let prod = set_cookie_header(&CookieAction::Delete, Mode::Production).unwrap();
+        let prod = prod.to_str().unwrap();
+        assert!(prod.starts_with("__Host-Http-o=; Path=/; HttpOnly; SameSite=Strict; Secure;"));
+        assert!(set_cookie_header(&CookieAction::Keep, Mode::Production).is_none());
+    }
+}

@@ -1,0 +1,63 @@
+//! `/health` (the process is up) and `/ready` (it can serve OTP requests: every hook
+//! is bound, and which plugin version serves it).
+
+use super::AppState;
+use crate::plugins::Hook;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// Always 200 `OK`, whatever the method: load balancers probe with GET or HEAD.
+pub async fn health() -> &'static str {
+    "OK"
+}
+
+/// 200 with the bound hooks when every hook has a plugin, else 503 naming what is
+/// missing. Binding problems and rejected files are listed either way.
+pub async fn ready(State(app): State<AppState>) -> Response {
+    let registry = app.registry.snapshot();
+    let hooks: serde_json::Map<String, serde_json::Value> = registry
+        .bound
+        .iter()
+        .map(|(hook, plugin)| {
+            (
+                hook.name().to_string(),
+                serde_json::json!({ "plugin": &*plugin.name, "version": plugin.version }),
+            )
+        })
+        .collect();
+    let missing: Vec<&str> = Hook::ALL
+        .into_iter()
+        .filter(|h| !registry.bound.contains_key(h))
+        .map(|h| h.name())
+        .collect();
+    let plugins: serde_json::Map<String, serde_json::Value> = registry
+        .plugins
+        .values()
+        .map(|p| {
+            (
+                p.name.to_string(),
+                serde_json::json!({
+                    "version": p.version,
+                    "hooks": p.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
+                }),
+            )
+        })
+        .collect();
+    let ready = missing.is_empty();
+    let body = serde_json::json!({
+        "ready": ready,
+        "hooks": hooks,
+        "missing": missing,
+        "plugins": plugins,
+        "problems": registry.problems,
+        "rejected": registry.load_errors,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,151 @@
+//! The HTTP shell: routes, the middleware every answer passes through, and turning
+//! service results into responses.
+//!
+//! Handlers are thin: they read the request (body capped at [`MAX_BODY`]), hand
+//! plain values to the [`OtpService`](crate::service::OtpService), and render what it
+//! returns. Unknown routes and methods get 404 with an empty body.
+
+pub mod cookie;
+pub mod error;
+mod health;
+mod otp;
+mod test_clock;
+
+use crate::config::Mode;
+use crate::plugins::PluginRegistry;
+use crate::service::OtpService;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use error::{ApiError, CookieAction, ErrorCode};
+use std::sync::Arc;
+
+/// Request bodies larger than this are refused with 413 `BODY:TOO_LARGE`.
+pub const MAX_BODY: usize = 100 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<OtpService>,
+    pub registry: Arc<PluginRegistry>,
+    pub mode: Mode,
+    pub cors_origin: Option<HeaderValue>,
+    pub test_clock: Option<Arc<crate::clock::OffsetClock>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/health", any(health::health))
+        .route("/ready", get(health::ready))
+        .route("/api/otp/create", post(otp::create))
+        .route("/api/otp/resend", post(otp::resend))
+        .route("/api/otp/verify", post(otp::verify));
+    if state.test_clock.is_some() {
+        router = router.route("/test/clock", post(test_clock::advance));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// Renders an error answer, with its cookie action.
+pub fn error_response(error: ApiError, mode: Mode) -> Response {
+    if error.code == ErrorCode::Server {
+        tracing::error!(message = %error.message, "internal error");
+    }
+    let mut response = (error.code.status(), axum::Json(error.body())).into_response();
+    apply_cookie(&mut response, &error.cookie, mode);
+    response
+}
+
+pub fn apply_cookie(response: &mut Response, action: &CookieAction, mode: Mode) {
+    if let Some(value) = cookie::set_cookie_header(action, mode) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// Headers every answer carries. Plugin responses cannot switch them off.
+async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    if api {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if state.mode == Mode::Production {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+/// CORS for the one configured origin, with credentials (the cookie).
+async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(allowed) = state.cors_origin.clone() else {
+        return next.run(request).await;
+    };
+    let matches = request.headers().get(header::ORIGIN) == Some(&allowed);
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if matches && preflight {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, POST"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if matches {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}

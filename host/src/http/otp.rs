@@ -1,0 +1,222 @@
+//! The three OTP endpoints: read and check the request, call the service, render.
+//!
+//! Input checks that need no session happen here, in the order the API promises:
+//! body size first, then the content type and shape of the body (for verify: the code
+//! format, before the cookie is even looked at).
+
+use super::cookie::read_cookie;
+use super::error::{ApiError, ErrorCode};
+use super::{apply_cookie, error_response, AppState, MAX_BODY};
+use crate::plugins::RequestContext;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::net::SocketAddr;
+
+pub async fn create(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mode = app.mode;
+    let result = async {
+        let bytes = read_body(body).await?;
+        if bytes.is_empty() || !has_media_type(&headers, is_json) {
+            return Err(ApiError::new(ErrorCode::CredentialInvalid).with_message(
+                "send the credential as a JSON body with Content-Type: application/json",
+            ));
+        }
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            return Err(
+                ApiError::new(ErrorCode::Generic).with_message(format!("malformed JSON: {e}"))
+            );
+        }
+        // serde_json only accepts UTF-8, so this cannot fail after the check above.
+        let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(ErrorCode::Generic))?;
+        let cookie = read_cookie(&headers, mode);
+        app.service
+            .create(cookie.as_deref(), text, &context(&headers, peer))
+            .await
+    }
+    .await;
+    match result {
+        Ok(answer) => {
+            let mut response = Json(answer.state).into_response();
+            apply_cookie(&mut response, &answer.cookie, mode);
+            response
+        }
+        Err(error) => error_response(error, mode),
+    }
+}
+
+pub async fn resend(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mode = app.mode;
+    let result = async {
+        read_body(body).await?;
+        let cookie = read_cookie(&headers, mode);
+        app.service
+            .resend(cookie.as_deref(), &context(&headers, peer))
+            .await
+    }
+    .await;
+    match result {
+        Ok(answer) => {
+            let mut response = Json(answer.state).into_response();
+            apply_cookie(&mut response, &answer.cookie, mode);
+            response
+        }
+        Err(error) => error_response(error, mode),
+    }
+}
+
+pub async fn verify(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mode = app.mode;
+    let result = async {
+        let bytes = read_body(body).await?;
+        let code = submitted_code(&headers, &bytes)?;
+        let settings = app.service.settings();
+        if !settings.alphabet.is_valid_code(&code, settings.code_length) {
+            return Err(invalid_format());
+        }
+        let cookie = read_cookie(&headers, mode);
+        app.service
+            .verify(cookie.as_deref(), &code, &context(&headers, peer))
+            .await
+    }
+    .await;
+    match result {
+        Ok(answer) => {
+            let mut response = plugin_response(answer.response);
+            apply_cookie(&mut response, &answer.cookie, mode);
+            response
+        }
+        Err(error) => error_response(error, mode),
+    }
+}
+
+/// Reads the whole body, refusing more than [`MAX_BODY`] bytes whether or not the
+/// client sent a `Content-Length`.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => Ok(bytes),
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::new(ErrorCode::BodyTooLarge))
+            } else {
+                Err(ApiError::new(ErrorCode::Generic)
+                    .with_message("could not read the request body"))
+            }
+        }
+    }
+}
+
+fn invalid_format() -> ApiError {
+    ApiError::new(ErrorCode::InvalidFormat)
+}
+
+/// The `otp` field of a form body; anything else is `OTP:INVALID_FORMAT`.
+fn submitted_code(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    if !has_media_type(headers, |t| t == "application/x-www-form-urlencoded") {
+        return Err(invalid_format().with_message("send the code as a form field otp"));
+    }
+    let mut codes = form_urlencoded::parse(body).filter(|(k, _)| k == "otp");
+    match (codes.next(), codes.next()) {
+        (Some((_, code)), None) => Ok(code.into_owned()),
+        _ => Err(invalid_format().with_message("send exactly one form field otp")),
+    }
+}
+
+fn has_media_type(headers: &HeaderMap, accept: impl Fn(&str) -> bool) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| accept(&t))
+}
+
+fn is_json(media_type: &str) -> bool {
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+}
+
+fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
+    let text = |name: HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect::<String>())
+    };
+    RequestContext {
+        client_ip: Some(peer.ip().to_string()),
+        user_agent: text(header::USER_AGENT),
+        accept_language: text(header::ACCEPT_LANGUAGE),
+    }
+}
+
+/// The final action's response. Invalid status codes or headers from a plugin are a
+/// plugin failure, never a malformed answer; headers that would let a plugin corrupt
+/// framing or the session cookie are dropped.
+fn plugin_response(plugin: crate::plugins::PluginResponse) -> Response {
+    let Ok(status) = StatusCode::from_u16(plugin.status) else {
+        return failed_final("invalid status code");
+    };
+    if status.as_u16() < 200 {
+        return failed_final("invalid status code");
+    }
+    let mut response = Response::new(Body::from(plugin.body));
+    *response.status_mut() = status;
+    for (name, value) in plugin.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            return failed_final("invalid header");
+        };
+        if is_reserved(&name) {
+            continue;
+        }
+        response.headers_mut().append(name, value);
+    }
+    response
+}
+
+fn is_reserved(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "trailer"
+            | "te"
+    )
+}
+
+fn failed_final(reason: &str) -> Response {
+    tracing::warn!(reason, "final-action plugin returned an invalid response");
+    let mut error = ApiError::new(ErrorCode::PluginFailed);
+    error.message = format!("the final action returned an {reason}");
+    (error.code.status(), Json(error.body())).into_response()
+}

@@ -1,0 +1,22 @@
+//! otp-server: one-time passwords over envelope-encrypted cookie sessions, with hooks
+//! that are WebAssembly components.
+//!
+//! The crate is a functional core with thin shells around it:
+//! - [`protocol`]: the OTP session protocol as a pure state machine.
+//! - [`crypto`]: sealing session contents into cookies (AES-256-GCM data keys wrapped
+//!   by AES-256-KW key-encryption keys).
+//! - [`store`]: single-use session ids.
+//! - [`plugins`]: the WebAssembly hook platform (wasmtime), with hot reload.
+//! - [`service`]: the shell that runs one request through the above.
+//! - [`http`]: routes, middleware and the mapping of errors to HTTP.
+//! - [`config`], [`server`], [`clock`]: configuration, assembly, time.
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod http;
+pub mod plugins;
+pub mod protocol;
+pub mod server;
+pub mod service;
+pub mod store;

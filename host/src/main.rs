@@ -1,0 +1,91 @@
+//! The `otp-server` binary: parses the command line and hands over to the library.
+//!
+//! `otp-server [serve] [--config FILE]` runs the server; `otp-server plugins check
+//! FILE.wasm` tells a plugin author whether the server would accept a component.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "otp-server",
+    version,
+    about = "One-time passwords with WebAssembly hooks"
+)]
+struct Cli {
+    /// A TOML configuration file (default: $OTP_CONFIG, else built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Work with plugin files.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Report the hooks a component provides, what it imports, and whether the
+    /// server would accept it. Exits 1 when it would be rejected.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config),
+        Command::Plugins {
+            command: PluginsCommand::Check { file },
+        } => match otp_server::plugins::check::check_file(&file) {
+            Ok(report) => {
+                print!("{}", report.text);
+                if report.accepted {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn serve(config_file: Option<PathBuf>) -> ExitCode {
+    let config = match otp_server::config::Config::load(config_file.as_deref(), &|name| {
+        std::env::var(name).ok()
+    }) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("otp-server: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    otp_server::server::init_tracing(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("otp-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(otp_server::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("otp-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

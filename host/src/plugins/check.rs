@@ -1,0 +1,72 @@
+//! `otp-server plugins check FILE.wasm`: tells a plugin author which hooks a file
+//! provides, what it imports, and why the server would reject it — before the file
+//! goes into the plugins folder.
+
+use super::runtime::{LoadError, PluginRuntime, RuntimeOptions};
+use super::v0_1_0;
+use std::fmt::Write;
+use std::path::Path;
+
+/// The outcome of checking one file: a human-readable report and whether the server
+/// would accept the file.
+pub struct CheckReport {
+    pub accepted: bool,
+    pub text: String,
+}
+
+pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let runtime = PluginRuntime::new(RuntimeOptions {
+        max_concurrent_calls: 1,
+        ..RuntimeOptions::default()
+    })?;
+    let name = super::registry::plugin_name(path).unwrap_or_else(|| "plugin".to_string());
+    let mut text = String::new();
+    let _ = writeln!(text, "file: {}", path.display());
+    let accepted = match runtime.load(&name, &bytes) {
+        Ok(plugin) => {
+            let _ = writeln!(text, "version: {}", plugin.version);
+            let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
+            let _ = writeln!(text, "hooks: {}", hooks.join(", "));
+            list(&mut text, "imports", &plugin.imports);
+            list(&mut text, "exports", &plugin.exports);
+            let unknown: Vec<&String> = plugin
+                .exports
+                .iter()
+                .filter(|e| {
+                    v0_1_0::is_our_package(e)
+                        && !plugin.hooks.iter().any(|h| v0_1_0::export_name(*h) == **e)
+                })
+                .collect();
+            for e in unknown {
+                let _ = writeln!(text, "note: export {e} is not a hook this server knows");
+            }
+            let _ = writeln!(text, "result: accepted");
+            true
+        }
+        Err(error) => {
+            if let LoadError::NoHooks(_) = &error {
+                let _ = writeln!(
+                    text,
+                    "hint: export at least one of {}",
+                    super::Hook::ALL.map(v0_1_0::export_name).join(", ")
+                );
+            }
+            let _ = writeln!(text, "result: rejected: {error}");
+            false
+        }
+    };
+    Ok(CheckReport { accepted, text })
+}
+
+fn list(text: &mut String, title: &str, items: &[String]) {
+    if items.is_empty() {
+        let _ = writeln!(text, "{title}: none");
+    } else {
+        let _ = writeln!(text, "{title}:");
+        for item in items {
+            let _ = writeln!(text, "  {item}");
+        }
+    }
+}

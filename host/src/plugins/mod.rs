@@ -1,0 +1,25 @@
+//! The plugin platform: hooks as WebAssembly components.
+//!
+//! - [`hooks`]: the host's own hook types, independent of any WIT version.
+//! - [`v0_1_0`]: bindings and conversions for `otp:plugin@0.1.0` (one module per
+//!   supported WIT version).
+//! - [`store`]: the per-call state — WASI context, memory cap, log capture.
+//! - [`runtime`]: the engine, compiling plugins, and running a call under limits.
+//! - [`registry`]: the loaded plugins and which one serves each hook.
+//! - [`watcher`]: hot reload of the plugins folder.
+//! - [`check`]: `otp-server plugins check`, a plugin author's pre-flight.
+
+pub mod check;
+pub mod hooks;
+pub mod registry;
+pub mod runtime;
+pub mod store;
+pub mod v0_1_0;
+pub mod watcher;
+
+pub use hooks::{
+    CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext, SendKind,
+};
+pub use registry::{PluginRegistry, RegistryState};
+pub use runtime::{HookLimits, LoadError, LoadedPlugin, PluginRuntime, RuntimeOptions};
+pub use watcher::PluginWatcher;

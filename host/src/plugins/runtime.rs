@@ -1,0 +1,337 @@
+//! The WebAssembly runtime: one wasmtime `Engine`, compiling plugins, and running
+//! one hook call under its deadline and memory cap.
+//!
+//! The engine uses the pooling allocator (instantiation is a few microseconds) and
+//! epoch interruption: a ticker thread advances the epoch every [`TICK`], each call
+//! yields to the async runtime at every tick and is interrupted once its deadline has
+//! passed. A trap, a timeout or a memory blow-up fails only that call.
+
+use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
+use super::store::PluginState;
+use super::v0_1_0;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+/// How often the epoch advances: the granularity of deadlines and of yielding.
+const TICK: Duration = Duration::from_millis(2);
+/// Extra time the host allows past a deadline before abandoning a call that is
+/// waiting on the host (the epoch only interrupts running guest code).
+const GRACE: Duration = Duration::from_millis(50);
+
+/// Deadline and memory cap for calls to one hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HookLimits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+}
+
+/// Limits per hook plus the engine's sizing.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    pub validate: HookLimits,
+    pub send: HookLimits,
+    pub final_action: HookLimits,
+    /// How many hook calls may run at once; further calls wait for a slot.
+    pub max_concurrent_calls: u32,
+    /// Where compiled plugins are cached across restarts; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeOptions {
+    pub fn limits(&self, hook: Hook) -> HookLimits {
+        match hook {
+            Hook::CredentialValidation => self.validate,
+            Hook::Sending => self.send,
+            Hook::FinalAction => self.final_action,
+        }
+    }
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        const MIB: usize = 1024 * 1024;
+        RuntimeOptions {
+            validate: HookLimits {
+                deadline: Duration::from_millis(100),
+                memory_bytes: 64 * MIB,
+            },
+            send: HookLimits {
+                deadline: Duration::from_secs(10),
+                memory_bytes: 64 * MIB,
+            },
+            final_action: HookLimits {
+                deadline: Duration::from_secs(1),
+                memory_bytes: 64 * MIB,
+            },
+            max_concurrent_calls: 256,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Why a file could not become a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("exports no otp:plugin@0.1.0 hook (exports: {0})")]
+    NoHooks(String),
+    #[error("{0}")]
+    Link(String),
+}
+
+/// A compiled, linked and type-checked plugin. Immutable: a reload makes a new one,
+/// and calls in flight keep the `Arc` of the version they started with.
+pub struct LoadedPlugin {
+    pub name: Arc<str>,
+    /// The first 12 hex digits of the file's SHA-256: changes whenever the file does.
+    pub version: String,
+    pub hooks: Vec<Hook>,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    bindings: v0_1_0::Bindings,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    options: RuntimeOptions,
+    slots: Semaphore,
+    _ticker: EpochTicker,
+}
+
+impl PluginRuntime {
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<PluginRuntime> {
+        let max_memory = [options.validate, options.send, options.final_action]
+            .iter()
+            .map(|l| l.memory_bytes)
+            .max()
+            .unwrap_or(0);
+        let calls = options.max_concurrent_calls.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        // A component holds a few core instances, memories and tables (more for
+        // componentize-py or StarlingMonkey output), so the totals are multiples of
+        // the number of concurrent calls.
+        pool.total_component_instances(calls)
+            .total_core_instances(calls * 16)
+            .total_memories(calls * 4)
+            .total_tables(calls * 8)
+            .total_stacks(calls)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(64)
+            .max_memory_size(max_memory);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = &options.cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(wasmtime::Cache::new(cache).map_err(|e| {
+                anyhow::anyhow!("wasmtime cache at {}: {e}", dir.display())
+            })?));
+        }
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        v0_1_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(PluginRuntime {
+            engine,
+            linker,
+            slots: Semaphore::new(calls as usize),
+            options,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// Compiles and checks a component. CPU-heavy: call it off the async runtime.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let hooks = v0_1_0::exported_hooks(&self.engine, &component);
+        if hooks.is_empty() {
+            let listed = if exports.is_empty() {
+                "none".to_string()
+            } else {
+                exports.join(", ")
+            };
+            return Err(LoadError::NoHooks(listed));
+        }
+        let bindings = v0_1_0::Bindings::new(&self.linker, &component, &hooks)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let digest = Sha256::digest(bytes);
+        Ok(LoadedPlugin {
+            name: Arc::from(name),
+            version: hex::encode(&digest[..6]),
+            hooks,
+            imports,
+            exports,
+            bindings,
+        })
+    }
+
+    pub async fn validate(
+        &self,
+        plugin: &LoadedPlugin,
+        body: &str,
+        context: &RequestContext,
+    ) -> Result<Credential, HookError> {
+        let hook = Hook::CredentialValidation;
+        let (mut store, _slot) = self.prepare(plugin, hook).await?;
+        let call = plugin.bindings.validate(&mut store, body, context);
+        let outcome = tokio::time::timeout(self.options.limits(hook).deadline + GRACE, call).await;
+        finish(plugin, hook, &mut store, outcome)?
+    }
+
+    pub async fn send(
+        &self,
+        plugin: &LoadedPlugin,
+        delivery: &CodeDelivery,
+        context: &RequestContext,
+    ) -> Result<(), HookError> {
+        let hook = Hook::Sending;
+        let (mut store, _slot) = self.prepare(plugin, hook).await?;
+        let call = plugin.bindings.send(&mut store, delivery, context);
+        let outcome = tokio::time::timeout(self.options.limits(hook).deadline + GRACE, call).await;
+        finish(plugin, hook, &mut store, outcome)?
+    }
+
+    pub async fn complete(
+        &self,
+        plugin: &LoadedPlugin,
+        credential: &Credential,
+        context: &RequestContext,
+    ) -> Result<PluginResponse, HookError> {
+        let hook = Hook::FinalAction;
+        let (mut store, _slot) = self.prepare(plugin, hook).await?;
+        let call = plugin.bindings.complete(&mut store, credential, context);
+        let outcome = tokio::time::timeout(self.options.limits(hook).deadline + GRACE, call).await;
+        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
+            plugin: plugin.name.to_string(),
+            reason: format!("final action returned an error: {reason}"),
+        })
+    }
+
+    /// A fresh store with the hook's memory cap and deadline, and a concurrency slot.
+    async fn prepare(
+        &self,
+        plugin: &LoadedPlugin,
+        hook: Hook,
+    ) -> Result<(Store<PluginState>, tokio::sync::SemaphorePermit<'_>), HookError> {
+        let limits = self.options.limits(hook);
+        let slot = tokio::time::timeout(limits.deadline, self.slots.acquire())
+            .await
+            .map_err(|_| HookError::Busy)?
+            .map_err(|_| HookError::Busy)?;
+        let mut store = Store::new(
+            &self.engine,
+            PluginState::new(plugin.name.clone(), limits.memory_bytes),
+        );
+        store.limiter(|state| state.limiter());
+        let deadline = Instant::now() + limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Yield at every tick so a busy plugin never holds an async worker thread.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok((store, slot))
+    }
+}
+
+/// Turns the outcome of a call into the hook's result, logging failures with the
+/// plugin's name and the reason.
+fn finish<R>(
+    plugin: &LoadedPlugin,
+    hook: Hook,
+    store: &mut Store<PluginState>,
+    outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+) -> Result<R, HookError> {
+    store.data_mut().flush_output();
+    let reason = match outcome {
+        Ok(Ok(value)) => return Ok(value),
+        Err(_) => "deadline exceeded".to_string(),
+        Ok(Err(error)) => {
+            if store.data().memory_exceeded() {
+                "memory cap exceeded".to_string()
+            } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                "deadline exceeded".to_string()
+            } else {
+                format!("{error:#}")
+            }
+        }
+    };
+    tracing::warn!(plugin = %plugin.name, %hook, %reason, "plugin call failed");
+    Err(HookError::Failed {
+        plugin: plugin.name.to_string(),
+        reason,
+    })
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

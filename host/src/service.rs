@@ -1,0 +1,300 @@
+//! The OTP service: the imperative shell around the pure protocol.
+//!
+//! For each request it opens the cookie ([`crate::crypto`]), checks that the cookie's
+//! single-use id is still live ([`crate::store`]), runs one protocol transition
+//! ([`crate::protocol`]), performs the effects in a safe order (retire the old id
+//! atomically *before* sending, so a replayed cookie can never trigger another send),
+//! calls the hooks ([`crate::plugins`]) and seals the successor cookie. It knows
+//! nothing about HTTP beyond the [`ApiError`] it returns.
+
+use crate::clock::Clock;
+use crate::crypto::{CookieError, KeyRing, SessionCookie};
+use crate::http::error::{ApiError, CookieAction, ErrorCode};
+use crate::plugins::{
+    self, CodeDelivery, HookError, PluginRegistry, PluginResponse, RequestContext,
+};
+use crate::protocol::{self, OsCodeSource, Session, SessionId, SessionState, Settings, Transition};
+use crate::store::IdStore;
+use std::sync::Arc;
+
+/// A successful create or resend: the state to show and the new cookie.
+#[derive(Debug)]
+pub struct SessionAnswer {
+    pub state: SessionState,
+    pub cookie: CookieAction,
+}
+
+/// A successful verification: the final action's response; the cookie is deleted.
+#[derive(Debug)]
+pub struct VerifiedAnswer {
+    pub response: PluginResponse,
+    pub cookie: CookieAction,
+}
+
+pub struct OtpService {
+    settings: Settings,
+    keys: Arc<KeyRing>,
+    ids: Arc<dyn IdStore>,
+    clock: Arc<dyn Clock>,
+    hooks: Arc<PluginRegistry>,
+}
+
+/// Why a cookie could not be used; all of them answer `OTP:INVALID_COOKIE`.
+enum Unusable {
+    Missing,
+    Invalid,
+}
+
+impl OtpService {
+    pub fn new(
+        settings: Settings,
+        keys: Arc<KeyRing>,
+        ids: Arc<dyn IdStore>,
+        clock: Arc<dyn Clock>,
+        hooks: Arc<PluginRegistry>,
+    ) -> OtpService {
+        OtpService {
+            settings,
+            keys,
+            ids,
+            clock,
+            hooks,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// `POST /api/otp/create` after the body has been checked to be JSON.
+    pub async fn create(
+        &self,
+        cookie: Option<&str>,
+        body: &str,
+        context: &RequestContext,
+    ) -> Result<SessionAnswer, ApiError> {
+        let credential = self.hooks.validate(body, context).await?;
+        let now = self.now_ms();
+        // An unusable cookie on create simply starts a new session.
+        let previous = match cookie {
+            Some(value) => self.open(value, now).await?.ok(),
+            None => None,
+        };
+        let new_id = SessionId::random();
+        let transition = protocol::create(
+            previous.as_ref(),
+            new_id,
+            &credential.id,
+            &credential.channel,
+            now,
+            &self.settings,
+            &mut OsCodeSource,
+        )?;
+        let ttl = ttl_ms(&transition.session, now);
+
+        match &previous {
+            Some(old) => {
+                if !self.ids.replace(old.id, new_id, ttl, now).await? {
+                    return Err(invalid_cookie());
+                }
+            }
+            None => self.ids.create(new_id, ttl, now).await?,
+        }
+        if let Some(send) = transition.send {
+            if let Err(error) = self.send(&transition, send, context).await {
+                self.undo(previous.as_ref(), new_id, now).await;
+                return Err(error.into());
+            }
+        }
+        Ok(self.seal(transition))
+    }
+
+    /// `POST /api/otp/resend`.
+    pub async fn resend(
+        &self,
+        cookie: Option<&str>,
+        context: &RequestContext,
+    ) -> Result<SessionAnswer, ApiError> {
+        let now = self.now_ms();
+        let session = self.open_required(cookie, now).await?;
+        let new_id = SessionId::random();
+        let transition =
+            protocol::resend(&session, new_id, now, &self.settings, &mut OsCodeSource)?;
+        let ttl = ttl_ms(&transition.session, now);
+        if !self.ids.replace(session.id, new_id, ttl, now).await? {
+            return Err(invalid_cookie().with_cookie(CookieAction::Delete));
+        }
+        let Some(send) = transition.send else {
+            return Ok(self.seal(transition));
+        };
+        match self.send(&transition, send, context).await {
+            Ok(()) => Ok(self.seal(transition)),
+            Err(HookError::Undeliverable(reason)) => {
+                // The credential cannot receive codes: block it in this session so the
+                // client cannot keep asking, and hand back the session that says so.
+                tracing::info!(%reason, "sender: credential undeliverable on resend; token blocked");
+                let blocked = protocol::block_current(transition, now, &self.settings);
+                let answer = self.seal(blocked);
+                Err(ApiError::new(ErrorCode::CredentialInvalid)
+                    .with_state(answer.state)
+                    .with_cookie(answer.cookie))
+            }
+            Err(error) => {
+                self.undo(Some(&session), new_id, now).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// `POST /api/otp/verify` with a code already checked for format.
+    pub async fn verify(
+        &self,
+        cookie: Option<&str>,
+        code: &str,
+        context: &RequestContext,
+    ) -> Result<VerifiedAnswer, ApiError> {
+        let now = self.now_ms();
+        let session = self.open_required(cookie, now).await?;
+        let new_id = SessionId::random();
+        match protocol::verify(&session, new_id, code, now, &self.settings)? {
+            protocol::VerifyOutcome::Verified {
+                credential_id,
+                channel,
+            } => {
+                if !self.ids.consume(session.id, now).await? {
+                    return Err(invalid_cookie().with_cookie(CookieAction::Delete));
+                }
+                let credential = plugins::Credential {
+                    id: credential_id,
+                    channel,
+                };
+                let response = self
+                    .hooks
+                    .complete(&credential, context)
+                    .await
+                    .map_err(|e| ApiError::from(e).with_cookie(CookieAction::Delete))?;
+                Ok(VerifiedAnswer {
+                    response,
+                    cookie: CookieAction::Delete,
+                })
+            }
+            protocol::VerifyOutcome::Rejected {
+                session: next,
+                error,
+            } => {
+                let ttl = ttl_ms(&next, now);
+                if !self.ids.replace(session.id, new_id, ttl, now).await? {
+                    return Err(invalid_cookie().with_cookie(CookieAction::Delete));
+                }
+                let cookie = self.seal_session(&next);
+                Err(ApiError::from(error).with_cookie(cookie))
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        transition: &Transition,
+        send: protocol::SendCode,
+        context: &RequestContext,
+    ) -> Result<(), HookError> {
+        let Some(token) = transition.session.tokens.get(send.token) else {
+            return Err(HookError::Failed {
+                plugin: "host".into(),
+                reason: "transition named a token that does not exist".into(),
+            });
+        };
+        let delivery = CodeDelivery {
+            credential_id: token.credential_id.clone(),
+            channel: token.channel.clone(),
+            code: token.code.clone(),
+            expires_at_ms: token.expires_at_ms,
+            kind: match send.kind {
+                protocol::SendKind::First => plugins::SendKind::First,
+                protocol::SendKind::Resend => plugins::SendKind::Resend,
+            },
+        };
+        self.hooks.send(&delivery, context).await
+    }
+
+    /// Puts the ids back as they were before a transition whose send failed, so the
+    /// client's cookie keeps working ("nothing changes").
+    async fn undo(&self, previous: Option<&Session>, new_id: SessionId, now: u64) {
+        let outcome = match previous {
+            Some(old) => {
+                self.ids
+                    .replace(new_id, old.id, ttl_ms(old, now), now)
+                    .await
+            }
+            None => self.ids.consume(new_id, now).await,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "could not restore the session id after a failed send");
+        }
+    }
+
+    /// Opens a cookie that the request must carry.
+    async fn open_required(&self, cookie: Option<&str>, now: u64) -> Result<Session, ApiError> {
+        let Some(value) = cookie else {
+            return Err(invalid_cookie());
+        };
+        match self.open(value, now).await? {
+            Ok(session) => Ok(session),
+            Err(Unusable::Missing) => Err(invalid_cookie()),
+            Err(Unusable::Invalid) => Err(invalid_cookie().with_cookie(CookieAction::Delete)),
+        }
+    }
+
+    /// Decrypts a cookie and checks that its id is still live. Store errors are the
+    /// only `Err`; an unusable cookie is `Ok(Err(_))`.
+    async fn open(&self, value: &str, now: u64) -> Result<Result<Session, Unusable>, ApiError> {
+        if value.is_empty() {
+            return Ok(Err(Unusable::Missing));
+        }
+        let session = match SessionCookie::open(value, &*self.keys) {
+            Ok(session) => session,
+            Err(CookieError::Corrupt) => {
+                // It authenticated, so it was sealed with one of our keys, yet it does
+                // not decode: either a bug or someone holding a key. Stop using that key.
+                tracing::warn!(
+                    "a cookie authenticated but did not decode: rotating the key-encryption key"
+                );
+                self.keys.rotate(now);
+                return Ok(Err(Unusable::Invalid));
+            }
+            Err(_) => return Ok(Err(Unusable::Invalid)),
+        };
+        if !self.ids.contains(session.id, now).await? {
+            return Ok(Err(Unusable::Invalid));
+        }
+        Ok(Ok(session))
+    }
+
+    fn seal(&self, transition: Transition) -> SessionAnswer {
+        let cookie = self.seal_session(&transition.session);
+        SessionAnswer {
+            state: transition.state,
+            cookie,
+        }
+    }
+
+    fn seal_session(&self, session: &Session) -> CookieAction {
+        let kek = self.keys.current();
+        CookieAction::Set {
+            value: SessionCookie::seal(session, &kek),
+            expires_at_ms: session.expires_at_ms(),
+        }
+    }
+}
+
+fn ttl_ms(session: &Session, now: u64) -> u64 {
+    session.expires_at_ms().saturating_sub(now).max(1)
+}
+
+fn invalid_cookie() -> ApiError {
+    ApiError::new(ErrorCode::InvalidCookie)
+}

@@ -1,0 +1,56 @@
+//! Single-use session ids: the server-side half of "every cookie state can be used once".
+//!
+//! The cookie carries the whole session, sealed; the server only remembers which
+//! [`SessionId`]s are live. Each state change retires the old id and registers a new one
+//! atomically ([`IdStore::replace`]); a successful verification ends the session
+//! ([`IdStore::consume`]). A replayed cookie names a retired id and is refused.
+//!
+//! Operations take `now_ms` from the shell's injectable clock instead of reading the
+//! system clock, so expiry is testable without sleeping and every node of a future shared
+//! store judges expiry by the same rule.
+
+mod memory;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryIdStore;
+
+use crate::protocol::SessionId;
+
+/// Why the store could not answer. The in-memory store never fails; a networked one can.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backing service did not answer (in time). The request must fail closed.
+    #[error("session id store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A set of live session ids, each with an expiry.
+///
+/// An id whose expiry is `<= now_ms` is treated as absent by every operation.
+#[async_trait]
+pub trait IdStore: Send + Sync + 'static {
+    /// Registers `id` as live until `now_ms + ttl_ms` (overwriting any previous expiry;
+    /// ids are 128 random bits, so an existing entry can only come from misuse).
+    async fn create(&self, id: SessionId, ttl_ms: u64, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Moves the expiry of a live `id` to `now_ms + ttl_ms`. False if `id` is not live.
+    async fn extend(&self, id: SessionId, ttl_ms: u64, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// Retires `old` and registers `new` (live until `now_ms + ttl_ms`), atomically with
+    /// respect to other callers: true only for the one caller that found `old` live.
+    async fn replace(
+        &self,
+        old: SessionId,
+        new: SessionId,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Retires `id`; true for exactly one caller if it was live.
+    async fn consume(&self, id: SessionId, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// Whether `id` is live. Only for diagnostics and tests: checking and then acting is a
+    /// race, so request handling must use `replace`/`consume`.
+    async fn contains(&self, id: SessionId, now_ms: u64) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,431 @@
+//! Black-box test support: starts the real `otp-server` binary with real plugins in a
+//! folder of its own, talks to it over real HTTP, and reads codes from what the
+//! `dev-sender` plugin writes to the server's log.
+//!
+//! The binary is `target/debug/otp-server` (or `$OTP_SERVER_BIN`) and the plugins are
+//! `plugins/dist` and `plugins/dist-fixtures`; the README's test command builds all
+//! of them before the tests run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub use reqwest::StatusCode;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("OTP_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target.join("debug").join("otp-server");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p otp-server`, done by scripts/test.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A default plugin file (`plugins/dist/NAME.wasm`).
+pub fn plugin(name: &str) -> PathBuf {
+    let path = workspace_root()
+        .join("plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path
+}
+
+/// A test fixture plugin file (`plugins/dist-fixtures/NAME.wasm`).
+pub fn fixture(name: &str) -> PathBuf {
+    let path = workspace_root()
+        .join("plugins/dist-fixtures")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path
+}
+
+pub const DEFAULT_PLUGINS: [&str; 3] = ["default-credential", "dev-sender", "json-final"];
+
+/// A unique, empty scratch folder under `target/`.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = workspace_root().join("target/blackbox").join(format!(
+        "{label}-{}-{n}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch folder");
+    dir
+}
+
+/// Copies a plugin file into a folder under `name`, atomically (write, then rename),
+/// as the README tells operators to.
+pub fn install(file: &Path, dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(file, &tmp).expect("copying a plugin");
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).expect("renaming a plugin into place");
+}
+
+/// The server's log, filled by a reader thread.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+pub struct ServerBuilder {
+    plugins: Vec<(PathBuf, String)>,
+    env: Vec<(String, String)>,
+}
+
+impl ServerBuilder {
+    /// Adds a plugin file under a name of its own.
+    pub fn plugin_as(mut self, file: PathBuf, name: &str) -> Self {
+        self.plugins.push((file, name.to_string()));
+        self
+    }
+
+    pub fn default_plugins(mut self) -> Self {
+        for name in DEFAULT_PLUGINS {
+            self.plugins.push((plugin(name), name.to_string()));
+        }
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn start(self) -> Server {
+        let dir = scratch_dir("server");
+        let plugins_dir = dir.join("plugins");
+        std::fs::create_dir_all(&plugins_dir).expect("creating the plugins folder");
+        for (file, name) in &self.plugins {
+            install(file, &plugins_dir, name);
+        }
+        let cache = workspace_root().join("target/blackbox-wasm-cache");
+        let mut command = Command::new(server_binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("OTP_LISTEN", "127.0.0.1:0")
+            .env("OTP_PLUGINS_DIR", &plugins_dir)
+            .env("OTP_CACHE_DIR", &cache)
+            .env("OTP_LOG", "info")
+            .env("OTP_TEST_CLOCK", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("starting otp-server");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("OTP_TEST_ECHO").is_some() {
+                    eprintln!("[server] {line}");
+                }
+                sink.lines.lock().unwrap().push(line);
+                sink.grew.notify_all();
+            }
+        });
+        let mut server = Server {
+            child,
+            log,
+            base: String::new(),
+            plugins_dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+        };
+        let line = server
+            .wait_for_log("otp-server listening", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("the server did not start:\n{}", server.log_text()));
+        let address = line
+            .split("address=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the listening line names the address")
+            .to_string();
+        server.base = format!("http://{address}");
+        server
+    }
+}
+
+pub struct Server {
+    child: Child,
+    log: Arc<Log>,
+    pub base: String,
+    pub plugins_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP answer, fully read.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {:?} (status {})",
+                String::from_utf8_lossy(&self.body),
+                self.status
+            )
+        })
+    }
+
+    /// The `error` field of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// All `Set-Cookie` headers.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The value of the session cookie set by this answer (development name `o`),
+    /// if it sets a non-empty one.
+    pub fn cookie(&self) -> Option<String> {
+        self.cookie_named("o")
+    }
+
+    pub fn cookie_named(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|c| {
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=')?;
+            (k == name && !v.is_empty()).then(|| v.to_string())
+        })
+    }
+
+    /// Whether this answer deletes the session cookie.
+    pub fn deletes_cookie(&self, name: &str) -> bool {
+        self.set_cookies()
+            .iter()
+            .any(|c| c.starts_with(&format!("{name}=;")) && c.contains("1970"))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+    }
+}
+
+/// A request body and its content type.
+pub enum Body<'a> {
+    None,
+    Json(&'a str),
+    Form(&'a str),
+    Typed(&'a str, Vec<u8>),
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            plugins: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A server with the three default plugins on the in-memory store.
+    pub fn with_defaults() -> Server {
+        Server::builder().default_plugins().start()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body<'_>,
+        cookie: Option<&str>,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", format!("o={cookie}"));
+        }
+        request = match body {
+            Body::None => request,
+            Body::Json(text) => request
+                .header("content-type", "application/json")
+                .body(text.to_string()),
+            Body::Form(text) => request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(text.to_string()),
+            Body::Typed(content_type, bytes) => {
+                request.header("content-type", content_type).body(bytes)
+            }
+        };
+        let response = request.send().await.expect("the server answers");
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("reading the body").to_vec(),
+        }
+    }
+
+    pub async fn create(&self, credential_json: &str, cookie: Option<&str>) -> Answer {
+        self.request(
+            "POST",
+            "/api/otp/create",
+            Body::Json(credential_json),
+            cookie,
+        )
+        .await
+    }
+
+    pub async fn resend(&self, cookie: Option<&str>) -> Answer {
+        self.request("POST", "/api/otp/resend", Body::None, cookie)
+            .await
+    }
+
+    pub async fn verify(&self, code: &str, cookie: Option<&str>) -> Answer {
+        let form = format!("otp={code}");
+        self.request("POST", "/api/otp/verify", Body::Form(&form), cookie)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, Body::None, None).await
+    }
+
+    /// Moves the server's clock forward (the server runs with `OTP_TEST_CLOCK=1`).
+    pub async fn advance_clock(&self, ms: u64) {
+        let answer = self
+            .request("POST", &format!("/test/clock?ms={ms}"), Body::None, None)
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "advancing the clock: {}",
+            answer.text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_log_after(0, needle, timeout)
+    }
+
+    /// Like [`Server::wait_for_log`], only looking at lines after the first `skip`.
+    pub fn wait_for_log_after(
+        &self,
+        skip: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().skip(skip).find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = self.log.grew.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.log.lines.lock().unwrap().len()
+    }
+
+    /// Every code the dev sender logged for a credential id, oldest first.
+    pub fn codes_for(&self, credential_id: &str) -> Vec<String> {
+        let prefix = format!("OTP for {credential_id} via ");
+        self.log
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| {
+                let rest = &line[line.find(&prefix)? + prefix.len()..];
+                let (_, after) = rest.split_once(": ")?;
+                after.split_whitespace().next().map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Waits until the dev sender has logged `n` codes for a credential and returns
+    /// the `n`-th (1-based).
+    pub fn wait_code(&self, credential_id: &str, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let codes = self.codes_for(credential_id);
+            if codes.len() >= n {
+                return codes[n - 1].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no code #{n} for {credential_id} in the log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
