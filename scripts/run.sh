@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 
 scripts/build-plugins.sh
 export OTP_PLUGINS_DIR="${OTP_PLUGINS_DIR:-plugins/dist}"
+# plugins/dist holds two validators; serve the reference behaviour unless told otherwise.
+export OTP_HOOK_CREDENTIAL_VALIDATION="${OTP_HOOK_CREDENTIAL_VALIDATION:-default-credential}"
 exec cargo run --release -p otp-server -- "$@"

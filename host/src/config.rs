@@ -274,6 +274,9 @@ impl FileConfig {
             ..Settings::default()
         };
         otp.validate().map_err(|m| invalid("OTP settings", m))?;
+        // `__Host-Http-o=` plus `; Path=/; HttpOnly; SameSite=Strict; Secure; Expires=…`.
+        crate::crypto::validate_cookie_budget(&otp, 120)
+            .map_err(|m| invalid("max_credentials / max_credential_id_len", m))?;
         if let Some(origin) = &self.cors_origin {
             if origin.is_empty()
                 || origin == "*"

@@ -7,10 +7,10 @@
 //!
 //! Each seal draws a fresh data-encryption key (DEK), so a KEK only ever encrypts random
 //! keys and nonce reuse under one DEK is impossible. Opening reports *why* a value was
-//! refused, because the shell reacts differently: forged or stale values ([`CookieError::
-//! Malformed`], [`CookieError::UnknownKey`], [`CookieError::Unauthentic`]) are simply "no
-//! session", while [`CookieError::Corrupt`] — authentic yet undecodable — means someone
-//! holding a KEK produced it, so the key must be treated as compromised.
+//! refused, because the shell reacts differently: forged or stale values
+//! ([`CookieError::Malformed`], [`CookieError::UnknownKey`], [`CookieError::Unauthentic`])
+//! are simply "no session", while [`CookieError::Corrupt`] — authentic yet undecodable —
+//! means someone holding a KEK produced it, so the key must be treated as compromised.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};

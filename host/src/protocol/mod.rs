@@ -2,11 +2,12 @@
 //!
 //! Nothing in here performs I/O, reads a clock or touches the OS random number generator
 //! (except the explicitly-named [`OsCodeSource`] and [`SessionId::random`], which the shell
-//! calls). Each transition in [`transition`] is a function of the previous session contents,
-//! the request input, `now` and the [`Settings`]; it returns the next session contents, what
-//! the shell must do (send a code, consume the session id) and the [`SessionState`] to show
-//! the client. The shell (HTTP layer) owns everything around it: opening and sealing cookies
-//! ([`crate::crypto`]), single-use session ids ([`crate::store`]) and calling the hooks.
+//! calls). Each transition ([`create`], [`resend`], [`block_current`], [`verify`]) is a
+//! function of the previous session contents, the request input, `now` and the
+//! [`Settings`]; it returns the next session contents, what the shell must do (send a code,
+//! consume the session id) and the [`SessionState`] to show the client. The shell (HTTP
+//! layer) owns everything around it: opening and sealing cookies ([`crate::crypto`]),
+//! single-use session ids ([`crate::store`]) and calling the hooks.
 
 mod code;
 mod error;

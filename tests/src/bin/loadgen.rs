@@ -1,0 +1,475 @@
+//! `loadgen`: a load generator for otp-server over real HTTP/1.1 keep-alive
+//! connections. It starts the server itself (release binary, default plugins) unless
+//! given `--url`, runs each endpoint for a fixed time with N connections, and prints
+//! requests per second, p50 and p99 per endpoint, and each endpoint's ratio to
+//! `/health` in the same run.
+//!
+//! ```text
+//! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 [--prefill 1000000]
+//! ```
+//!
+//! The spawned server allows many resends and attempts per session and a long session
+//! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
+//! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
+//! of these change the work a request does. `--env KEY=VALUE` passes more settings.
+
+use otp_server_blackbox::{plugin, scratch_dir, workspace_root, DEFAULT_PLUGINS};
+use std::collections::VecDeque;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+struct Options {
+    url: Option<String>,
+    binary: Option<String>,
+    connections: usize,
+    seconds: u64,
+    prefill: u64,
+    env: Vec<(String, String)>,
+    endpoints: Vec<String>,
+}
+
+fn parse_options() -> Options {
+    let mut o = Options {
+        url: None,
+        binary: None,
+        connections: 64,
+        seconds: 10,
+        prefill: 0,
+        env: Vec::new(),
+        endpoints: vec![
+            "health".into(),
+            "create".into(),
+            "resend".into(),
+            "verify".into(),
+        ],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--url" => o.url = Some(value()),
+            "--binary" => o.binary = Some(value()),
+            "--connections" => o.connections = value().parse().expect("--connections N"),
+            "--seconds" => o.seconds = value().parse().expect("--seconds N"),
+            "--prefill" => o.prefill = value().parse().expect("--prefill N"),
+            "--endpoints" => o.endpoints = value().split(',').map(str::to_string).collect(),
+            "--env" => {
+                let kv = value();
+                let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
+                o.env.push((k.to_string(), v.to_string()));
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+/// The server process, stopped on drop.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(o: &Options) -> (Spawned, String) {
+    let binary = o.binary.clone().unwrap_or_else(|| {
+        workspace_root()
+            .join("target/release/otp-server")
+            .display()
+            .to_string()
+    });
+    let dir = scratch_dir("loadgen").join("plugins");
+    std::fs::create_dir_all(&dir).expect("plugins folder");
+    for name in DEFAULT_PLUGINS {
+        otp_server_blackbox::install(&plugin(name), &dir, name);
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("an address").port()
+    };
+    let mut command = Command::new(&binary);
+    command
+        .env("OTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("OTP_PLUGINS_DIR", &dir)
+        .env("OTP_LOG", "warn")
+        .env("OTP_RESEND_COOLDOWN_SECS", "0")
+        .env("OTP_MAX_RESENDS", "250")
+        .env("OTP_MAX_ATTEMPTS", "250")
+        .env("OTP_SESSION_MAX_AGE_SECS", "3600")
+        .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "1024")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in &o.env {
+        command.env(k, v);
+    }
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+    (Spawned(child), format!("127.0.0.1:{port}"))
+}
+
+/// One HTTP/1.1 keep-alive connection with just enough of a client for this job.
+struct Connection {
+    stream: BufReader<TcpStream>,
+    address: String,
+}
+
+struct Reply {
+    status: u16,
+    cookie: Option<String>,
+}
+
+impl Connection {
+    async fn open(address: &str) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream: BufReader::new(stream),
+            address: address.to_string(),
+        })
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        cookie: Option<&str>,
+    ) -> std::io::Result<Reply> {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        if let Some(ct) = content_type {
+            head.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        if let Some(c) = cookie {
+            head.push_str(&format!("Cookie: o={c}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        self.stream.get_mut().write_all(&request).await?;
+
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut length = 0usize;
+        let mut cookie = None;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (name, value) = l.split_once(':').unwrap_or((l, ""));
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("set-cookie") {
+                let pair = value.split(';').next().unwrap_or("");
+                if let Some(v) = pair.strip_prefix("o=") {
+                    if !v.is_empty() {
+                        cookie = Some(v.to_string());
+                    }
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok(Reply { status, cookie })
+    }
+}
+
+/// Cookies of live sessions made by the create phase, shared by the later phases.
+type CookiePool = Arc<Mutex<VecDeque<String>>>;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Endpoint {
+    Health,
+    Create,
+    Resend,
+    Verify,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Health => "GET /health",
+            Endpoint::Create => "POST /api/otp/create",
+            Endpoint::Resend => "POST /api/otp/resend",
+            Endpoint::Verify => "POST /api/otp/verify (wrong code)",
+        }
+    }
+}
+
+struct PhaseResult {
+    requests: u64,
+    unexpected: u64,
+    rate: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+async fn one_request(
+    conn: &mut Connection,
+    endpoint: Endpoint,
+    current: &mut Option<String>,
+    pool: &CookiePool,
+    keep: bool,
+) -> std::io::Result<bool> {
+    match endpoint {
+        Endpoint::Health => Ok(conn.call("GET", "/health", None, b"", None).await?.status == 200),
+        Endpoint::Create => {
+            let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+            let body = format!("\"user{n}@example.com\"");
+            let reply = conn
+                .call(
+                    "POST",
+                    "/api/otp/create",
+                    Some("application/json"),
+                    body.as_bytes(),
+                    None,
+                )
+                .await?;
+            if let (true, Some(cookie)) = (keep, reply.cookie) {
+                pool.lock().unwrap().push_back(cookie);
+            }
+            Ok(reply.status == 200)
+        }
+        Endpoint::Resend | Endpoint::Verify => {
+            if current.is_none() {
+                *current = pool.lock().unwrap().pop_front();
+            }
+            let Some(cookie) = current.clone() else {
+                return Err(std::io::Error::other(
+                    "the cookie pool ran dry: run the create phase longer",
+                ));
+            };
+            let (reply, expected) = if endpoint == Endpoint::Resend {
+                (
+                    conn.call("POST", "/api/otp/resend", None, b"", Some(&cookie))
+                        .await?,
+                    200,
+                )
+            } else {
+                let form = b"otp=0000000000";
+                (
+                    conn.call(
+                        "POST",
+                        "/api/otp/verify",
+                        Some("application/x-www-form-urlencoded"),
+                        form,
+                        Some(&cookie),
+                    )
+                    .await?,
+                    403,
+                )
+            };
+            *current = reply.cookie;
+            Ok(reply.status == expected)
+        }
+    }
+}
+
+async fn phase(
+    address: &str,
+    endpoint: Endpoint,
+    connections: usize,
+    duration: Duration,
+    pool: &CookiePool,
+) -> PhaseResult {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let address = address.to_string();
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&address).await.expect("connecting");
+            let mut latencies: Vec<u32> = Vec::with_capacity(100_000);
+            let mut unexpected = 0u64;
+            let mut current = None;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                match one_request(&mut conn, endpoint, &mut current, &pool, true).await {
+                    Ok(true) => {}
+                    Ok(false) => unexpected += 1,
+                    Err(e) => panic!("{}: {e}", endpoint.name()),
+                }
+                latencies.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            (latencies, unexpected)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut unexpected = 0;
+    for t in tasks {
+        let (l, u) = t.await.expect("a connection task");
+        all.extend(l);
+        unexpected += u;
+    }
+    let elapsed = started.elapsed().max(duration);
+    all.sort_unstable();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    PhaseResult {
+        requests: all.len() as u64,
+        unexpected,
+        rate: all.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: pick(0.50),
+        p99_us: pick(0.99),
+    }
+}
+
+/// Creates `count` sessions as fast as possible (not measured), to fill the id store.
+async fn prefill(address: &str, count: u64, connections: usize) {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let address = address.to_string();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&address).await.expect("connecting");
+            let pool: CookiePool = Arc::default();
+            while done.fetch_add(1, Ordering::Relaxed) < count {
+                let ok = one_request(&mut conn, Endpoint::Create, &mut None, &pool, false)
+                    .await
+                    .expect("prefill");
+                assert!(ok, "prefill create failed");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("prefill task");
+    }
+    eprintln!(
+        "prefilled {count} sessions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn print_table(results: &[(Endpoint, PhaseResult)]) {
+    let health = results
+        .iter()
+        .find(|(e, _)| *e == Endpoint::Health)
+        .map(|(_, r)| r.rate);
+    println!(
+        "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10}",
+        "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "vs health", "unexpected"
+    );
+    for (endpoint, r) in results {
+        let ratio = health
+            .map(|h| format!("{:.0} %", 100.0 * r.rate / h))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<36} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>10}",
+            endpoint.name(),
+            r.requests,
+            r.rate,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            ratio,
+            r.unexpected
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let o = parse_options();
+    let (_server, address) = match &o.url {
+        Some(url) => (
+            None,
+            url.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string(),
+        ),
+        None => {
+            let (s, a) = spawn_server(&o);
+            (Some(s), a)
+        }
+    };
+    // Wait for the server to answer.
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut c) = Connection::open(&address).await {
+            if let Ok(r) = c.call("GET", "/ready", None, b"", None).await {
+                if r.status == 200 {
+                    break;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < ready_by,
+            "the server at {address} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let duration = Duration::from_secs(o.seconds);
+    let pool: CookiePool = Arc::default();
+    let mut results = Vec::new();
+    println!(
+        "otp-server at {address}: {} connections, {} s per endpoint",
+        o.connections, o.seconds
+    );
+    for name in &o.endpoints {
+        let endpoint = match name.as_str() {
+            "health" => Endpoint::Health,
+            "create" => Endpoint::Create,
+            "resend" => Endpoint::Resend,
+            "verify" => Endpoint::Verify,
+            other => panic!("unknown endpoint {other}"),
+        };
+        let r = phase(&address, endpoint, o.connections, duration, &pool).await;
+        results.push((endpoint, r));
+    }
+    print_table(&results);
+    if o.prefill > 0 {
+        prefill(&address, o.prefill, o.connections).await;
+        let mut after = Vec::new();
+        for endpoint in [Endpoint::Health, Endpoint::Create] {
+            after.push((
+                endpoint,
+                phase(&address, endpoint, o.connections, duration, &pool).await,
+            ));
+        }
+        println!("after prefilling {} more live sessions:", o.prefill);
+        print_table(&after);
+        let before = results
+            .iter()
+            .find(|(e, _)| *e == Endpoint::Create)
+            .map(|(_, r)| r.rate);
+        let now = after
+            .iter()
+            .find(|(e, _)| *e == Endpoint::Create)
+            .map(|(_, r)| r.rate);
+        if let (Some(b), Some(n)) = (before, now) {
+            println!(
+                "create throughput with the prefilled store: {:.0} % of before",
+                100.0 * n / b
+            );
+        }
+    }
+}
