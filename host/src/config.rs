@@ -61,6 +61,10 @@ pub struct FileConfig {
     pub send_deadline_ms: u64,
     pub final_deadline_ms: u64,
     pub plugin_memory_mib: usize,
+    /// Per-hook memory caps; each defaults to `plugin_memory_mib`.
+    pub validate_memory_mib: Option<usize>,
+    pub send_memory_mib: Option<usize>,
+    pub final_memory_mib: Option<usize>,
     pub max_concurrent_plugin_calls: u32,
     /// Hook name → plugin name, for hooks that several plugins export.
     pub hooks: BTreeMap<String, String>,
@@ -93,6 +97,9 @@ impl Default for FileConfig {
             send_deadline_ms: 10_000,
             final_deadline_ms: 1_000,
             plugin_memory_mib: 64,
+            validate_memory_mib: None,
+            send_memory_mib: None,
+            final_memory_mib: None,
             max_concurrent_plugin_calls: 256,
             hooks: BTreeMap::new(),
             test_clock: false,
@@ -220,6 +227,17 @@ fn apply_env(c: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
     set(env, "OTP_SEND_DEADLINE_MS", &mut c.send_deadline_ms)?;
     set(env, "OTP_FINAL_DEADLINE_MS", &mut c.final_deadline_ms)?;
     set(env, "OTP_PLUGIN_MEMORY_MIB", &mut c.plugin_memory_mib)?;
+    for (name, slot) in [
+        ("OTP_VALIDATE_MEMORY_MIB", &mut c.validate_memory_mib),
+        ("OTP_SEND_MEMORY_MIB", &mut c.send_memory_mib),
+        ("OTP_FINAL_MEMORY_MIB", &mut c.final_memory_mib),
+    ] {
+        if env(name).is_some() {
+            let mut value = 0usize;
+            set(env, name, &mut value)?;
+            *slot = Some(value);
+        }
+    }
     set(
         env,
         "OTP_MAX_CONCURRENT_PLUGIN_CALLS",
@@ -312,12 +330,18 @@ impl FileConfig {
                 return Err(invalid(name, "must be between 1 and 120000"));
             }
         }
-        if !(1..=4096).contains(&self.plugin_memory_mib) {
-            return Err(invalid(
-                "plugin_memory_mib (OTP_PLUGIN_MEMORY_MIB)",
-                "must be between 1 and 4096",
-            ));
-        }
+        let memory_mib = |name: &str, value: Option<usize>| {
+            let mib = value.unwrap_or(self.plugin_memory_mib);
+            if (1..=4096).contains(&mib) {
+                Ok(mib * 1024 * 1024)
+            } else {
+                Err(invalid(name, "must be between 1 and 4096"))
+            }
+        };
+        memory_mib("plugin_memory_mib (OTP_PLUGIN_MEMORY_MIB)", None)?;
+        let validate_memory = memory_mib("validate_memory_mib (OTP_VALIDATE_MEMORY_MIB)", self.validate_memory_mib)?;
+        let send_memory = memory_mib("send_memory_mib (OTP_SEND_MEMORY_MIB)", self.send_memory_mib)?;
+        let final_memory = memory_mib("final_memory_mib (OTP_FINAL_MEMORY_MIB)", self.final_memory_mib)?;
         if !(1..=10_000).contains(&self.max_concurrent_plugin_calls) {
             return Err(invalid(
                 "max_concurrent_plugin_calls (OTP_MAX_CONCURRENT_PLUGIN_CALLS)",
@@ -340,8 +364,7 @@ impl FileConfig {
                 "is never allowed in production mode",
             ));
         }
-        let memory_bytes = self.plugin_memory_mib * 1024 * 1024;
-        let limits = |ms: u64| HookLimits {
+        let limits = |ms: u64, memory_bytes: usize| HookLimits {
             deadline: Duration::from_millis(ms),
             memory_bytes,
         };
@@ -354,9 +377,9 @@ impl FileConfig {
             otp,
             kek_rotation: Duration::from_secs(self.kek_rotation_secs),
             runtime: RuntimeOptions {
-                validate: limits(self.validate_deadline_ms),
-                send: limits(self.send_deadline_ms),
-                final_action: limits(self.final_deadline_ms),
+                validate: limits(self.validate_deadline_ms, validate_memory),
+                send: limits(self.send_deadline_ms, send_memory),
+                final_action: limits(self.final_deadline_ms, final_memory),
                 max_concurrent_calls: self.max_concurrent_plugin_calls,
                 cache_dir: self.cache_dir,
             },
@@ -398,6 +421,7 @@ mod tests {
                 ("OTP_HOOK_SENDING", "webhook"),
                 ("OTP_CODE_ALPHABET", "digits"),
                 ("OTP_CODE_LENGTH", "6"),
+                ("OTP_SEND_MEMORY_MIB", "16"),
             ]),
         )
         .unwrap();
@@ -410,6 +434,8 @@ mod tests {
         );
         assert_eq!(c.otp.alphabet, Alphabet::Digits);
         assert_eq!(c.otp.code_length, 6);
+        assert_eq!(c.runtime.send.memory_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.runtime.validate.memory_bytes, 64 * 1024 * 1024);
     }
 
     #[test]
@@ -420,6 +446,8 @@ mod tests {
             ("OTP_MAX_ATTEMPTS", "many"),
             ("CORS_ORIGIN", "*"),
             ("OTP_CODE_ALPHABET", "emoji"),
+            ("OTP_FINAL_MEMORY_MIB", "0"),
+            ("OTP_MAX_CREDENTIALS", "many"),
         ] {
             let err = Config::load(None, &env_of(&[(name, value)]))
                 .unwrap_err()

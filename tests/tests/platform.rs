@@ -333,3 +333,47 @@ fn plugins_check_good_and_bad_files() {
     assert!(!ok, "{text}");
     assert!(text.contains("not a valid WebAssembly component"), "{text}");
 }
+
+#[test]
+fn a_bad_setting_stops_start_up_with_its_name() {
+    for (name, value) in [("OTP_LISTEN", "not-an-address"), ("OTP_MAX_ATTEMPTS", "-1"), ("OTP_ENV", "prod")] {
+        let output = std::process::Command::new(server_binary())
+            .env(name, value)
+            .env("OTP_PLUGINS_DIR", scratch_dir("badconfig"))
+            .output()
+            .expect("running otp-server");
+        assert!(!output.status.success(), "{name}={value} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = scratch_dir("sigterm");
+    let mut child = std::process::Command::new(server_binary())
+        .env("OTP_LISTEN", "127.0.0.1:0")
+        .env("OTP_PLUGINS_DIR", &dir)
+        .env("OTP_CACHE_DIR", "")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting otp-server");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("otp-server listening")));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(lines.map_while(Result::ok).any(|l| l.contains("otp-server stopped")));
+}
