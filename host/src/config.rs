@@ -70,6 +70,16 @@ pub struct FileConfig {
     pub hooks: BTreeMap<String, String>,
     /// Enables `POST /test/clock` (never allowed in production). For black-box tests.
     pub test_clock: bool,
+    /// `memory`, or a `redis://` / `rediss://` URL.
+    pub store: String,
+    /// Prefix of every Redis key.
+    pub store_prefix: String,
+    /// Timeout of every Redis call.
+    pub store_timeout_ms: u64,
+    /// Base64 of the 32-byte master key that wraps KEKs stored in Redis.
+    pub master_key: Option<String>,
+    /// A file holding the master key (base64), instead of `master_key`.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Default for FileConfig {
@@ -103,6 +113,11 @@ impl Default for FileConfig {
             max_concurrent_plugin_calls: 256,
             hooks: BTreeMap::new(),
             test_clock: false,
+            store: "memory".into(),
+            store_prefix: "otp:".into(),
+            store_timeout_ms: 500,
+            master_key: None,
+            master_key_file: None,
         }
     }
 }
@@ -127,6 +142,35 @@ pub struct Config {
     pub runtime: RuntimeOptions,
     pub hook_preferences: BTreeMap<Hook, String>,
     pub test_clock: bool,
+    pub store: StoreConfig,
+}
+
+/// Where single-use ids and KEKs live. Debug output never shows the master key.
+#[derive(Clone)]
+pub enum StoreConfig {
+    Memory,
+    Redis {
+        url: String,
+        prefix: String,
+        timeout: Duration,
+        /// Base64 of the master key (validated at start-up).
+        master_key: String,
+    },
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Memory => f.write_str("Memory"),
+            StoreConfig::Redis {
+                prefix, timeout, ..
+            } => f
+                .debug_struct("Redis")
+                .field("prefix", prefix)
+                .field("timeout", timeout)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 impl Config {
@@ -249,6 +293,15 @@ fn apply_env(c: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result
             c.hooks.insert(hook.name().to_string(), plugin);
         }
     }
+    set(env, "OTP_STORE", &mut c.store)?;
+    set(env, "OTP_STORE_PREFIX", &mut c.store_prefix)?;
+    set(env, "OTP_STORE_TIMEOUT_MS", &mut c.store_timeout_ms)?;
+    if let Some(key) = env("OTP_MASTER_KEY") {
+        c.master_key = Some(key);
+    }
+    if let Some(file) = env("OTP_MASTER_KEY_FILE") {
+        c.master_key_file = Some(PathBuf::from(file));
+    }
     if let Some(flag) = env("OTP_TEST_CLOCK") {
         c.test_clock = matches!(flag.trim(), "1" | "true" | "yes");
     }
@@ -339,9 +392,18 @@ impl FileConfig {
             }
         };
         memory_mib("plugin_memory_mib (OTP_PLUGIN_MEMORY_MIB)", None)?;
-        let validate_memory = memory_mib("validate_memory_mib (OTP_VALIDATE_MEMORY_MIB)", self.validate_memory_mib)?;
-        let send_memory = memory_mib("send_memory_mib (OTP_SEND_MEMORY_MIB)", self.send_memory_mib)?;
-        let final_memory = memory_mib("final_memory_mib (OTP_FINAL_MEMORY_MIB)", self.final_memory_mib)?;
+        let validate_memory = memory_mib(
+            "validate_memory_mib (OTP_VALIDATE_MEMORY_MIB)",
+            self.validate_memory_mib,
+        )?;
+        let send_memory = memory_mib(
+            "send_memory_mib (OTP_SEND_MEMORY_MIB)",
+            self.send_memory_mib,
+        )?;
+        let final_memory = memory_mib(
+            "final_memory_mib (OTP_FINAL_MEMORY_MIB)",
+            self.final_memory_mib,
+        )?;
         if !(1..=10_000).contains(&self.max_concurrent_plugin_calls) {
             return Err(invalid(
                 "max_concurrent_plugin_calls (OTP_MAX_CONCURRENT_PLUGIN_CALLS)",
@@ -364,6 +426,7 @@ impl FileConfig {
                 "is never allowed in production mode",
             ));
         }
+        let store = self.store_config()?;
         let limits = |ms: u64, memory_bytes: usize| HookLimits {
             deadline: Duration::from_millis(ms),
             memory_bytes,
@@ -385,6 +448,55 @@ impl FileConfig {
             },
             hook_preferences,
             test_clock: self.test_clock,
+            store,
+        })
+    }
+
+    fn store_config(&self) -> Result<StoreConfig, ConfigError> {
+        let url = self.store.trim();
+        if url == "memory" {
+            return Ok(StoreConfig::Memory);
+        }
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "store (OTP_STORE)",
+                format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
+            ));
+        }
+        if !(1..=60_000).contains(&self.store_timeout_ms) {
+            return Err(invalid(
+                "store_timeout_ms (OTP_STORE_TIMEOUT_MS)",
+                "must be between 1 and 60000",
+            ));
+        }
+        let master_key = match (&self.master_key, &self.master_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "master_key (OTP_MASTER_KEY)",
+                    "give the master key or a master key file, not both",
+                ))
+            }
+            (Some(key), None) => key.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                invalid("master_key_file (OTP_MASTER_KEY_FILE)", format!("{}: {e}", path.display()))
+            })?,
+            (None, None) => {
+                return Err(invalid(
+                    "master_key (OTP_MASTER_KEY)",
+                    "Redis mode needs a master key to wrap the shared key-encryption keys: \
+                     set OTP_MASTER_KEY to base64 of 32 random bytes (e.g. `openssl rand -base64 32`) \
+                     or OTP_MASTER_KEY_FILE to a file holding it",
+                ))
+            }
+        };
+        if let Err(e) = crate::crypto::MasterKey::from_base64(&master_key) {
+            return Err(invalid("master_key (OTP_MASTER_KEY)", e.to_string()));
+        }
+        Ok(StoreConfig::Redis {
+            url: url.to_string(),
+            prefix: self.store_prefix.clone(),
+            timeout: Duration::from_millis(self.store_timeout_ms),
+            master_key,
         })
     }
 }
@@ -461,6 +573,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("OTP_TEST_CLOCK"), "{err}");
+    }
+
+    #[test]
+    fn redis_needs_a_valid_master_key() {
+        let err = Config::load(None, &env_of(&[("OTP_STORE", "redis://127.0.0.1:6379")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OTP_MASTER_KEY"), "{err}");
+        let err = Config::load(
+            None,
+            &env_of(&[
+                ("OTP_STORE", "redis://127.0.0.1:6379"),
+                ("OTP_MASTER_KEY", "c2hvcnQ="),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let c = Config::load(
+            None,
+            &env_of(&[
+                ("OTP_STORE", "redis://127.0.0.1:6379"),
+                ("OTP_MASTER_KEY", key),
+            ]),
+        )
+        .unwrap();
+        assert!(matches!(c.store, StoreConfig::Redis { .. }));
+        let err = Config::load(None, &env_of(&[("OTP_STORE", "postgres://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OTP_STORE"), "{err}");
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! shutdown on SIGTERM or Ctrl-C.
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
-use crate::config::{Config, Mode};
-use crate::crypto::KeyRing;
+use crate::config::{Config, Mode, StoreConfig};
+use crate::crypto::{KeyStore, MasterKey, MemoryKeyStore};
 use crate::http::{router, AppState};
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
+use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
 use crate::store::{IdStore, MemoryIdStore};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -48,18 +49,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading {}", config.plugins_dir.display()))?;
 
-    let now = clock.now_ms();
-    let keys = Arc::new(KeyRing::new(now, config.otp.session_max_age_ms));
-    let ids = Arc::new(MemoryIdStore::new());
-    let _sweeper = ids
-        .clone()
-        .spawn_sweeper(clock.clone(), Duration::from_secs(1));
-    let _rotation = spawn_key_rotation(keys.clone(), clock.clone(), config.kek_rotation);
-
+    let (keys, ids) = open_stores(&config, clock.clone()).await?;
+    let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone());
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
         keys,
-        ids as Arc<dyn IdStore>,
+        ids,
         clock,
         registry.clone(),
     ));
@@ -89,20 +84,76 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rotates the key-encryption key on schedule and forgets retired keys once no
-/// cookie sealed with them can still be live.
-fn spawn_key_rotation(
-    keys: Arc<KeyRing>,
+/// The id store and key store the configuration asks for. In Redis mode this waits
+/// (up to a minute) for Redis to answer, so instances restarted together with Redis
+/// come up by themselves; a wrong master key stops start-up with that message.
+async fn open_stores(
+    config: &Config,
     clock: Arc<dyn Clock>,
-    every: Duration,
+) -> anyhow::Result<(Arc<dyn KeyStore>, Arc<dyn IdStore>)> {
+    let retention = config.otp.session_max_age_ms;
+    let rotation = config.kek_rotation.as_millis() as u64;
+    match &config.store {
+        StoreConfig::Memory => {
+            let ids = Arc::new(MemoryIdStore::new());
+            // The sweeper holds the store weakly and stops by itself when it is dropped,
+            // so its handle need not be kept.
+            drop(
+                ids.clone()
+                    .spawn_sweeper(clock.clone(), Duration::from_secs(1)),
+            );
+            let keys = Arc::new(MemoryKeyStore::new(clock.now_ms(), retention, rotation));
+            Ok((keys, ids))
+        }
+        StoreConfig::Redis {
+            url,
+            prefix,
+            timeout,
+            master_key,
+        } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let redis = RedisConnection::new(url, prefix, *timeout)?;
+            let started = std::time::Instant::now();
+            let keys = loop {
+                match RedisKeyStore::connect(
+                    redis.clone(),
+                    MasterKey::from_base64(master_key)?,
+                    clock.now_ms(),
+                    retention,
+                    rotation,
+                )
+                .await
+                {
+                    Ok(keys) => break keys,
+                    Err(crate::store::redis::KeyStoreError::Store(error))
+                        if started.elapsed() < Duration::from_secs(60) =>
+                    {
+                        tracing::warn!(%error, "waiting for Redis");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(error) => anyhow::bail!("Redis key store: {error}"),
+                }
+            };
+            tracing::info!(prefix = %prefix, "session ids and key-encryption keys are shared through Redis");
+            Ok((Arc::new(keys), Arc::new(RedisIdStore::new(redis))))
+        }
+    }
+}
+
+/// Rotates key-encryption keys on schedule, adopts rotations done by other instances
+/// and forgets keys no live cookie can use.
+fn spawn_key_maintenance(
+    keys: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = clock.now_ms();
-            keys.rotate_if_due(now, every.as_millis() as u64);
-            keys.prune(now);
+            if let Err(error) = keys.maintain(clock.now_ms()).await {
+                tracing::warn!(%error, "key maintenance failed; retrying");
+            }
         }
     })
 }

@@ -8,7 +8,7 @@
 //! nothing about HTTP beyond the [`ApiError`] it returns.
 
 use crate::clock::Clock;
-use crate::crypto::{CookieError, KeyRing, SessionCookie};
+use crate::crypto::{CookieError, KeyStore, SessionCookie};
 use crate::http::error::{ApiError, CookieAction, ErrorCode};
 use crate::plugins::{
     self, CodeDelivery, HookError, PluginRegistry, PluginResponse, RequestContext,
@@ -33,7 +33,7 @@ pub struct VerifiedAnswer {
 
 pub struct OtpService {
     settings: Settings,
-    keys: Arc<KeyRing>,
+    keys: Arc<dyn KeyStore>,
     ids: Arc<dyn IdStore>,
     clock: Arc<dyn Clock>,
     hooks: Arc<PluginRegistry>,
@@ -48,7 +48,7 @@ enum Unusable {
 impl OtpService {
     pub fn new(
         settings: Settings,
-        keys: Arc<KeyRing>,
+        keys: Arc<dyn KeyStore>,
         ids: Arc<dyn IdStore>,
         clock: Arc<dyn Clock>,
         hooks: Arc<PluginRegistry>,
@@ -64,6 +64,11 @@ impl OtpService {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Whether the session store answers (for `/ready`).
+    pub async fn store_ready(&self) -> Result<(), crate::store::StoreError> {
+        self.ids.ping().await
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -84,7 +89,7 @@ impl OtpService {
             Some(value) => self.open(value, now).await?.ok(),
             None => None,
         };
-        let new_id = SessionId::random();
+        let new_id = self.ids.successor_id(previous.as_ref().map(|s| &s.id));
         let transition = protocol::create(
             previous.as_ref(),
             new_id,
@@ -121,7 +126,7 @@ impl OtpService {
     ) -> Result<SessionAnswer, ApiError> {
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
-        let new_id = SessionId::random();
+        let new_id = self.ids.successor_id(Some(&session.id));
         let transition =
             protocol::resend(&session, new_id, now, &self.settings, &mut OsCodeSource)?;
         let ttl = ttl_ms(&transition.session, now);
@@ -159,7 +164,7 @@ impl OtpService {
     ) -> Result<VerifiedAnswer, ApiError> {
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
-        let new_id = SessionId::random();
+        let new_id = self.ids.successor_id(Some(&session.id));
         match protocol::verify(&session, new_id, code, now, &self.settings)? {
             protocol::VerifyOutcome::Verified {
                 credential_id,
@@ -255,7 +260,18 @@ impl OtpService {
         if value.is_empty() {
             return Ok(Err(Unusable::Missing));
         }
-        let session = match SessionCookie::open(value, &*self.keys) {
+        let opened = match SessionCookie::open(value, &*self.keys) {
+            // Sealed with a key this instance has not seen: another instance may have
+            // rotated a moment ago. Fetch it from the shared store and try once more.
+            Err(CookieError::UnknownKey) => match SessionCookie::key_id(value) {
+                Some(id) if self.keys.fetch(&id, now).await?.is_some() => {
+                    SessionCookie::open(value, &*self.keys)
+                }
+                _ => Err(CookieError::UnknownKey),
+            },
+            other => other,
+        };
+        let session = match opened {
             Ok(session) => session,
             Err(CookieError::Corrupt) => {
                 // It authenticated, so it was sealed with one of our keys, yet it does
@@ -263,7 +279,7 @@ impl OtpService {
                 tracing::warn!(
                     "a cookie authenticated but did not decode: rotating the key-encryption key"
                 );
-                self.keys.rotate(now);
+                self.keys.force_rotation(now).await?;
                 return Ok(Err(Unusable::Invalid));
             }
             Err(_) => return Ok(Err(Unusable::Invalid)),

@@ -87,6 +87,102 @@ pub fn install(file: &Path, dir: &Path, name: &str) {
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).expect("renaming a plugin into place");
 }
 
+/// The master key every test server uses in Redis mode (base64 of 32 bytes).
+pub const TEST_MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLWxvbmc=";
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A `redis-server` of the test's own, on a free port, without persistence. Stopped
+/// when dropped. `scripts/test.sh` installs redis-server when it is missing.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port (after [`RedisServer::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether the suite runs in Redis mode (`OTP_BLACKBOX_STORE=redis`): every server
+/// that does not name a store then gets a Redis of its own.
+pub fn redis_mode() -> bool {
+    std::env::var("OTP_BLACKBOX_STORE").is_ok_and(|v| v == "redis")
+}
+
 /// The server's log, filled by a reader thread.
 #[derive(Default)]
 struct Log {
@@ -97,6 +193,8 @@ struct Log {
 pub struct ServerBuilder {
     plugins: Vec<(PathBuf, String)>,
     env: Vec<(String, String)>,
+    plugins_dir: Option<PathBuf>,
+    store_named: bool,
 }
 
 impl ServerBuilder {
@@ -114,13 +212,36 @@ impl ServerBuilder {
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
+        if key == "OTP_STORE" {
+            self.store_named = true;
+        }
         self.env.push((key.to_string(), value.to_string()));
         self
     }
 
-    pub fn start(self) -> Server {
-        let dir = scratch_dir("server");
-        let plugins_dir = dir.join("plugins");
+    /// Shares a Redis (several servers on one store).
+    pub fn redis(self, redis: &RedisServer) -> Self {
+        self.env("OTP_STORE", &redis.url())
+            .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
+            .env("OTP_STORE_TIMEOUT_MS", "300")
+    }
+
+    /// Uses an existing plugins folder instead of a fresh one (to restart a server on
+    /// the same plugins, or run two servers on one folder).
+    pub fn plugins_dir(mut self, dir: &Path) -> Self {
+        self.plugins_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn start(mut self) -> Server {
+        let own_redis = (redis_mode() && !self.store_named).then(RedisServer::start);
+        if let Some(redis) = &own_redis {
+            self = self.redis(redis);
+        }
+        let plugins_dir = match &self.plugins_dir {
+            Some(dir) => dir.clone(),
+            None => scratch_dir("server").join("plugins"),
+        };
         std::fs::create_dir_all(&plugins_dir).expect("creating the plugins folder");
         for (file, name) in &self.plugins {
             install(file, &plugins_dir, name);
@@ -157,6 +278,7 @@ impl ServerBuilder {
         });
         let mut server = Server {
             child,
+            _redis: own_redis,
             log,
             base: String::new(),
             plugins_dir,
@@ -181,6 +303,7 @@ impl ServerBuilder {
 
 pub struct Server {
     child: Child,
+    _redis: Option<RedisServer>,
     log: Arc<Log>,
     pub base: String,
     pub plugins_dir: PathBuf,
@@ -275,6 +398,8 @@ impl Server {
         ServerBuilder {
             plugins: Vec::new(),
             env: Vec::new(),
+            plugins_dir: None,
+            store_named: false,
         }
     }
 

@@ -99,6 +99,21 @@ impl SessionCookie {
         seal_bytes(&plaintext, kek)
     }
 
+    /// The id of the KEK a cookie names in its header, without authenticating anything.
+    /// Used to fetch a key this instance has not seen yet (another instance rotated).
+    pub fn key_id(value: &str) -> Option<KekId> {
+        if value.len() > MAX_COOKIE_VALUE_LEN {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        if bytes.len() < ENVELOPE_LEN || bytes[0] != COOKIE_FORMAT_VERSION {
+            return None;
+        }
+        Some(KekId::from_bytes(
+            bytes.get(1..HEADER_LEN)?.try_into().ok()?,
+        ))
+    }
+
     /// Authenticates and decodes a cookie value. Never panics, whatever `value` is.
     pub fn open(value: &str, keys: &dyn KeySource) -> Result<Session, CookieError> {
         if value.len() > MAX_COOKIE_VALUE_LEN {

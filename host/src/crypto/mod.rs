@@ -8,6 +8,8 @@
 pub mod codec;
 mod cookie;
 mod key;
+mod key_store;
+mod master;
 mod ring;
 
 pub use codec::{decode_session, encode_session, DecodeError, EncodeError};
@@ -16,4 +18,6 @@ pub use cookie::{
     COOKIE_FORMAT_VERSION, MAX_COOKIE_VALUE_LEN,
 };
 pub use key::{KekId, KeyEncryptionKey};
+pub use key_store::{KeyStore, MemoryKeyStore};
+pub use master::{MasterKey, MasterKeyError, WRAPPED_KEK_LEN};
 pub use ring::{KeyRing, KeySource};

@@ -62,6 +62,17 @@ impl KeyRing {
         }
     }
 
+    /// A ring whose current key is shared with other holders (e.g. loaded from Redis).
+    pub fn from_shared(current: Arc<KeyEncryptionKey>, retention_ms: u64) -> Self {
+        Self {
+            keys: RwLock::new(Keys {
+                current,
+                retired: Vec::new(),
+            }),
+            retention_ms,
+        }
+    }
+
     pub fn current(&self) -> Arc<KeyEncryptionKey> {
         Arc::clone(&self.keys.read().current)
     }
@@ -115,6 +126,34 @@ impl KeyRing {
         let before = keys.retired.len();
         keys.retired.retain(|retired| retired.key.id() != *id);
         before != keys.retired.len()
+    }
+
+    /// Makes `kek` current (another instance rotated, or it was loaded at start-up); the
+    /// previous current key is retired at `now_ms`. A no-op if `kek` is current already.
+    pub fn adopt_current(&self, kek: Arc<KeyEncryptionKey>, now_ms: u64) {
+        let mut keys = self.keys.write();
+        if keys.current.id() == kek.id() {
+            return;
+        }
+        keys.retired.retain(|retired| retired.key.id() != kek.id());
+        let previous = std::mem::replace(&mut keys.current, kek);
+        keys.retired.push(Retired {
+            key: previous,
+            retired_at_ms: now_ms,
+        });
+    }
+
+    /// Holds a key that is not current (fetched for a cookie sealed elsewhere), as if it
+    /// had been retired at `now_ms`.
+    pub fn insert_retired(&self, kek: Arc<KeyEncryptionKey>, now_ms: u64) {
+        let mut keys = self.keys.write();
+        if keys.current.id() == kek.id() || keys.retired.iter().any(|r| r.key.id() == kek.id()) {
+            return;
+        }
+        keys.retired.push(Retired {
+            key: kek,
+            retired_at_ms: now_ms,
+        });
     }
 
     /// Number of keys held, current included.

@@ -13,8 +13,9 @@ pub async fn health() -> &'static str {
     "OK"
 }
 
-/// 200 with the bound hooks when every hook has a plugin, else 503 naming what is
-/// missing. Binding problems and rejected files are listed either way.
+/// 200 with the bound hooks when every hook has a plugin and the session store
+/// answers, else 503 naming what is missing. Binding problems and rejected files are
+/// listed either way.
 pub async fn ready(State(app): State<AppState>) -> Response {
     let registry = app.registry.snapshot();
     let hooks: serde_json::Map<String, serde_json::Value> = registry
@@ -45,9 +46,14 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             )
         })
         .collect();
-    let ready = missing.is_empty();
+    let store = match app.service.store_ready().await {
+        Ok(()) => "ok",
+        Err(_) => "unavailable",
+    };
+    let ready = missing.is_empty() && store == "ok";
     let body = serde_json::json!({
         "ready": ready,
+        "store": store,
         "hooks": hooks,
         "missing": missing,
         "plugins": plugins,

@@ -10,6 +10,7 @@
 //! store judges expiry by the same rule.
 
 mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
@@ -53,4 +54,17 @@ pub trait IdStore: Send + Sync + 'static {
     /// Whether `id` is live. Only for diagnostics and tests: checking and then acting is a
     /// race, so request handling must use `replace`/`consume`.
     async fn contains(&self, id: SessionId, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// A fresh id for the successor of `previous` (or for a new session). Random by
+    /// default; a store may keep part of the previous id so both land on the same shard
+    /// (Redis Cluster hash tags), which `replace` needs to be atomic.
+    fn successor_id(&self, previous: Option<&SessionId>) -> SessionId {
+        let _ = previous;
+        SessionId::random()
+    }
+
+    /// Whether the store can serve requests now (for `/ready`).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -1,0 +1,79 @@
+//! Where the server's KEKs live, seen from the request path.
+//!
+//! [`KeySource`] is the synchronous view that sealing and opening use on every request.
+//! [`KeyStore`] adds what needs I/O in a shared deployment: fetching a key another
+//! instance created, rotating everywhere at once, and periodic upkeep. The in-memory
+//! [`KeyRing`] is its own store; the Redis-backed one lives in
+//! [`crate::store::redis`].
+
+use super::key::{KekId, KeyEncryptionKey};
+use super::ring::{KeyRing, KeySource};
+use crate::store::StoreError;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[async_trait]
+pub trait KeyStore: KeySource {
+    /// A key by id, fetched from the shared store if this instance does not hold it.
+    async fn fetch(
+        &self,
+        id: &KekId,
+        now_ms: u64,
+    ) -> Result<Option<Arc<KeyEncryptionKey>>, StoreError>;
+
+    /// Rotates now, everywhere (a cookie suggested a key may have leaked).
+    async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Periodic upkeep: rotate when due, pick up rotations done elsewhere, forget keys
+    /// no live cookie can use.
+    async fn maintain(&self, now_ms: u64) -> Result<(), StoreError>;
+}
+
+/// The in-memory ring with its rotation schedule.
+pub struct MemoryKeyStore {
+    ring: KeyRing,
+    rotation_interval_ms: u64,
+}
+
+impl MemoryKeyStore {
+    pub fn new(now_ms: u64, retention_ms: u64, rotation_interval_ms: u64) -> MemoryKeyStore {
+        MemoryKeyStore {
+            ring: KeyRing::new(now_ms, retention_ms),
+            rotation_interval_ms,
+        }
+    }
+}
+
+impl KeySource for MemoryKeyStore {
+    fn current(&self) -> Arc<KeyEncryptionKey> {
+        self.ring.current()
+    }
+
+    fn get(&self, id: &KekId) -> Option<Arc<KeyEncryptionKey>> {
+        self.ring.get(id)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn fetch(
+        &self,
+        id: &KekId,
+        _now_ms: u64,
+    ) -> Result<Option<Arc<KeyEncryptionKey>>, StoreError> {
+        Ok(self.ring.get(id))
+    }
+
+    async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError> {
+        self.ring.rotate(now_ms);
+        Ok(())
+    }
+
+    async fn maintain(&self, now_ms: u64) -> Result<(), StoreError> {
+        if self.ring.rotate_if_due(now_ms, self.rotation_interval_ms) {
+            tracing::info!("key-encryption key rotated");
+        }
+        self.ring.prune(now_ms);
+        Ok(())
+    }
+}
