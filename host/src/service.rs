@@ -128,7 +128,10 @@ impl OtpService {
         let session = self.open_required(cookie, now).await?;
         let new_id = self.ids.successor_id(Some(&session.id));
         let transition =
-            protocol::resend(&session, new_id, now, &self.settings, &mut OsCodeSource)?;
+            match protocol::resend(&session, new_id, now, &self.settings, &mut OsCodeSource) {
+                Ok(transition) => transition,
+                Err(refused) => return Err(self.refusal(&session, refused, now).await),
+            };
         let ttl = ttl_ms(&transition.session, now);
         if !self.ids.replace(session.id, new_id, ttl, now).await? {
             return Err(invalid_cookie().with_cookie(CookieAction::Delete));
@@ -165,7 +168,11 @@ impl OtpService {
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
         let new_id = self.ids.successor_id(Some(&session.id));
-        match protocol::verify(&session, new_id, code, now, &self.settings)? {
+        let outcome = match protocol::verify(&session, new_id, code, now, &self.settings) {
+            Ok(outcome) => outcome,
+            Err(refused) => return Err(self.refusal(&session, refused, now).await),
+        };
+        match outcome {
             protocol::VerifyOutcome::Verified {
                 credential_id,
                 channel,
@@ -242,12 +249,30 @@ impl OtpService {
         }
     }
 
-    /// Opens a cookie that the request must carry.
+    /// The answer to a transition the protocol refused. A refusal touches no id, so
+    /// it must first make sure the cookie state is still live: a used-up state is
+    /// `OTP:INVALID_COOKIE` whatever the protocol would have said about it.
+    async fn refusal(
+        &self,
+        session: &Session,
+        refused: protocol::ProtocolError,
+        now: u64,
+    ) -> ApiError {
+        match self.ids.contains(session.id, now).await {
+            Ok(true) => refused.into(),
+            Ok(false) => invalid_cookie().with_cookie(CookieAction::Delete),
+            Err(error) => error.into(),
+        }
+    }
+
+    /// Opens a cookie that the request must carry, without checking its id: resend and
+    /// verify retire the id atomically (or, when refused, check it) afterwards, which
+    /// keeps the request to one store round trip.
     async fn open_required(&self, cookie: Option<&str>, now: u64) -> Result<Session, ApiError> {
         let Some(value) = cookie else {
             return Err(invalid_cookie());
         };
-        match self.open(value, now).await? {
+        match self.decrypt(value, now).await? {
             Ok(session) => Ok(session),
             Err(Unusable::Missing) => Err(invalid_cookie()),
             Err(Unusable::Invalid) => Err(invalid_cookie().with_cookie(CookieAction::Delete)),
@@ -257,6 +282,18 @@ impl OtpService {
     /// Decrypts a cookie and checks that its id is still live. Store errors are the
     /// only `Err`; an unusable cookie is `Ok(Err(_))`.
     async fn open(&self, value: &str, now: u64) -> Result<Result<Session, Unusable>, ApiError> {
+        let session = match self.decrypt(value, now).await? {
+            Ok(session) => session,
+            Err(unusable) => return Ok(Err(unusable)),
+        };
+        if !self.ids.contains(session.id, now).await? {
+            return Ok(Err(Unusable::Invalid));
+        }
+        Ok(Ok(session))
+    }
+
+    /// Authenticates and decodes a cookie.
+    async fn decrypt(&self, value: &str, now: u64) -> Result<Result<Session, Unusable>, ApiError> {
         if value.is_empty() {
             return Ok(Err(Unusable::Missing));
         }
@@ -284,9 +321,6 @@ impl OtpService {
             }
             Err(_) => return Ok(Err(Unusable::Invalid)),
         };
-        if !self.ids.contains(session.id, now).await? {
-            return Ok(Err(Unusable::Invalid));
-        }
         Ok(Ok(session))
     }
 

@@ -266,3 +266,43 @@ fn redis_mode_needs_the_right_master_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("master key does not match"), "{stderr}");
 }
+
+#[tokio::test]
+async fn one_instance_rotates_and_the_others_follow() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let rotating = |s: otp_server_blackbox::ServerBuilder| s.env("OTP_KEK_ROTATION_SECS", "60");
+    let a = rotating(Server::builder().plugins_dir(&plugins).redis(&redis)).start();
+    let b = rotating(Server::builder().plugins_dir(&plugins).redis(&redis)).start();
+    let before = a
+        .create("\"old@example.com\"", None)
+        .await
+        .cookie()
+        .unwrap();
+
+    // A's clock passes the rotation interval: A rotates, B adopts the new key.
+    a.advance_clock(61_000).await;
+    a.wait_for_log(
+        "key-encryption key rotated (shared)",
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|| panic!("A did not rotate:\n{}", a.log_text()));
+    let after = a
+        .create("\"new@example.com\"", None)
+        .await
+        .cookie()
+        .unwrap();
+    // B opens a cookie sealed with the new key at once (fetching it if needed)...
+    let answer = b.verify("0000000000", Some(&after)).await;
+    assert_eq!(answer.error(), "OTP:INCORRECT", "{}", answer.text());
+    // ...and one sealed before the rotation still opens everywhere.
+    let answer = b.verify("0000000000", Some(&before)).await;
+    assert_eq!(answer.error(), "OTP:INCORRECT", "{}", answer.text());
+    b.wait_for_log(
+        "adopted the shared key-encryption key",
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|| panic!("B did not adopt the new key:\n{}", b.log_text()));
+    // Only one instance rotated.
+    assert!(!b.log_text().contains("key-encryption key rotated (shared)"));
+}

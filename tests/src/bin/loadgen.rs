@@ -6,7 +6,12 @@
 //!
 //! ```text
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 [--prefill 1000000]
+//! cargo run --release -p otp-server-blackbox --bin loadgen -- --stores memory,redis --endpoints health,create,verify
 //! ```
+//!
+//! `--stores memory,redis` runs the same phases against a server on each store (it
+//! starts its own `redis-server` on a free port) and prints Redis mode as a share of
+//! memory mode.
 //!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
@@ -30,6 +35,7 @@ struct Options {
     prefill: u64,
     env: Vec<(String, String)>,
     endpoints: Vec<String>,
+    stores: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -46,6 +52,7 @@ fn parse_options() -> Options {
             "resend".into(),
             "verify".into(),
         ],
+        stores: vec!["memory".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -57,6 +64,7 @@ fn parse_options() -> Options {
             "--seconds" => o.seconds = value().parse().expect("--seconds N"),
             "--prefill" => o.prefill = value().parse().expect("--prefill N"),
             "--endpoints" => o.endpoints = value().split(',').map(str::to_string).collect(),
+            "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -78,7 +86,7 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn_server(o: &Options) -> (Spawned, String) {
+fn spawn_server(o: &Options, extra_env: &[(String, String)]) -> (Spawned, String) {
     let binary = o.binary.clone().unwrap_or_else(|| {
         workspace_root()
             .join("target/release/otp-server")
@@ -107,7 +115,7 @@ fn spawn_server(o: &Options) -> (Spawned, String) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    for (k, v) in &o.env {
+    for (k, v) in o.env.iter().chain(extra_env) {
         command.env(k, v);
     }
     let child = command
@@ -396,28 +404,37 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let o = parse_options();
-    let (_server, address) = match &o.url {
-        Some(url) => (
-            None,
-            url.trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string(),
-        ),
-        None => {
-            let (s, a) = spawn_server(&o);
-            (Some(s), a)
-        }
+/// A `redis-server` of the load generator's own, without persistence.
+fn spawn_redis() -> (Spawned, String) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("an address").port()
     };
-    // Wait for the server to answer.
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting redis-server");
+    (Spawned(child), format!("redis://127.0.0.1:{port}"))
+}
+
+async fn wait_ready(address: &str) {
     let ready_by = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(mut c) = Connection::open(&address).await {
+        if let Ok(mut c) = Connection::open(address).await {
             if let Ok(r) = c.call("GET", "/ready", None, b"", None).await {
                 if r.status == 200 {
-                    break;
+                    return;
                 }
             }
         }
@@ -427,32 +444,40 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn endpoint_named(name: &str) -> Endpoint {
+    match name {
+        "health" => Endpoint::Health,
+        "create" => Endpoint::Create,
+        "resend" => Endpoint::Resend,
+        "verify" => Endpoint::Verify,
+        other => panic!("unknown endpoint {other}"),
+    }
+}
+
+/// Runs every phase against one server; then, with `--prefill`, fills the store and
+/// measures create again.
+async fn run_against(o: &Options, address: &str) -> Vec<(Endpoint, PhaseResult)> {
+    wait_ready(address).await;
     let duration = Duration::from_secs(o.seconds);
     let pool: CookiePool = Arc::default();
     let mut results = Vec::new();
-    println!(
-        "otp-server at {address}: {} connections, {} s per endpoint",
-        o.connections, o.seconds
-    );
     for name in &o.endpoints {
-        let endpoint = match name.as_str() {
-            "health" => Endpoint::Health,
-            "create" => Endpoint::Create,
-            "resend" => Endpoint::Resend,
-            "verify" => Endpoint::Verify,
-            other => panic!("unknown endpoint {other}"),
-        };
-        let r = phase(&address, endpoint, o.connections, duration, &pool).await;
-        results.push((endpoint, r));
+        let endpoint = endpoint_named(name);
+        results.push((
+            endpoint,
+            phase(address, endpoint, o.connections, duration, &pool).await,
+        ));
     }
     print_table(&results);
     if o.prefill > 0 {
-        prefill(&address, o.prefill, o.connections).await;
+        prefill(address, o.prefill, o.connections).await;
         let mut after = Vec::new();
         for endpoint in [Endpoint::Health, Endpoint::Create] {
             after.push((
                 endpoint,
-                phase(&address, endpoint, o.connections, duration, &pool).await,
+                phase(address, endpoint, o.connections, duration, &pool).await,
             ));
         }
         println!("after prefilling {} more live sessions:", o.prefill);
@@ -470,6 +495,63 @@ async fn main() {
                 "create throughput with the prefilled store: {:.0} % of before",
                 100.0 * n / b
             );
+        }
+    }
+    results
+}
+
+#[tokio::main]
+async fn main() {
+    let o = parse_options();
+    if let Some(url) = &o.url {
+        let address = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        println!(
+            "otp-server at {address}: {} connections, {} s per endpoint",
+            o.connections, o.seconds
+        );
+        run_against(&o, &address).await;
+        return;
+    }
+    let mut by_store = Vec::new();
+    for store in &o.stores {
+        let (_redis, env) = match store.as_str() {
+            "memory" => (None, Vec::new()),
+            "redis" => {
+                let (redis, url) = spawn_redis();
+                let env = vec![
+                    ("OTP_STORE".to_string(), url),
+                    (
+                        "OTP_MASTER_KEY".to_string(),
+                        "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLWxvbmc=".to_string(),
+                    ),
+                ];
+                (Some(redis), env)
+            }
+            other => panic!("unknown store {other}: use memory or redis"),
+        };
+        let (_server, address) = spawn_server(&o, &env);
+        println!(
+            "\n{store} store — otp-server at {address}: {} connections, {} s per endpoint",
+            o.connections, o.seconds
+        );
+        let results = run_against(&o, &address).await;
+        by_store.push((store.clone(), results));
+    }
+    if let [(first, base), rest @ ..] = by_store.as_slice() {
+        for (store, results) in rest {
+            println!("\n{store} mode as a share of {first} mode (req/s):");
+            for (endpoint, r) in results {
+                if let Some((_, b)) = base.iter().find(|(e, _)| e == endpoint) {
+                    println!(
+                        "  {:<36} {:>5.0} %",
+                        endpoint.name(),
+                        100.0 * r.rate / b.rate
+                    );
+                }
+            }
         }
     }
 }
