@@ -39,22 +39,16 @@ pub fn server_binary() -> PathBuf {
 
 /// A default plugin file (`plugins/dist/NAME.wasm`).
 pub fn plugin(name: &str) -> PathBuf {
-    let path = workspace_root()
-        .join("plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-plugins.sh",
-        path.display()
-    );
-    path
+    built_component("plugins/dist", name)
 }
 
 /// A test fixture plugin file (`plugins/dist-fixtures/NAME.wasm`).
 pub fn fixture(name: &str) -> PathBuf {
-    let path = workspace_root()
-        .join("plugins/dist-fixtures")
-        .join(format!("{name}.wasm"));
+    built_component("plugins/dist-fixtures", name)
+}
+
+fn built_component(folder: &str, name: &str) -> PathBuf {
+    let path = workspace_root().join(folder).join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-plugins.sh",

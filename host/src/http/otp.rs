@@ -7,7 +7,9 @@
 use super::cookie::read_cookie;
 use super::error::{ApiError, ErrorCode};
 use super::{apply_cookie, error_response, AppState, MAX_BODY};
+use crate::config::Mode;
 use crate::plugins::RequestContext;
+use crate::service::SessionAnswer;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -42,14 +44,7 @@ pub async fn create(
             .await
     }
     .await;
-    match result {
-        Ok(answer) => {
-            let mut response = Json(answer.state).into_response();
-            apply_cookie(&mut response, &answer.cookie, mode);
-            response
-        }
-        Err(error) => error_response(error, mode),
-    }
+    session_response(result, mode)
 }
 
 pub async fn resend(
@@ -67,14 +62,7 @@ pub async fn resend(
             .await
     }
     .await;
-    match result {
-        Ok(answer) => {
-            let mut response = Json(answer.state).into_response();
-            apply_cookie(&mut response, &answer.cookie, mode);
-            response
-        }
-        Err(error) => error_response(error, mode),
-    }
+    session_response(result, mode)
 }
 
 pub async fn verify(
@@ -100,6 +88,18 @@ pub async fn verify(
     match result {
         Ok(answer) => {
             let mut response = plugin_response(answer.response);
+            apply_cookie(&mut response, &answer.cookie, mode);
+            response
+        }
+        Err(error) => error_response(error, mode),
+    }
+}
+
+/// Renders a create or resend: the session state and the new cookie, or the error.
+fn session_response(result: Result<SessionAnswer, ApiError>, mode: Mode) -> Response {
+    match result {
+        Ok(answer) => {
+            let mut response = Json(answer.state).into_response();
             apply_cookie(&mut response, &answer.cookie, mode);
             response
         }

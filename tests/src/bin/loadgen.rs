@@ -18,7 +18,9 @@
 //! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
 //! of these change the work a request does. `--env KEY=VALUE` passes more settings.
 
-use otp_server_blackbox::{plugin, scratch_dir, workspace_root, DEFAULT_PLUGINS};
+use otp_server_blackbox::{
+    plugin, scratch_dir, workspace_root, RedisServer, DEFAULT_PLUGINS, TEST_MASTER_KEY,
+};
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -404,30 +406,6 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
     }
 }
 
-/// A `redis-server` of the load generator's own, without persistence.
-fn spawn_redis() -> (Spawned, String) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        l.local_addr().expect("an address").port()
-    };
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starting redis-server");
-    (Spawned(child), format!("redis://127.0.0.1:{port}"))
-}
-
 async fn wait_ready(address: &str) {
     let ready_by = Instant::now() + Duration::from_secs(60);
     loop {
@@ -520,13 +498,10 @@ async fn main() {
         let (_redis, env) = match store.as_str() {
             "memory" => (None, Vec::new()),
             "redis" => {
-                let (redis, url) = spawn_redis();
+                let redis = RedisServer::start();
                 let env = vec![
-                    ("OTP_STORE".to_string(), url),
-                    (
-                        "OTP_MASTER_KEY".to_string(),
-                        "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLWxvbmc=".to_string(),
-                    ),
+                    ("OTP_STORE".to_string(), redis.url()),
+                    ("OTP_MASTER_KEY".to_string(), TEST_MASTER_KEY.to_string()),
                 ];
                 (Some(redis), env)
             }
