@@ -310,9 +310,13 @@ impl OtpService {
         };
         let session = match opened {
             Ok(session) => session,
-            Err(CookieError::Corrupt) => {
+            Err(CookieError::Corrupt(id)) => {
                 // It authenticated, so it was sealed with one of our keys, yet it does
-                // not decode: either a bug or someone holding a key. Stop using that key.
+                // not decode: either a bug or someone holding a key. Stop using that key,
+                // and end the session it claims to be.
+                if let Some(id) = id {
+                    self.ids.consume(id, now).await?;
+                }
                 tracing::warn!(
                     "a cookie authenticated but did not decode: rotating the key-encryption key"
                 );

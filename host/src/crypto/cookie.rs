@@ -26,6 +26,7 @@ use super::codec::{
 };
 use super::key::{KekId, KeyEncryptionKey};
 use super::ring::KeySource;
+use crate::protocol::SessionId;
 use crate::protocol::{Session, Settings};
 
 pub const COOKIE_FORMAT_VERSION: u8 = 1;
@@ -55,8 +56,10 @@ pub enum CookieError {
     Unauthentic,
     /// Authenticated, yet the plaintext is not a session. Only a KEK holder can produce
     /// this, so the shell should drop the session id, rotate the KEK and raise an alarm.
+    /// Carries the session id when the plaintext is at least long enough to hold one
+    /// (it comes first in the encoding).
     #[error("authentic session cookie with undecodable contents")]
-    Corrupt,
+    Corrupt(Option<SessionId>),
 }
 
 /// Why a session could not be sealed. Any of these is a server bug or misconfiguration.
@@ -153,7 +156,11 @@ impl SessionCookie {
             // The reason names a field or a length rule, never content, so it is safe to
             // log and is what tells a codec bug apart from a forgery with a stolen key.
             tracing::debug!(%error, %kek_id, "authentic cookie did not decode");
-            CookieError::Corrupt
+            let id = plaintext
+                .get(..16)
+                .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+                .map(SessionId::from_bytes);
+            CookieError::Corrupt(id)
         })
     }
 }

@@ -109,15 +109,23 @@ fn authentic_garbage_is_corrupt() {
     let value = seal_bytes(b"this is not a session", &ring.current()).expect("seals");
     assert_eq!(
         SessionCookie::open(&value, &ring),
-        Err(CookieError::Corrupt)
+        Err(CookieError::Corrupt(Some(SessionId::from_bytes(
+            *b"this is not a se"
+        ))))
+    );
+    let value = seal_bytes(b"short", &ring.current()).expect("seals");
+    assert_eq!(
+        SessionCookie::open(&value, &ring),
+        Err(CookieError::Corrupt(None))
     );
     // An encoded session followed by junk is just as corrupt.
-    let mut bytes = encode_session(&three_credentials()).expect("encodes");
+    let session = three_credentials();
+    let mut bytes = encode_session(&session).expect("encodes");
     bytes.push(0);
     let value = seal_bytes(&bytes, &ring.current()).expect("seals");
     assert_eq!(
         SessionCookie::open(&value, &ring),
-        Err(CookieError::Corrupt)
+        Err(CookieError::Corrupt(Some(session.id)))
     );
 }
 
