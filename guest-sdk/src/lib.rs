@@ -127,8 +127,19 @@ pub trait FinalAction {
 ///
 /// Invoke it once, at the root of the plugin crate, with the name of a type in scope:
 ///
-/// ```ignore
+/// ```no_run
+/// use otp_plugin_sdk::{Credential, CredentialValidator, RequestContext};
+///
+/// struct MyValidator;
+///
+/// impl CredentialValidator for MyValidator {
+///     fn validate(body: &str, _ctx: &RequestContext) -> Result<Credential, String> {
+///         Ok(Credential::new(body.trim(), "default"))
+///     }
+/// }
+///
 /// otp_plugin_sdk::export_credential_validator!(MyValidator);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_credential_validator {
@@ -142,8 +153,20 @@ macro_rules! export_credential_validator {
 ///
 /// Invoke it once, at the root of the plugin crate, with the name of a type in scope:
 ///
-/// ```ignore
+/// ```no_run
+/// use otp_plugin_sdk::{log, Message, RequestContext, SendError, Sender};
+///
+/// struct MySender;
+///
+/// impl Sender for MySender {
+///     fn send(msg: &Message, _ctx: &RequestContext) -> Result<(), SendError> {
+///         log::info(&format!("a code for {} via {}", msg.credential_id, msg.channel));
+///         Ok(())
+///     }
+/// }
+///
 /// otp_plugin_sdk::export_sender!(MySender);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_sender {
@@ -157,8 +180,19 @@ macro_rules! export_sender {
 ///
 /// Invoke it once, at the root of the plugin crate, with the name of a type in scope:
 ///
-/// ```ignore
+/// ```no_run
+/// use otp_plugin_sdk::{FinalAction, HttpResponse, RequestContext};
+///
+/// struct MyFinalAction;
+///
+/// impl FinalAction for MyFinalAction {
+///     fn complete(id: &str, _channel: &str, _ctx: &RequestContext) -> Result<HttpResponse, String> {
+///         Ok(HttpResponse::new(200).header("content-type", "text/plain").body(format!("hello {id}")))
+///     }
+/// }
+///
 /// otp_plugin_sdk::export_final_action!(MyFinalAction);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_final_action {
