@@ -226,8 +226,18 @@ async fn faults_are_contained() {
     );
     assert!(rt.validate(&good, "1", &ctx()).await.is_ok());
 
-    let bomb = load(&rt, "plugins/dist-fixtures", "fixture-alloc");
-    match rt.validate(&bomb, "1", &ctx()).await {
+    // The memory bomb gets a generous deadline so that it is the 16 MiB cap, not the
+    // clock, that stops it, however loaded the machine is.
+    let roomy = PluginRuntime::new(RuntimeOptions {
+        validate: HookLimits {
+            deadline: Duration::from_secs(5),
+            memory_bytes: 16 * 1024 * 1024,
+        },
+        ..RuntimeOptions::default()
+    })
+    .expect("a runtime");
+    let bomb = load(&roomy, "plugins/dist-fixtures", "fixture-alloc");
+    match roomy.validate(&bomb, "1", &ctx()).await {
         Err(HookError::Failed { reason, .. }) => assert_eq!(reason, "memory cap exceeded"),
         other => panic!("{other:?}"),
     }

@@ -210,7 +210,10 @@ async fn faults_fail_one_request_cleanly() {
             .plugin_as(fixture(fixture_name), "validator")
             .plugin_as(plugin("dev-sender"), "dev-sender")
             .plugin_as(plugin("json-final"), "json-final")
-            .env("OTP_PLUGIN_MEMORY_MIB", "32")
+            // A small cap and a generous deadline, so the memory bomb hits the cap (not
+            // the clock) even on a loaded machine; the endless loop still stops at 2 s.
+            .env("OTP_VALIDATE_MEMORY_MIB", "16")
+            .env("OTP_VALIDATE_DEADLINE_MS", "2000")
             .start();
         let started = Instant::now();
         let a = server.create("\"f\"", None).await;
