@@ -339,9 +339,18 @@ impl FileConfig {
             }
         };
         memory_mib("plugin_memory_mib (OTP_PLUGIN_MEMORY_MIB)", None)?;
-        let validate_memory = memory_mib("validate_memory_mib (OTP_VALIDATE_MEMORY_MIB)", self.validate_memory_mib)?;
-        let send_memory = memory_mib("send_memory_mib (OTP_SEND_MEMORY_MIB)", self.send_memory_mib)?;
-        let final_memory = memory_mib("final_memory_mib (OTP_FINAL_MEMORY_MIB)", self.final_memory_mib)?;
+        let validate_memory = memory_mib(
+            "validate_memory_mib (OTP_VALIDATE_MEMORY_MIB)",
+            self.validate_memory_mib,
+        )?;
+        let send_memory = memory_mib(
+            "send_memory_mib (OTP_SEND_MEMORY_MIB)",
+            self.send_memory_mib,
+        )?;
+        let final_memory = memory_mib(
+            "final_memory_mib (OTP_FINAL_MEMORY_MIB)",
+            self.final_memory_mib,
+        )?;
         if !(1..=10_000).contains(&self.max_concurrent_plugin_calls) {
             return Err(invalid(
                 "max_concurrent_plugin_calls (OTP_MAX_CONCURRENT_PLUGIN_CALLS)",

@@ -336,7 +336,11 @@ fn plugins_check_good_and_bad_files() {
 
 #[test]
 fn a_bad_setting_stops_start_up_with_its_name() {
-    for (name, value) in [("OTP_LISTEN", "not-an-address"), ("OTP_MAX_ATTEMPTS", "-1"), ("OTP_ENV", "prod")] {
+    for (name, value) in [
+        ("OTP_LISTEN", "not-an-address"),
+        ("OTP_MAX_ATTEMPTS", "-1"),
+        ("OTP_ENV", "prod"),
+    ] {
         let output = std::process::Command::new(server_binary())
             .env(name, value)
             .env("OTP_PLUGINS_DIR", scratch_dir("badconfig"))
@@ -360,7 +364,10 @@ fn sigterm_shuts_down_gracefully() {
         .expect("starting otp-server");
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("otp-server listening")));
+    assert!(lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("otp-server listening")));
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -371,9 +378,14 @@ fn sigterm_shuts_down_gracefully() {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "still running 10 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "exit status {exit:?}");
-    assert!(lines.map_while(Result::ok).any(|l| l.contains("otp-server stopped")));
+    assert!(lines
+        .map_while(Result::ok)
+        .any(|l| l.contains("otp-server stopped")));
 }

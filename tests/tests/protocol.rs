@@ -429,7 +429,9 @@ async fn production_cookie_attributes_and_deletion() {
     }
     assert!(a.header("strict-transport-security").is_some());
     assert!(
-        server.log_text().contains("PRODUCTION MODE WITH THE dev-sender PLUGIN BOUND"),
+        server
+            .log_text()
+            .contains("PRODUCTION MODE WITH THE dev-sender PLUGIN BOUND"),
         "production warns about the dev sender"
     );
     let value = a.cookie_named("__Host-Http-o").unwrap();
