@@ -41,22 +41,27 @@ mkdir -p "$build" "$dist" "$cache"
 
 # --- tools ------------------------------------------------------------------------------
 
-# Installs a cargo binary at a pinned version unless that version is already on the PATH.
-# `cargo install` only needs the features used here, which keeps the cold build short.
+# Installs a cargo binary at a pinned version unless that version is already on the PATH
+# and can run the subcommands used here (`$probe`). `cargo install` only builds the features
+# used here, which keeps the cold build short.
 cargo_tool() {
-    local bin="$1" crate="$2" version="$3" features="$4"
-    if command -v "$bin" >/dev/null && "$bin" --version 2>/dev/null | grep -qw "$version"; then
+    local bin="$1" crate="$2" version="$3" features="$4" probe="$5"
+    if command -v "$bin" >/dev/null && "$bin" --version 2>/dev/null | grep -qw "$version" &&
+        (eval "$probe") >/dev/null 2>&1; then
         return
     fi
-    say "installing $crate $version (cargo install)"
-    cargo install --locked --quiet "$crate" --version "=$version" \
+    say "installing $crate $version with features $features (cargo install)"
+    local started=$SECONDS
+    cargo install --locked --quiet --force "$crate" --version "=$version" \
         --no-default-features --features "$features"
     command -v "$bin" >/dev/null || die "$bin is not on the PATH after cargo install"
+    say "installed $crate in $((SECONDS - started)) s"
 }
 # Where `cargo install` puts binaries (CARGO_INSTALL_ROOT, else CARGO_HOME, else ~/.cargo).
 export PATH="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin:$PATH"
-cargo_tool wasm-tools wasm-tools "$WASM_TOOLS_VERSION" component
-cargo_tool wit-bindgen wit-bindgen-cli "$WIT_BINDGEN_VERSION" c
+cargo_tool wasm-tools wasm-tools "$WASM_TOOLS_VERSION" component,validate,print \
+    'wasm-tools component new --help && wasm-tools validate --help && wasm-tools print --help'
+cargo_tool wit-bindgen wit-bindgen-cli "$WIT_BINDGEN_VERSION" c 'wit-bindgen c --help'
 
 # The venv is recreated when requirements.txt changes.
 venv="$cache/venv"
@@ -64,10 +69,12 @@ requirements="$poly/requirements.txt"
 want="$(sha256sum "$requirements" | cut -c1-64)"
 if [[ ! -x "$venv/bin/python" || "$(cat "$venv/.requirements" 2>/dev/null)" != "$want" ]]; then
     say "installing $(grep -v '^#' "$requirements" | xargs) into $venv"
+    venv_started=$SECONDS
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     echo "$want" >"$venv/.requirements"
+    say "installed the venv in $((SECONDS - venv_started)) s"
 fi
 componentize_py="$venv/bin/componentize-py"
 zig=("$venv/bin/python" -m ziglang)
@@ -78,7 +85,8 @@ npm_ci() {
     want="$(sha256sum "$dir/package-lock.json" | cut -c1-64)"
     if [[ "$(cat "$dir/node_modules/.otp-lock" 2>/dev/null)" != "$want" ]]; then
         say "npm ci in ${dir#"$root"/}"
-        (cd "$dir" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error)
+        (cd "$dir" && npm ci --no-audit --no-fund --no-update-notifier --prefer-offline \
+            --loglevel=error)
         echo "$want" >"$dir/node_modules/.otp-lock"
     fi
 }

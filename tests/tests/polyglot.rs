@@ -96,10 +96,15 @@ fn sender_line(server: &Server, credential_id: &str, n: usize) -> String {
         .unwrap_or_else(|| panic!("no line #{n} with code {code}"))
 }
 
-/// What follows `OTP for <id> via ` in a sender line, without the log's trailing fields.
+/// What follows `OTP for <id> via ` in a sender line, without the log's trailing
+/// `plugin="..."` field.
 fn after_prefix(line: &str, credential_id: &str) -> String {
     let prefix = format!("OTP for {credential_id} via ");
-    line[line.find(&prefix).expect("the prefix") + prefix.len()..].to_string()
+    let rest = &line[line.find(&prefix).expect("the prefix") + prefix.len()..];
+    match rest.rsplit_once(" plugin=") {
+        Some((message, _)) => message.to_string(),
+        None => rest.to_string(),
+    }
 }
 
 /// HH:MM:SS (UTC) of a time in milliseconds since the Unix epoch.
@@ -197,7 +202,7 @@ async fn js_username_validator_accepts_and_rejects_exactly() {
             "{\"username\": \"alice\", \"admin\": true}",
             "expected exactly one field",
         ),
-        ("{\"username\": 5}", "\\\"username\\\" must be a string"),
+        ("{\"username\": 5}", "\"username\" must be a string"),
         ("42", "expected {"),
         ("[\"alice\"]", "expected {"),
         ("null", "expected {"),
@@ -209,7 +214,7 @@ async fn js_username_validator_accepts_and_rejects_exactly() {
         let line = server
             .wait_for_log_after(skip, reason, Duration::from_secs(5))
             .unwrap_or_else(|| panic!("{body}: no {reason:?} in\n{}", server.log_text()));
-        assert!(line.contains(JS), "the line names the plugin: {line}");
+        assert!(line.contains("credential rejected"), "{line}");
     }
     for id in ["ab", "1abc", "a-b-c", "alice"] {
         assert!(server.codes_for(id).is_empty(), "nothing was sent for {id}");
@@ -293,10 +298,10 @@ async fn py_log_sender_logs_the_message_in_the_clients_language() {
         let expected = text
             .replace("{code}", &code)
             .replace("{time}", &utc_clock(ms));
-        assert!(
-            line.ends_with(&format!("\"{expected}\""))
-                || line.contains(&format!("\"{expected}\" ")),
-            "{header}: {line}"
+        assert_eq!(
+            after_prefix(&line, id),
+            format!("default: {code} (first, expires at {ms}) \"{expected}\""),
+            "{header}"
         );
     }
 }
@@ -346,7 +351,7 @@ async fn c_json_final_answers_escaped_json() {
         (
             "{\"b\": \"tab\\there\", \"a\": \"back\\\\slash é\"}",
             "{\"a\":\"back\\\\slash é\",\"b\":\"tab\\there\"}",
-            r#"{"credential":"{\"a\":\"back\\\\slash é\",\"b\":\"tab\\\\there\"}","channel":"default","verified":true}"#,
+            r#"{"credential":"{\"a\":\"back\\\\slash é\",\"b\":\"tab\\there\"}","channel":"default","verified":true}"#,
         ),
         (
             "12345",
