@@ -3,8 +3,11 @@
 //! `dev-sender` plugin writes to the server's log.
 //!
 //! The binary is `target/debug/otp-server` (or `$OTP_SERVER_BIN`) and the plugins are
-//! `plugins/dist` and `plugins/dist-fixtures`; the README's test command builds all
-//! of them before the tests run.
+//! `plugins/dist`, `plugins/dist-extra` and `plugins/dist-fixtures`; the README's test
+//! command builds all of them before the tests run. [`webhook`] is a receiver for the
+//! `webhook-sender` plugin (codes are then read from what it receives).
+
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -63,6 +66,19 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
+/// A plugin that needs a manifest (`plugins/dist-extra/NAME.wasm`).
+pub fn extra(name: &str) -> PathBuf {
+    let path = workspace_root()
+        .join("plugins/dist-extra")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path
+}
+
 pub const DEFAULT_PLUGINS: [&str; 3] = ["default-credential", "dev-sender", "json-final"];
 
 /// A unique, empty scratch folder under `target/`.
@@ -87,6 +103,15 @@ pub fn install(file: &Path, dir: &Path, name: &str) {
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).expect("renaming a plugin into place");
 }
 
+/// Writes the manifest `NAME.toml` into a folder atomically (write, then rename), as
+/// the README tells operators to.
+pub fn install_manifest(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.toml.tmp"));
+    std::fs::write(&tmp, text).expect("writing a manifest");
+    std::fs::rename(&tmp, dir.join(format!("{name}.toml")))
+        .expect("renaming a manifest into place");
+}
+
 /// The server's log, filled by a reader thread.
 #[derive(Default)]
 struct Log {
@@ -96,6 +121,7 @@ struct Log {
 
 pub struct ServerBuilder {
     plugins: Vec<(PathBuf, String)>,
+    manifests: Vec<(String, String)>,
     env: Vec<(String, String)>,
 }
 
@@ -103,6 +129,12 @@ impl ServerBuilder {
     /// Adds a plugin file under a name of its own.
     pub fn plugin_as(mut self, file: PathBuf, name: &str) -> Self {
         self.plugins.push((file, name.to_string()));
+        self
+    }
+
+    /// Adds the manifest `NAME.toml` for plugin `name`.
+    pub fn manifest(mut self, name: &str, text: &str) -> Self {
+        self.manifests.push((name.to_string(), text.to_string()));
         self
     }
 
@@ -122,6 +154,9 @@ impl ServerBuilder {
         let dir = scratch_dir("server");
         let plugins_dir = dir.join("plugins");
         std::fs::create_dir_all(&plugins_dir).expect("creating the plugins folder");
+        for (name, text) in &self.manifests {
+            install_manifest(&plugins_dir, name, text);
+        }
         for (file, name) in &self.plugins {
             install(file, &plugins_dir, name);
         }
@@ -274,6 +309,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             plugins: Vec::new(),
+            manifests: Vec::new(),
             env: Vec::new(),
         }
     }
@@ -281,6 +317,11 @@ impl Server {
     /// A server with the three default plugins on the in-memory store.
     pub fn with_defaults() -> Server {
         Server::builder().default_plugins().start()
+    }
+
+    /// Replaces (or adds) the manifest of plugin `name` in the running server's folder.
+    pub fn write_manifest(&self, name: &str, text: &str) {
+        install_manifest(&self.plugins_dir, name, text);
     }
 
     pub fn url(&self, path: &str) -> String {
