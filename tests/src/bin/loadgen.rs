@@ -6,14 +6,24 @@
 //!
 //! ```text
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 [--prefill 1000000]
+//! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 --endpoints flow
 //! ```
+//!
+//! The `flow` endpoint is the whole passwordless login: create, take the code from the
+//! webhook the server just sent, verify, and expect the session token. With it the
+//! spawned server runs `default-credential`, `webhook-sender` (posting to a receiver
+//! that loadgen runs itself on 127.0.0.1) and `session-token-final`, each with its
+//! manifest, instead of the default plugins.
 //!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
 //! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
 //! of these change the work a request does. `--env KEY=VALUE` passes more settings.
 
-use otp_server_blackbox::{plugin, scratch_dir, workspace_root, DEFAULT_PLUGINS};
+use otp_server_blackbox::webhook::WebhookReceiver;
+use otp_server_blackbox::{
+    extra, install_manifest, plugin, scratch_dir, workspace_root, DEFAULT_PLUGINS,
+};
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +88,7 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn_server(o: &Options) -> (Spawned, String) {
+fn spawn_server(o: &Options, receiver: Option<&WebhookReceiver>) -> (Spawned, String) {
     let binary = o.binary.clone().unwrap_or_else(|| {
         workspace_root()
             .join("target/release/otp-server")
@@ -87,8 +97,34 @@ fn spawn_server(o: &Options) -> (Spawned, String) {
     });
     let dir = scratch_dir("loadgen").join("plugins");
     std::fs::create_dir_all(&dir).expect("plugins folder");
-    for name in DEFAULT_PLUGINS {
-        otp_server_blackbox::install(&plugin(name), &dir, name);
+    match receiver {
+        None => {
+            for name in DEFAULT_PLUGINS {
+                otp_server_blackbox::install(&plugin(name), &dir, name);
+            }
+        }
+        Some(receiver) => {
+            install_manifest(
+                &dir,
+                "webhook-sender",
+                &format!(
+                    "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_WEBHOOK_SECRET}}\"\n",
+                    receiver.port, receiver.url
+                ),
+            );
+            install_manifest(
+                &dir,
+                "session-token-final",
+                "[config]\nsecret = \"${OTP_SESSION_SECRET}\"\nissuer = \"loadgen\"\n",
+            );
+            otp_server_blackbox::install(&plugin("default-credential"), &dir, "default-credential");
+            otp_server_blackbox::install(&extra("webhook-sender"), &dir, "webhook-sender");
+            otp_server_blackbox::install(
+                &extra("session-token-final"),
+                &dir,
+                "session-token-final",
+            );
+        }
     }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -104,6 +140,14 @@ fn spawn_server(o: &Options) -> (Spawned, String) {
         .env("OTP_MAX_ATTEMPTS", "250")
         .env("OTP_SESSION_MAX_AGE_SECS", "3600")
         .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "1024")
+        .env(
+            "OTP_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .env(
+            "OTP_SESSION_SECRET",
+            "loadgen-session-secret-0123456789abcdef",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -125,6 +169,7 @@ struct Connection {
 struct Reply {
     status: u16,
     cookie: Option<String>,
+    body: Vec<u8>,
 }
 
 impl Connection {
@@ -192,7 +237,11 @@ impl Connection {
         }
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body).await?;
-        Ok(Reply { status, cookie })
+        Ok(Reply {
+            status,
+            cookie,
+            body,
+        })
     }
 }
 
@@ -205,6 +254,7 @@ enum Endpoint {
     Create,
     Resend,
     Verify,
+    Flow,
 }
 
 impl Endpoint {
@@ -214,6 +264,7 @@ impl Endpoint {
             Endpoint::Create => "POST /api/otp/create",
             Endpoint::Resend => "POST /api/otp/resend",
             Endpoint::Verify => "POST /api/otp/verify (wrong code)",
+            Endpoint::Flow => "flow: create + webhook + verify",
         }
     }
 }
@@ -234,8 +285,41 @@ async fn one_request(
     current: &mut Option<String>,
     pool: &CookiePool,
     keep: bool,
+    receiver: Option<&WebhookReceiver>,
 ) -> std::io::Result<bool> {
     match endpoint {
+        Endpoint::Flow => {
+            let receiver = receiver.expect("the flow runs with a webhook receiver");
+            let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+            let credential = format!("\"flow{n}@example.com\"");
+            let created = conn
+                .call(
+                    "POST",
+                    "/api/otp/create",
+                    Some("application/json"),
+                    credential.as_bytes(),
+                    None,
+                )
+                .await?;
+            let (200, Some(cookie)) = (created.status, created.cookie) else {
+                return Ok(false);
+            };
+            // The sender posts before create answers, so the code is already there.
+            let Some(code) = receiver.take_code(&credential) else {
+                return Ok(false);
+            };
+            let verified = conn
+                .call(
+                    "POST",
+                    "/api/otp/verify",
+                    Some("application/x-www-form-urlencoded"),
+                    format!("otp={code}").as_bytes(),
+                    Some(&cookie),
+                )
+                .await?;
+            // The session token's answer, not just any 200.
+            Ok(verified.status == 200 && verified.body.windows(8).any(|w| w == b"\"token\":"))
+        }
         Endpoint::Health => Ok(conn.call("GET", "/health", None, b"", None).await?.status == 200),
         Endpoint::Create => {
             let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
@@ -295,12 +379,14 @@ async fn phase(
     connections: usize,
     duration: Duration,
     pool: &CookiePool,
+    receiver: Option<Arc<WebhookReceiver>>,
 ) -> PhaseResult {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let address = address.to_string();
         let pool = pool.clone();
+        let receiver = receiver.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&address).await.expect("connecting");
             let mut latencies: Vec<u32> = Vec::with_capacity(100_000);
@@ -308,7 +394,16 @@ async fn phase(
             let mut current = None;
             while Instant::now() < deadline {
                 let started = Instant::now();
-                match one_request(&mut conn, endpoint, &mut current, &pool, true).await {
+                match one_request(
+                    &mut conn,
+                    endpoint,
+                    &mut current,
+                    &pool,
+                    true,
+                    receiver.as_deref(),
+                )
+                .await
+                {
                     Ok(true) => {}
                     Ok(false) => unexpected += 1,
                     Err(e) => panic!("{}: {e}", endpoint.name()),
@@ -354,7 +449,7 @@ async fn prefill(address: &str, count: u64, connections: usize) {
             let mut conn = Connection::open(&address).await.expect("connecting");
             let pool: CookiePool = Arc::default();
             while done.fetch_add(1, Ordering::Relaxed) < count {
-                let ok = one_request(&mut conn, Endpoint::Create, &mut None, &pool, false)
+                let ok = one_request(&mut conn, Endpoint::Create, &mut None, &pool, false, None)
                     .await
                     .expect("prefill");
                 assert!(ok, "prefill create failed");
@@ -399,6 +494,14 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
 #[tokio::main]
 async fn main() {
     let o = parse_options();
+    let receiver = o
+        .endpoints
+        .iter()
+        .any(|e| e == "flow")
+        .then(|| Arc::new(WebhookReceiver::start_for_load(2)));
+    if receiver.is_some() && o.url.is_some() {
+        panic!("the flow endpoint needs a server that loadgen starts itself (no --url)");
+    }
     let (_server, address) = match &o.url {
         Some(url) => (
             None,
@@ -407,7 +510,7 @@ async fn main() {
                 .to_string(),
         ),
         None => {
-            let (s, a) = spawn_server(&o);
+            let (s, a) = spawn_server(&o, receiver.as_deref());
             (Some(s), a)
         }
     };
@@ -440,9 +543,27 @@ async fn main() {
             "create" => Endpoint::Create,
             "resend" => Endpoint::Resend,
             "verify" => Endpoint::Verify,
+            "flow" => Endpoint::Flow,
             other => panic!("unknown endpoint {other}"),
         };
-        let r = phase(&address, endpoint, o.connections, duration, &pool).await;
+        let r = phase(
+            &address,
+            endpoint,
+            o.connections,
+            duration,
+            &pool,
+            receiver.clone(),
+        )
+        .await;
+        if endpoint == Endpoint::Flow {
+            println!(
+                "flow: {:.0} logins/s = {:.0} HTTP requests/s (create + verify), p50 {:.2} ms, p99 {:.2} ms per login",
+                r.rate,
+                2.0 * r.rate,
+                r.p50_us as f64 / 1000.0,
+                r.p99_us as f64 / 1000.0
+            );
+        }
         results.push((endpoint, r));
     }
     print_table(&results);
@@ -452,7 +573,7 @@ async fn main() {
         for endpoint in [Endpoint::Health, Endpoint::Create] {
             after.push((
                 endpoint,
-                phase(&address, endpoint, o.connections, duration, &pool).await,
+                phase(&address, endpoint, o.connections, duration, &pool, None).await,
             ));
         }
         println!("after prefilling {} more live sessions:", o.prefill);
