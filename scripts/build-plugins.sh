@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds otp-server's plugins and the host's test fixtures as WebAssembly components.
 #
-# The bundled plugins land in plugins/dist/, the fixtures in plugins/dist-fixtures/, named
-# after their crates (e.g. dev-sender.wasm, fixture-trap.wasm). Each file is copied next to
+# The default plugins land in plugins/dist/, the plugins that need a manifest to work
+# (webhook-sender, session-token-final) in plugins/dist-extra/ — kept out of dist/ so the
+# default folder never has two senders or two final actions — and the fixtures in
+# plugins/dist-fixtures/, named after their crates (e.g. dev-sender.wasm, fixture-trap.wasm). Each file is copied next to
 # its destination and renamed into place, so a server watching the folder never loads a
 # half-written component.
 set -euo pipefail
@@ -12,6 +14,7 @@ plugins="$root/plugins"
 target=wasm32-wasip2
 
 default_plugins=(default-credential email-phone-credential dev-sender json-final)
+extra_plugins=(webhook-sender session-token-final)
 fixtures=(
     fixture-trap
     fixture-loop
@@ -20,6 +23,7 @@ fixtures=(
     fixture-counter
     fixture-all
     fixture-validator-v2
+    fixture-snoop
 )
 
 if ! rustup target list --installed | grep -qx "$target"; then
@@ -51,9 +55,12 @@ install_component() {
     mv -f "$tmp" "$dest"
 }
 
-mkdir -p "$plugins/dist" "$plugins/dist-fixtures"
+mkdir -p "$plugins/dist" "$plugins/dist-extra" "$plugins/dist-fixtures"
 for crate in "${default_plugins[@]}"; do
     install_component "$crate" "$plugins/dist"
+done
+for crate in "${extra_plugins[@]}"; do
+    install_component "$crate" "$plugins/dist-extra"
 done
 for crate in "${fixtures[@]}"; do
     install_component "$crate" "$plugins/dist-fixtures"

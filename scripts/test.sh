@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need
-# (the wasm32-wasip2 target, redis-server), builds the plugins and the server binary
+# (the wasm32-wasip2 target, redis-server, the JavaScript/Python/C plugin toolchains),
+# builds the plugins and the server binary
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
 # the black-box protocol suite twice: on the in-memory store and on Redis.
 set -euo pipefail
@@ -16,6 +17,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 scripts/build-plugins.sh
+scripts/build-polyglot-plugins.sh
 cargo build -p otp-server --bins
 
 if cargo nextest --version >/dev/null 2>&1; then

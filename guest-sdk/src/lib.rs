@@ -13,7 +13,9 @@
 //! Implement the trait of each hook your plugin serves and invoke the matching export macro
 //! once. The component then exports exactly those hooks — the server detects a plugin's roles
 //! from its exports — so one plugin may serve a single hook or several. [`log`] writes
-//! levelled lines to the server log.
+//! levelled lines to the server log, [`config`] reads the plugin's `[config]` values from its
+//! manifest, [`http`] sends requests to the destinations its manifest allows, and [`random`]
+//! gives secure random bytes.
 //!
 //! Every call runs on a fresh instance: statics do not survive from one call to the next.
 //! A panic traps the instance and the request fails with `PLUGIN:FAILED`.
@@ -76,7 +78,10 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod http;
 pub mod log;
+pub mod random;
 mod types;
 
 #[doc(hidden)]

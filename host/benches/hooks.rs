@@ -1,18 +1,25 @@
 //! One hook call per default plugin, instantiation included: a fresh store and
-//! instance per call, exactly as a request pays for it.
+//! instance per call, exactly as a request pays for it. Also `webhook-sender` (a signed
+//! POST to a minimal HTTP responder on 127.0.0.1, new connection each call, as in
+//! production) and `session-token-final` (an HS256 JWT), with their manifests.
 //!
 //! Needs the components from `scripts/build-plugins.sh`. Run with
 //! `cargo bench -p otp-server --bench hooks`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otp_server::plugins::{
-    CodeDelivery, Credential, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
+    CodeDelivery, Credential, Manifest, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
 };
 use std::path::PathBuf;
 
 fn component(name: &str) -> Vec<u8> {
+    let folder = if matches!(name, "webhook-sender" | "session-token-final") {
+        "../plugins/dist-extra"
+    } else {
+        "../plugins/dist"
+    };
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
+        .join(folder)
         .join(format!("{name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins.sh)", path.display()))
@@ -72,6 +79,76 @@ fn hooks(c: &mut Criterion) {
                 .complete(&finalizer, &credential, &ctx)
                 .await
                 .expect("done")
+        })
+    });
+
+    // A responder that answers every request on a connection with 204.
+    let port = rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        // The signed JSON body fits one read; answer once per request head.
+                        if socket
+                            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    });
+    let env = |name: &str| match name {
+        "WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
+        "SESSION_SECRET" => Some("bench-session-secret-0123456789abcdef".to_string()),
+        _ => None,
+    };
+    let manifest = |text: &str| {
+        Manifest::parse(text, &env, runtime.max_memory_bytes()).expect("a valid manifest")
+    };
+    let webhook = runtime
+        .load("webhook-sender", &component("webhook-sender"))
+        .expect("webhook-sender")
+        .with_manifest(manifest(&format!(
+            "[outbound]\nallow = [\"http://127.0.0.1:{port}\"]\n[config]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"${{WEBHOOK_SECRET}}\"\n"
+        )))
+        .expect("webhook-sender manifest");
+    group.bench_function("webhook-sender/send", |b| {
+        b.to_async(&rt).iter(|| async {
+            runtime
+                .send(&webhook, &delivery, &ctx)
+                .await
+                .expect("delivered")
+        })
+    });
+
+    let token = runtime
+        .load("session-token-final", &component("session-token-final"))
+        .expect("session-token-final")
+        .with_manifest(manifest(
+            "[config]\nsecret = \"${SESSION_SECRET}\"\nissuer = \"bench\"\ncookie = \"session\"\n",
+        ))
+        .expect("session-token-final manifest");
+    group.bench_function("session-token-final/complete", |b| {
+        b.to_async(&rt).iter(|| async {
+            runtime
+                .complete(&token, &credential, &ctx)
+                .await
+                .expect("a token")
         })
     });
     group.finish();

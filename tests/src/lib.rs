@@ -3,8 +3,11 @@
 //! `dev-sender` plugin writes to the server's log.
 //!
 //! The binary is `target/debug/otp-server` (or `$OTP_SERVER_BIN`) and the plugins are
-//! `plugins/dist` and `plugins/dist-fixtures`; the README's test command builds all
-//! of them before the tests run.
+//! `plugins/dist`, `plugins/dist-extra` and `plugins/dist-fixtures`; the README's test
+//! command builds all of them before the tests run. [`webhook`] is a receiver for the
+//! `webhook-sender` plugin (codes are then read from what it receives).
+
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -49,6 +52,19 @@ pub fn fixture(name: &str) -> PathBuf {
 
 fn built_component(folder: &str, name: &str) -> PathBuf {
     let path = workspace_root().join(folder).join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path
+}
+
+/// A plugin that needs a manifest (`plugins/dist-extra/NAME.wasm`).
+pub fn extra(name: &str) -> PathBuf {
+    let path = workspace_root()
+        .join("plugins/dist-extra")
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-plugins.sh",
@@ -177,6 +193,15 @@ pub fn redis_mode() -> bool {
     std::env::var("OTP_BLACKBOX_STORE").is_ok_and(|v| v == "redis")
 }
 
+/// Writes the manifest `NAME.toml` into a folder atomically (write, then rename), as
+/// the README tells operators to.
+pub fn install_manifest(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.toml.tmp"));
+    std::fs::write(&tmp, text).expect("writing a manifest");
+    std::fs::rename(&tmp, dir.join(format!("{name}.toml")))
+        .expect("renaming a manifest into place");
+}
+
 /// The server's log, filled by a reader thread.
 #[derive(Default)]
 struct Log {
@@ -186,6 +211,7 @@ struct Log {
 
 pub struct ServerBuilder {
     plugins: Vec<(PathBuf, String)>,
+    manifests: Vec<(String, String)>,
     env: Vec<(String, String)>,
     plugins_dir: Option<PathBuf>,
     store_named: bool,
@@ -195,6 +221,12 @@ impl ServerBuilder {
     /// Adds a plugin file under a name of its own.
     pub fn plugin_as(mut self, file: PathBuf, name: &str) -> Self {
         self.plugins.push((file, name.to_string()));
+        self
+    }
+
+    /// Adds the manifest `NAME.toml` for plugin `name`.
+    pub fn manifest(mut self, name: &str, text: &str) -> Self {
+        self.manifests.push((name.to_string(), text.to_string()));
         self
     }
 
@@ -237,6 +269,9 @@ impl ServerBuilder {
             None => scratch_dir("server").join("plugins"),
         };
         std::fs::create_dir_all(&plugins_dir).expect("creating the plugins folder");
+        for (name, text) in &self.manifests {
+            install_manifest(&plugins_dir, name, text);
+        }
         for (file, name) in &self.plugins {
             install(file, &plugins_dir, name);
         }
@@ -391,6 +426,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             plugins: Vec::new(),
+            manifests: Vec::new(),
             env: Vec::new(),
             plugins_dir: None,
             store_named: false,
@@ -400,6 +436,11 @@ impl Server {
     /// A server with the three default plugins on the in-memory store.
     pub fn with_defaults() -> Server {
         Server::builder().default_plugins().start()
+    }
+
+    /// Replaces (or adds) the manifest of plugin `name` in the running server's folder.
+    pub fn write_manifest(&self, name: &str, text: &str) {
+        install_manifest(&self.plugins_dir, name, text);
     }
 
     pub fn url(&self, path: &str) -> String {

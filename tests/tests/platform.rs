@@ -196,7 +196,10 @@ async fn hot_reload_replace_corrupt_delete_readd() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(server.log_text().contains("OTP for \"back\" via default: "));
+    // The log line may reach the log reader just after the answer: wait for it.
+    server
+        .wait_for_log("OTP for \"back\" via default: ", Duration::from_secs(5))
+        .expect("the re-added validator served");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! `/health` (the process is up) and `/ready` (it can serve OTP requests: every hook
-//! is bound, and which plugin version serves it).
+//! is bound, and which plugin version serves it, senders per channel included).
 
 use super::AppState;
 use crate::plugins::Hook;
@@ -28,9 +28,22 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             )
         })
         .collect();
+    let channels: serde_json::Map<String, serde_json::Value> = registry
+        .channels
+        .iter()
+        .map(|(channel, plugin)| {
+            (
+                channel.clone(),
+                serde_json::json!({ "plugin": &*plugin.name, "version": plugin.version }),
+            )
+        })
+        .collect();
+    // Senders serving only some channels make the sending hook available (for those).
     let missing: Vec<&str> = Hook::ALL
         .into_iter()
-        .filter(|h| !registry.bound.contains_key(h))
+        .filter(|h| {
+            !registry.bound.contains_key(h) && (*h != Hook::Sending || registry.channels.is_empty())
+        })
         .map(|h| h.name())
         .collect();
     let plugins: serde_json::Map<String, serde_json::Value> = registry
@@ -42,6 +55,9 @@ pub async fn ready(State(app): State<AppState>) -> Response {
                 serde_json::json!({
                     "version": p.version,
                     "hooks": p.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
+                    "manifest": (!p.manifest.digest.is_empty()).then_some(&p.manifest.digest),
+                    "channels": p.manifest.channels,
+                    "outbound": p.manifest.outbound.allow.rules().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                 }),
             )
         })
@@ -55,6 +71,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         "ready": ready,
         "store": store,
         "hooks": hooks,
+        "channels": channels,
         "missing": missing,
         "plugins": plugins,
         "problems": registry.problems,

@@ -1,6 +1,7 @@
 //! `otp-server plugins check FILE.wasm`: tells a plugin author which hooks a file
 //! provides, what it imports, and why the server would reject it — before the file
-//! goes into the plugins folder.
+//! goes into the plugins folder. A manifest `FILE.toml` beside it is checked too
+//! (with the current environment for `${VAR}` references; values are never printed).
 
 use super::runtime::{LoadError, PluginRuntime, RuntimeOptions};
 use super::v0_1_0;
@@ -24,7 +25,36 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
     let name = super::registry::plugin_name(path).unwrap_or_else(|| "plugin".to_string());
     let mut text = String::new();
     let _ = writeln!(text, "file: {}", path.display());
-    let accepted = match runtime.load(&name, &bytes) {
+    let loaded = runtime.load(&name, &bytes).and_then(|plugin| {
+        let manifest_path = path.with_extension("toml");
+        match std::fs::read_to_string(&manifest_path) {
+            Ok(source) => {
+                let manifest = super::manifest::Manifest::parse(
+                    &source,
+                    &|v| std::env::var(v).ok(),
+                    runtime.max_memory_bytes(),
+                )?;
+                let _ = writeln!(
+                    text,
+                    "manifest: {} (outbound: {}; config keys: {})",
+                    manifest_path.display(),
+                    none_if_empty(
+                        manifest
+                            .outbound
+                            .allow
+                            .rules()
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect()
+                    ),
+                    none_if_empty(manifest.config_keys()),
+                );
+                Ok(plugin.with_manifest(manifest)?)
+            }
+            Err(_) => Ok(plugin),
+        }
+    });
+    let accepted = match loaded {
         Ok(plugin) => {
             let _ = writeln!(text, "version: {}", plugin.version);
             let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
@@ -58,6 +88,14 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
         }
     };
     Ok(CheckReport { accepted, text })
+}
+
+fn none_if_empty(items: Vec<&str>) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn list(text: &mut String, title: &str, items: &[String]) {

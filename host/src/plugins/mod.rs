@@ -3,14 +3,21 @@
 //! - [`hooks`]: the host's own hook types, independent of any WIT version.
 //! - [`v0_1_0`]: bindings and conversions for `otp:plugin@0.1.0` (one module per
 //!   supported WIT version).
-//! - [`store`]: the per-call state — WASI context, memory cap, log capture.
+//! - [`manifest`]: `NAME.toml` — outbound allow-list, config and secrets, hooks and
+//!   channels served, limit overrides.
+//! - [`allow`]: the allow-list matcher and the special-address classifier.
+//! - [`outbound`]: `wasi:http` requests, deny by default (resolve, check, connect).
+//! - [`store`]: the per-call state — WASI context, memory cap, log capture, config.
 //! - [`runtime`]: the engine, compiling plugins, and running a call under limits.
 //! - [`registry`]: the loaded plugins and which one serves each hook.
 //! - [`watcher`]: hot reload of the plugins folder.
 //! - [`check`]: `otp-server plugins check`, a plugin author's pre-flight.
 
+pub mod allow;
 pub mod check;
 pub mod hooks;
+pub mod manifest;
+pub mod outbound;
 pub mod registry;
 pub mod runtime;
 pub mod store;
@@ -20,6 +27,7 @@ pub mod watcher;
 pub use hooks::{
     CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext, SendKind,
 };
+pub use manifest::{Manifest, ManifestError};
 pub use registry::{PluginRegistry, RegistryState};
 pub use runtime::{HookLimits, LoadError, LoadedPlugin, PluginRuntime, RuntimeOptions};
 pub use watcher::PluginWatcher;

@@ -1,23 +1,35 @@
 //! Which plugins are loaded and which one serves each hook.
 //!
 //! The registry keeps the set of loaded plugins (one per `*.wasm` file in the plugins
-//! folder, named after the file) and the hook bindings derived from it in one
-//! immutable [`RegistryState`] behind an `ArcSwap`. A reload builds a new state and
-//! swaps it in atomically; calls in flight keep the `Arc` of the plugin they started
-//! with. A file that fails to load leaves the previous version of that plugin serving.
+//! folder, named after the file, with its `NAME.toml` manifest if there is one) and the
+//! hook bindings derived from it in one immutable [`RegistryState`] behind an
+//! `ArcSwap`. A reload builds a new state and swaps it in atomically; calls in flight
+//! keep the `Arc` of the plugin they started with. A file that fails to load — the
+//! component or its manifest — leaves the previous version of that plugin serving.
+//!
+//! Senders may be routed by channel: a sender whose manifest lists `channels` serves
+//! only those; the others serve every channel no channel-specific sender claims.
 
 use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
+use super::manifest::Manifest;
 use super::runtime::{LoadedPlugin, PluginRuntime};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Looks up the host environment variables that manifests reference.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// A snapshot of the loaded plugins and the hook bindings.
 #[derive(Default)]
 pub struct RegistryState {
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// The plugin serving each hook; for `sending`, the sender of every channel that no
+    /// channel-specific sender claims.
     pub bound: BTreeMap<Hook, Arc<LoadedPlugin>>,
+    /// Channel → the sender whose manifest lists that channel.
+    pub channels: BTreeMap<String, Arc<LoadedPlugin>>,
     /// Binding problems (ambiguities, a configured plugin that is missing).
     pub problems: Vec<String>,
     /// The last load error per file name, for files that are not serving their
@@ -32,6 +44,8 @@ pub struct PluginRegistry {
     preferences: BTreeMap<Hook, String>,
     /// Whether to warn about development-only plugins.
     production: bool,
+    /// Resolves `${NAME}` in manifests (the process environment outside tests).
+    env: EnvLookup,
     state: ArcSwap<RegistryState>,
     /// Reloads are serialized so two events for one file cannot interleave.
     reload: tokio::sync::Mutex<()>,
@@ -49,9 +63,16 @@ impl PluginRegistry {
             dir,
             preferences,
             production,
+            env: Arc::new(|name| std::env::var(name).ok()),
             state: ArcSwap::from_pointee(RegistryState::default()),
             reload: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Resolves manifest references with `env` instead of the process environment.
+    pub fn with_env(mut self, env: EnvLookup) -> PluginRegistry {
+        self.env = env;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -70,102 +91,136 @@ impl PluginRegistry {
     /// all are loaded, so an ambiguity at start-up leaves the hook unbound rather than
     /// bound to whichever file happened to load first.
     pub async fn load_all(&self) -> std::io::Result<()> {
-        let mut paths = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if plugin_name(&path).is_some() {
-                paths.push(path);
+            if let Some(name) = plugin_name(&path) {
+                names.insert(name);
             }
         }
-        paths.sort();
         let _serial = self.reload.lock().await;
         let current = self.state.load_full();
         let mut plugins = current.plugins.clone();
         let mut load_errors = current.load_errors.clone();
-        for path in paths {
-            self.load_into(&path, &mut plugins, &mut load_errors).await;
+        for name in names {
+            self.load_into(&name, &mut plugins, &mut load_errors).await;
         }
-        self.publish(plugins, load_errors, &BTreeMap::new());
+        self.publish(plugins, load_errors, &RegistryState::default());
         Ok(())
     }
 
-    /// Brings the registry in line with one file: loads it if it exists, unloads the
-    /// plugin if it is gone. Files that are not `NAME.wasm` (hidden or temporary
-    /// files, for example) are ignored.
+    /// Brings the registry in line with one file: `NAME.wasm` or its manifest
+    /// `NAME.toml` reloads plugin `NAME` (unloading it if the `.wasm` is gone). Other
+    /// files (hidden or temporary ones, for example) are ignored.
     pub async fn reload_file(&self, path: &Path) {
-        if plugin_name(path).is_none() {
+        let Some(name) = plugin_name_of_file(path) else {
             return;
-        }
+        };
         let _serial = self.reload.lock().await;
         let current = self.state.load_full();
         let mut plugins = current.plugins.clone();
         let mut load_errors = current.load_errors.clone();
-        if self.load_into(path, &mut plugins, &mut load_errors).await {
-            self.publish(plugins, load_errors, &current.bound);
+        if self.load_into(&name, &mut plugins, &mut load_errors).await {
+            self.publish(plugins, load_errors, &current);
         }
     }
 
-    /// Loads, replaces or removes the plugin of one file in `plugins`. Returns whether
-    /// anything changed.
+    /// Loads, replaces or removes plugin `name` in `plugins` from `NAME.wasm` and
+    /// `NAME.toml`. Returns whether anything changed.
     async fn load_into(
         &self,
-        path: &Path,
+        name: &str,
         plugins: &mut BTreeMap<String, Arc<LoadedPlugin>>,
         load_errors: &mut BTreeMap<String, String>,
     ) -> bool {
-        let Some(name) = plugin_name(path) else {
-            return false;
-        };
-        match tokio::fs::read(path).await {
-            Ok(bytes) => {
-                if plugins
-                    .get(&name)
-                    .is_some_and(|p| p.version == version_of(&bytes))
-                {
-                    return load_errors.remove(&name).is_some();
-                }
-                let runtime = self.runtime.clone();
-                let plugin_name = name.clone();
-                let loaded =
-                    tokio::task::spawn_blocking(move || runtime.load(&plugin_name, &bytes)).await;
-                match loaded {
-                    Ok(Ok(plugin)) => {
-                        tracing::info!(
-                            plugin = %name,
-                            version = %plugin.version,
-                            hooks = ?plugin.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
-                            "plugin loaded"
-                        );
-                        plugins.insert(name.clone(), Arc::new(plugin));
-                        load_errors.remove(&name);
-                    }
-                    Ok(Err(error)) => {
-                        tracing::error!(
-                            file = %path.display(),
-                            %error,
-                            "plugin rejected; the previous version (if any) keeps serving"
-                        );
-                        load_errors.insert(name, error.to_string());
-                    }
-                    Err(join) => {
-                        tracing::error!(file = %path.display(), error = %join, "plugin load crashed");
-                        load_errors.insert(name, "load crashed".to_string());
-                    }
-                }
-                true
-            }
+        let path = self.dir.join(format!("{name}.wasm"));
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if plugins.remove(&name).is_some() {
+                if plugins.remove(name).is_some() {
                     tracing::info!(plugin = %name, "plugin removed");
                 }
-                load_errors.remove(&name);
-                true
+                load_errors.remove(name);
+                return true;
             }
             Err(error) => {
                 tracing::error!(file = %path.display(), %error, "cannot read plugin file");
-                false
+                return false;
+            }
+        };
+        let manifest_path = self.dir.join(format!("{name}.toml"));
+        let manifest = match self.read_manifest(&manifest_path).await {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                tracing::error!(
+                    file = %manifest_path.display(),
+                    %error,
+                    "plugin manifest rejected; the previous version (if any) keeps serving"
+                );
+                load_errors.insert(name.to_string(), format!("{name}.toml: {error}"));
+                return true;
+            }
+        };
+        let previous = plugins.get(name).cloned();
+        let version = version_of(&bytes);
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.version == version && p.manifest.digest == manifest.digest)
+        {
+            return load_errors.remove(name).is_some();
+        }
+        let compiled = match previous.filter(|p| p.version == version) {
+            Some(same_code) => Ok(same_code),
+            None => {
+                let runtime = self.runtime.clone();
+                let plugin_name = name.to_string();
+                match tokio::task::spawn_blocking(move || runtime.load(&plugin_name, &bytes)).await
+                {
+                    Ok(loaded) => loaded.map(Arc::new),
+                    Err(join) => {
+                        tracing::error!(file = %path.display(), error = %join, "plugin load crashed");
+                        load_errors.insert(name.to_string(), "load crashed".to_string());
+                        return true;
+                    }
+                }
+            }
+        };
+        let plugin = compiled.and_then(|c| c.with_manifest(manifest).map_err(Into::into));
+        match plugin {
+            Ok(plugin) => {
+                tracing::info!(
+                    plugin = %name,
+                    version = %plugin.version,
+                    manifest = %plugin.manifest.digest,
+                    hooks = ?plugin.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
+                    outbound = ?plugin.manifest.outbound.allow.rules().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                    config_keys = ?plugin.manifest.config_keys(),
+                    "plugin loaded"
+                );
+                plugins.insert(name.to_string(), Arc::new(plugin));
+                load_errors.remove(name);
+            }
+            Err(error) => {
+                tracing::error!(
+                    file = %path.display(),
+                    %error,
+                    "plugin rejected; the previous version (if any) keeps serving"
+                );
+                load_errors.insert(name.to_string(), error.to_string());
             }
         }
+        true
+    }
+
+    /// `NAME.toml`, or the empty manifest when there is none.
+    async fn read_manifest(&self, path: &Path) -> Result<Manifest, super::manifest::ManifestError> {
+        use super::manifest::ManifestError;
+        let text = match tokio::fs::read_to_string(path).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) => return Err(ManifestError::Read(e.to_string())),
+        };
+        Manifest::parse(&text, &*self.env, self.runtime.max_memory_bytes())
     }
 
     /// Binds the hooks for a new set of plugins and swaps the new state in.
@@ -173,32 +228,36 @@ impl PluginRegistry {
         &self,
         plugins: BTreeMap<String, Arc<LoadedPlugin>>,
         load_errors: BTreeMap<String, String>,
-        previous: &BTreeMap<Hook, Arc<LoadedPlugin>>,
+        previous: &RegistryState,
     ) {
-        let (bound, problems) = resolve(&plugins, &self.preferences, previous);
+        let (bound, channels, problems) = resolve(&plugins, &self.preferences, previous);
         for problem in &problems {
             tracing::warn!("{problem}");
         }
-        self.warn_if_development_only(&bound);
+        self.warn_if_development_only(&bound, &channels);
         self.state.store(Arc::new(RegistryState {
             plugins,
             bound,
+            channels,
             problems,
             load_errors,
         }));
     }
 
-    fn warn_if_development_only(&self, bound: &BTreeMap<Hook, Arc<LoadedPlugin>>) {
-        if !self.production {
-            return;
-        }
-        if let Some(sender) = bound.get(&Hook::Sending) {
-            if &*sender.name == "dev-sender" {
-                tracing::warn!(
-                    "PRODUCTION MODE WITH THE dev-sender PLUGIN BOUND: codes are written to the \
-                     log instead of being delivered. Remove dev-sender.wasm and install a real sender."
-                );
-            }
+    fn warn_if_development_only(
+        &self,
+        bound: &BTreeMap<Hook, Arc<LoadedPlugin>>,
+        channels: &BTreeMap<String, Arc<LoadedPlugin>>,
+    ) {
+        let mut senders = bound
+            .get(&Hook::Sending)
+            .into_iter()
+            .chain(channels.values());
+        if self.production && senders.any(|s| &*s.name == "dev-sender") {
+            tracing::warn!(
+                "PRODUCTION MODE WITH THE dev-sender PLUGIN BOUND: codes are written to the \
+                 log instead of being delivered. Remove dev-sender.wasm and install a real sender."
+            );
         }
     }
 
@@ -209,6 +268,18 @@ impl PluginRegistry {
             .get(&hook)
             .cloned()
             .ok_or(HookError::Unbound(hook))
+    }
+
+    /// The sender of a channel: the one whose manifest lists it, else the sender of
+    /// every channel.
+    fn sender_for(&self, channel: &str) -> Result<Arc<LoadedPlugin>, HookError> {
+        let state = self.state.load();
+        state
+            .channels
+            .get(channel)
+            .or_else(|| state.bound.get(&Hook::Sending))
+            .cloned()
+            .ok_or(HookError::Unbound(Hook::Sending))
     }
 
     pub async fn validate(
@@ -225,7 +296,7 @@ impl PluginRegistry {
         delivery: &CodeDelivery,
         context: &RequestContext,
     ) -> Result<(), HookError> {
-        let plugin = self.bound(Hook::Sending)?;
+        let plugin = self.sender_for(&delivery.channel)?;
         self.runtime.send(&plugin, delivery, context).await
     }
 
@@ -242,7 +313,16 @@ impl PluginRegistry {
 /// `NAME` for a path `DIR/NAME.wasm`; `None` for anything else, including hidden files
 /// (so "write `.NAME.wasm.tmp`, then rename" never exposes a half-written file).
 pub fn plugin_name(path: &Path) -> Option<String> {
-    if path.extension()? != "wasm" {
+    name_with_extension(path, "wasm")
+}
+
+/// `NAME` for `DIR/NAME.wasm` or its manifest `DIR/NAME.toml`.
+pub fn plugin_name_of_file(path: &Path) -> Option<String> {
+    name_with_extension(path, "wasm").or_else(|| name_with_extension(path, "toml"))
+}
+
+fn name_with_extension(path: &Path, extension: &str) -> Option<String> {
+    if path.extension()? != extension {
         return None;
     }
     let stem = path.file_stem()?.to_str()?;
@@ -257,22 +337,68 @@ fn version_of(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..6])
 }
 
-/// Decides which plugin serves each hook.
+/// Decides which plugin serves each hook, and which sender each channel.
 ///
-/// One candidate is bound. With several, the configured preference decides; without
-/// one, the previous binding stays (if that plugin is still loaded) and the ambiguity
-/// is reported. A configured plugin that is missing leaves the hook unbound.
+/// Senders whose manifest lists `channels` serve those channels only; two claiming the
+/// same channel are an ambiguity (the previous one stays, if still loaded). For each
+/// hook, the plugins serving it without such a restriction are the candidates: one is
+/// bound; with several, the configured preference decides; without one, the previous
+/// binding stays (if that plugin is still loaded) and the ambiguity is reported. A
+/// configured plugin that is missing leaves the hook unbound.
+type Bindings = (
+    BTreeMap<Hook, Arc<LoadedPlugin>>,
+    BTreeMap<String, Arc<LoadedPlugin>>,
+    Vec<String>,
+);
+
 fn resolve(
     plugins: &BTreeMap<String, Arc<LoadedPlugin>>,
     preferences: &BTreeMap<Hook, String>,
-    previous: &BTreeMap<Hook, Arc<LoadedPlugin>>,
-) -> (BTreeMap<Hook, Arc<LoadedPlugin>>, Vec<String>) {
+    previous: &RegistryState,
+) -> Bindings {
     let mut bound = BTreeMap::new();
     let mut problems = Vec::new();
+
+    let mut claims: BTreeMap<&str, Vec<&Arc<LoadedPlugin>>> = BTreeMap::new();
+    for plugin in plugins
+        .values()
+        .filter(|p| p.hooks.contains(&Hook::Sending))
+    {
+        for channel in plugin.manifest.channels.iter().flatten() {
+            claims.entry(channel.as_str()).or_default().push(plugin);
+        }
+    }
+    let mut channels = BTreeMap::new();
+    for (channel, claimants) in claims {
+        match claimants.as_slice() {
+            [only] => {
+                channels.insert(channel.to_string(), (*only).clone());
+            }
+            several => {
+                let names: Vec<&str> = several.iter().map(|p| &*p.name).collect();
+                let kept = previous
+                    .channels
+                    .get(channel)
+                    .and_then(|prev| several.iter().find(|p| p.name == prev.name));
+                let outcome = match kept {
+                    Some(p) => {
+                        channels.insert(channel.to_string(), (*p).clone());
+                        format!("keeping {}", p.name)
+                    }
+                    None => "no sender serves it".to_string(),
+                };
+                problems.push(format!(
+                    "channel {channel}: listed in the manifests of {}; {outcome} — list it in one manifest only",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+
     for hook in Hook::ALL {
         let candidates: Vec<&Arc<LoadedPlugin>> = plugins
             .values()
-            .filter(|p| p.hooks.contains(&hook))
+            .filter(|p| p.hooks.contains(&hook) && p.manifest.channels.is_none())
             .collect();
         if let Some(wanted) = preferences.get(&hook) {
             match candidates.iter().find(|p| &*p.name == wanted) {
@@ -280,7 +406,7 @@ fn resolve(
                     bound.insert(hook, (*p).clone());
                 }
                 None => problems.push(format!(
-                    "hook {hook}: the configured plugin {wanted:?} is not loaded or does not export it"
+                    "hook {hook}: the configured plugin {wanted:?} is not loaded, does not export it, or serves only some channels"
                 )),
             }
             continue;
@@ -293,6 +419,7 @@ fn resolve(
             several => {
                 let names: Vec<&str> = several.iter().map(|p| &*p.name).collect();
                 let kept = previous
+                    .bound
                     .get(&hook)
                     .and_then(|prev| several.iter().find(|p| p.name == prev.name));
                 match kept {
@@ -312,5 +439,5 @@ fn resolve(
             }
         }
     }
-    (bound, problems)
+    (bound, channels, problems)
 }

@@ -7,6 +7,7 @@
 //! passed. A trap, a timeout or a memory blow-up fails only that call.
 
 use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
+use super::manifest::{Manifest, ManifestError};
 use super::store::PluginState;
 use super::v0_1_0;
 use sha2::{Digest, Sha256};
@@ -88,18 +89,44 @@ pub enum LoadError {
     NoHooks(String),
     #[error("{0}")]
     Link(String),
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
 }
 
-/// A compiled, linked and type-checked plugin. Immutable: a reload makes a new one,
-/// and calls in flight keep the `Arc` of the version they started with.
+/// A compiled, linked and type-checked plugin with its manifest. Immutable: a reload
+/// makes a new one (a manifest-only change reuses the compiled code), and calls in
+/// flight keep the `Arc` of the version they started with.
 pub struct LoadedPlugin {
     pub name: Arc<str>,
     /// The first 12 hex digits of the file's SHA-256: changes whenever the file does.
     pub version: String,
+    /// The hooks this plugin is bound to: its exports, narrowed by its manifest.
     pub hooks: Vec<Hook>,
+    /// Every hook the component exports.
+    pub exported: Vec<Hook>,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
-    bindings: v0_1_0::Bindings,
+    /// `NAME.toml`, or the empty manifest (no network, no config) without one.
+    pub manifest: Arc<Manifest>,
+    bindings: Arc<v0_1_0::Bindings>,
+}
+
+impl LoadedPlugin {
+    /// The same compiled plugin under another manifest. Errors when the manifest does
+    /// not fit the plugin (it names a hook the plugin does not export, for example).
+    pub fn with_manifest(&self, manifest: Manifest) -> Result<LoadedPlugin, ManifestError> {
+        let hooks = manifest.bound_hooks(&self.exported)?;
+        Ok(LoadedPlugin {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            hooks,
+            exported: self.exported.clone(),
+            imports: self.imports.clone(),
+            exports: self.exports.clone(),
+            manifest: Arc::new(manifest),
+            bindings: self.bindings.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -116,6 +143,7 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<PluginState>,
     options: RuntimeOptions,
+    max_memory: usize,
     slots: Semaphore,
     _ticker: EpochTicker,
 }
@@ -164,6 +192,13 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        // wasi:http and wasi:config are linked for every plugin, so a component that
+        // imports them always loads; what it gets is decided per plugin at call time
+        // (deny-all and no values without a manifest).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, PluginState::config)
+            .map_err(anyhow::Error::from)?;
         v0_1_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let ticker = EpochTicker::start(engine.clone());
@@ -171,6 +206,7 @@ impl PluginRuntime {
             engine,
             linker,
             slots: Semaphore::new(calls as usize),
+            max_memory,
             options,
             _ticker: ticker,
         })
@@ -178,6 +214,23 @@ impl PluginRuntime {
 
     pub fn options(&self) -> &RuntimeOptions {
         &self.options
+    }
+
+    /// The largest memory cap the engine was sized for: a manifest may not ask for more.
+    pub fn max_memory_bytes(&self) -> usize {
+        self.max_memory
+    }
+
+    /// A plugin's limits for a hook: the server's, overridden by its manifest.
+    pub fn limits(&self, plugin: &LoadedPlugin, hook: Hook) -> HookLimits {
+        let base = self.options.limits(hook);
+        match plugin.manifest.limits.get(&hook) {
+            None => base,
+            Some(o) => HookLimits {
+                deadline: o.deadline.unwrap_or(base.deadline),
+                memory_bytes: o.memory_bytes.unwrap_or(base.memory_bytes),
+            },
+        }
     }
 
     /// Compiles and checks a component. CPU-heavy: call it off the async runtime.
@@ -208,10 +261,12 @@ impl PluginRuntime {
         Ok(LoadedPlugin {
             name: Arc::from(name),
             version: hex::encode(&digest[..6]),
+            exported: hooks.clone(),
             hooks,
             imports,
             exports,
-            bindings,
+            manifest: Arc::new(Manifest::default()),
+            bindings: Arc::new(bindings),
         })
     }
 
@@ -224,7 +279,7 @@ impl PluginRuntime {
         let hook = Hook::CredentialValidation;
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.validate(&mut store, body, context);
-        let outcome = tokio::time::timeout(self.options.limits(hook).deadline + GRACE, call).await;
+        let outcome = tokio::time::timeout(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?
     }
 
@@ -237,7 +292,7 @@ impl PluginRuntime {
         let hook = Hook::Sending;
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.send(&mut store, delivery, context);
-        let outcome = tokio::time::timeout(self.options.limits(hook).deadline + GRACE, call).await;
+        let outcome = tokio::time::timeout(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?
     }
 
@@ -250,7 +305,7 @@ impl PluginRuntime {
         let hook = Hook::FinalAction;
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.complete(&mut store, credential, context);
-        let outcome = tokio::time::timeout(self.options.limits(hook).deadline + GRACE, call).await;
+        let outcome = tokio::time::timeout(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
             plugin: plugin.name.to_string(),
             reason: format!("final action returned an error: {reason}"),
@@ -263,17 +318,22 @@ impl PluginRuntime {
         plugin: &LoadedPlugin,
         hook: Hook,
     ) -> Result<(Store<PluginState>, tokio::sync::SemaphorePermit<'_>), HookError> {
-        let limits = self.options.limits(hook);
+        let limits = self.limits(plugin, hook);
         let slot = tokio::time::timeout(limits.deadline, self.slots.acquire())
             .await
             .map_err(|_| HookError::Busy)?
             .map_err(|_| HookError::Busy)?;
+        let deadline = Instant::now() + limits.deadline;
         let mut store = Store::new(
             &self.engine,
-            PluginState::new(plugin.name.clone(), limits.memory_bytes),
+            PluginState::new(
+                plugin.name.clone(),
+                &plugin.manifest,
+                limits.memory_bytes,
+                deadline.into(),
+            ),
         );
         store.limiter(|state| state.limiter());
-        let deadline = Instant::now() + limits.deadline;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

@@ -1,16 +1,23 @@
-//! The per-call state of a plugin instance: its WASI context, its memory cap, and
-//! its log output.
+//! The per-call state of a plugin instance: its WASI context, its memory cap, its
+//! log output, its `wasi:config` values and its outbound HTTP policy.
 //!
 //! A fresh [`PluginState`] (and `Store`) is made for every hook call, so nothing a
 //! plugin does survives into the next request. The WASI context grants what a
 //! `wasm32-wasip2` program needs to run — clocks, random, stdout/stderr — and nothing
-//! else: no preopened directories, no environment, no arguments, no sockets.
+//! else: no preopened directories, no environment, no arguments, no sockets. What a
+//! manifest grants comes on top: its own `[config]` values (never another plugin's,
+//! never the host's environment) and `wasi:http` requests to allow-listed destinations
+//! (see [`super::outbound`]); without a manifest both are empty.
 
+use super::manifest::Manifest;
+use super::outbound::OutboundHooks;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// At most this much of a call's stdout and stderr each is kept for the log.
 const OUTPUT_CAPACITY: usize = 16 * 1024;
@@ -22,6 +29,9 @@ const MAX_LOG_LINES: u32 = 64;
 pub struct PluginState {
     plugin: Arc<str>,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundHooks,
+    config: Arc<WasiConfigVariables>,
     table: ResourceTable,
     limits: CallLimits,
     stdout: MemoryOutputPipe,
@@ -30,7 +40,14 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub fn new(plugin: Arc<str>, memory_cap: usize) -> PluginState {
+    /// State for one call of `plugin`, configured by its manifest, that must end by
+    /// `deadline`.
+    pub fn new(
+        plugin: Arc<str>,
+        manifest: &Manifest,
+        memory_cap: usize,
+        deadline: tokio::time::Instant,
+    ) -> PluginState {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let wasi = WasiCtx::builder()
@@ -41,8 +58,11 @@ impl PluginState {
             .allow_ip_name_lookup(false)
             .build();
         PluginState {
+            outbound: OutboundHooks::new(plugin.clone(), manifest.outbound.clone(), deadline),
             plugin,
             wasi,
+            http: WasiHttpCtx::new(),
+            config: manifest.config.clone(),
             table: ResourceTable::new(),
             limits: CallLimits {
                 memory_cap,
@@ -113,6 +133,23 @@ impl WasiView for PluginState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+impl PluginState {
+    /// The plugin's own `[config]` values, for `wasi:config/store`.
+    pub fn config(&mut self) -> WasiConfig<'_> {
+        WasiConfig::from(&*self.config)
     }
 }
 

@@ -1,12 +1,12 @@
 //! Hot reload: watches the plugins folder and reloads a plugin when its `.wasm` file
-//! appears, changes or goes.
+//! or its `.toml` manifest appears, changes or goes.
 //!
 //! Events are debounced, and a file is only read once its size and modification time
 //! have stopped changing, so a file being copied in does not replace a working plugin
 //! with half a component. The safest way to install a plugin is still to write it
 //! elsewhere (or under a hidden name) and rename it into the folder.
 
-use super::registry::{plugin_name, PluginRegistry};
+use super::registry::{plugin_name_of_file, PluginRegistry};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ async fn run(registry: Arc<PluginRegistry>, mut events: mpsc::UnboundedReceiver<
             }
         }
         for path in paths {
-            if plugin_name(&path).is_none() {
+            if plugin_name_of_file(&path).is_none() {
                 continue;
             }
             wait_until_settled(&path).await;

@@ -7,7 +7,14 @@
 //! ```text
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 [--prefill 1000000]
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --stores memory,redis --endpoints health,create,verify
+//! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 --endpoints flow
 //! ```
+//!
+//! The `flow` endpoint is the whole passwordless login: create, take the code from the
+//! webhook the server just sent, verify, and expect the session token. With it the
+//! spawned server runs `default-credential`, `webhook-sender` (posting to a receiver
+//! that loadgen runs itself on 127.0.0.1) and `session-token-final`, each with its
+//! manifest, instead of the default plugins.
 //!
 //! `--stores memory,redis` runs the same phases against a server on each store (it
 //! starts its own `redis-server` on a free port) and prints Redis mode as a share of
@@ -18,8 +25,10 @@
 //! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
 //! of these change the work a request does. `--env KEY=VALUE` passes more settings.
 
+use otp_server_blackbox::webhook::WebhookReceiver;
 use otp_server_blackbox::{
-    plugin, scratch_dir, workspace_root, RedisServer, DEFAULT_PLUGINS, TEST_MASTER_KEY,
+    extra, install_manifest, plugin, scratch_dir, workspace_root, RedisServer, DEFAULT_PLUGINS,
+    TEST_MASTER_KEY,
 };
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
@@ -88,7 +97,11 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn_server(o: &Options, extra_env: &[(String, String)]) -> (Spawned, String) {
+fn spawn_server(
+    o: &Options,
+    extra_env: &[(String, String)],
+    receiver: Option<&WebhookReceiver>,
+) -> (Spawned, String) {
     let binary = o.binary.clone().unwrap_or_else(|| {
         workspace_root()
             .join("target/release/otp-server")
@@ -97,8 +110,34 @@ fn spawn_server(o: &Options, extra_env: &[(String, String)]) -> (Spawned, String
     });
     let dir = scratch_dir("loadgen").join("plugins");
     std::fs::create_dir_all(&dir).expect("plugins folder");
-    for name in DEFAULT_PLUGINS {
-        otp_server_blackbox::install(&plugin(name), &dir, name);
+    match receiver {
+        None => {
+            for name in DEFAULT_PLUGINS {
+                otp_server_blackbox::install(&plugin(name), &dir, name);
+            }
+        }
+        Some(receiver) => {
+            install_manifest(
+                &dir,
+                "webhook-sender",
+                &format!(
+                    "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_WEBHOOK_SECRET}}\"\n",
+                    receiver.port, receiver.url
+                ),
+            );
+            install_manifest(
+                &dir,
+                "session-token-final",
+                "[config]\nsecret = \"${OTP_SESSION_SECRET}\"\nissuer = \"loadgen\"\n",
+            );
+            otp_server_blackbox::install(&plugin("default-credential"), &dir, "default-credential");
+            otp_server_blackbox::install(&extra("webhook-sender"), &dir, "webhook-sender");
+            otp_server_blackbox::install(
+                &extra("session-token-final"),
+                &dir,
+                "session-token-final",
+            );
+        }
     }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -114,6 +153,14 @@ fn spawn_server(o: &Options, extra_env: &[(String, String)]) -> (Spawned, String
         .env("OTP_MAX_ATTEMPTS", "250")
         .env("OTP_SESSION_MAX_AGE_SECS", "3600")
         .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "1024")
+        .env(
+            "OTP_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .env(
+            "OTP_SESSION_SECRET",
+            "loadgen-session-secret-0123456789abcdef",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -135,6 +182,7 @@ struct Connection {
 struct Reply {
     status: u16,
     cookie: Option<String>,
+    body: Vec<u8>,
 }
 
 impl Connection {
@@ -202,7 +250,11 @@ impl Connection {
         }
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body).await?;
-        Ok(Reply { status, cookie })
+        Ok(Reply {
+            status,
+            cookie,
+            body,
+        })
     }
 }
 
@@ -215,6 +267,7 @@ enum Endpoint {
     Create,
     Resend,
     Verify,
+    Flow,
 }
 
 impl Endpoint {
@@ -224,6 +277,7 @@ impl Endpoint {
             Endpoint::Create => "POST /api/otp/create",
             Endpoint::Resend => "POST /api/otp/resend",
             Endpoint::Verify => "POST /api/otp/verify (wrong code)",
+            Endpoint::Flow => "flow: create + webhook + verify",
         }
     }
 }
@@ -244,6 +298,7 @@ async fn one_request(
     current: &mut Option<String>,
     pool: &CookiePool,
     keep: bool,
+    receiver: Option<&WebhookReceiver>,
 ) -> std::io::Result<bool> {
     match endpoint {
         Endpoint::Health => Ok(conn.call("GET", "/health", None, b"", None).await?.status == 200),
@@ -263,6 +318,38 @@ async fn one_request(
                 pool.lock().unwrap().push_back(cookie);
             }
             Ok(reply.status == 200)
+        }
+        Endpoint::Flow => {
+            let receiver = receiver.expect("the flow runs with a webhook receiver");
+            let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+            let credential = format!("\"flow{n}@example.com\"");
+            let created = conn
+                .call(
+                    "POST",
+                    "/api/otp/create",
+                    Some("application/json"),
+                    credential.as_bytes(),
+                    None,
+                )
+                .await?;
+            let (200, Some(cookie)) = (created.status, created.cookie) else {
+                return Ok(false);
+            };
+            // The sender posts before create answers, so the code is already there.
+            let Some(code) = receiver.take_code(&credential) else {
+                return Ok(false);
+            };
+            let verified = conn
+                .call(
+                    "POST",
+                    "/api/otp/verify",
+                    Some("application/x-www-form-urlencoded"),
+                    format!("otp={code}").as_bytes(),
+                    Some(&cookie),
+                )
+                .await?;
+            // The session token's answer, not just any 200.
+            Ok(verified.status == 200 && verified.body.windows(8).any(|w| w == b"\"token\":"))
         }
         Endpoint::Resend | Endpoint::Verify => {
             if current.is_none() {
@@ -305,11 +392,13 @@ async fn phase(
     connections: usize,
     duration: Duration,
     pool: &CookiePool,
+    receiver: Option<Arc<WebhookReceiver>>,
 ) -> PhaseResult {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let address = address.to_string();
+        let receiver = receiver.clone();
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&address).await.expect("connecting");
@@ -318,7 +407,16 @@ async fn phase(
             let mut current = None;
             while Instant::now() < deadline {
                 let started = Instant::now();
-                match one_request(&mut conn, endpoint, &mut current, &pool, true).await {
+                match one_request(
+                    &mut conn,
+                    endpoint,
+                    &mut current,
+                    &pool,
+                    true,
+                    receiver.as_deref(),
+                )
+                .await
+                {
                     Ok(true) => {}
                     Ok(false) => unexpected += 1,
                     Err(e) => panic!("{}: {e}", endpoint.name()),
@@ -364,7 +462,7 @@ async fn prefill(address: &str, count: u64, connections: usize) {
             let mut conn = Connection::open(&address).await.expect("connecting");
             let pool: CookiePool = Arc::default();
             while done.fetch_add(1, Ordering::Relaxed) < count {
-                let ok = one_request(&mut conn, Endpoint::Create, &mut None, &pool, false)
+                let ok = one_request(&mut conn, Endpoint::Create, &mut None, &pool, false, None)
                     .await
                     .expect("prefill");
                 assert!(ok, "prefill create failed");
@@ -430,23 +528,43 @@ fn endpoint_named(name: &str) -> Endpoint {
         "create" => Endpoint::Create,
         "resend" => Endpoint::Resend,
         "verify" => Endpoint::Verify,
+        "flow" => Endpoint::Flow,
         other => panic!("unknown endpoint {other}"),
     }
 }
 
 /// Runs every phase against one server; then, with `--prefill`, fills the store and
 /// measures create again.
-async fn run_against(o: &Options, address: &str) -> Vec<(Endpoint, PhaseResult)> {
+async fn run_against(
+    o: &Options,
+    address: &str,
+    receiver: Option<Arc<WebhookReceiver>>,
+) -> Vec<(Endpoint, PhaseResult)> {
     wait_ready(address).await;
     let duration = Duration::from_secs(o.seconds);
     let pool: CookiePool = Arc::default();
     let mut results = Vec::new();
     for name in &o.endpoints {
         let endpoint = endpoint_named(name);
-        results.push((
+        let r = phase(
+            address,
             endpoint,
-            phase(address, endpoint, o.connections, duration, &pool).await,
-        ));
+            o.connections,
+            duration,
+            &pool,
+            receiver.clone(),
+        )
+        .await;
+        if endpoint == Endpoint::Flow {
+            println!(
+                "flow: {:.0} logins/s = {:.0} HTTP requests/s (create + verify), p50 {:.2} ms, p99 {:.2} ms per login",
+                r.rate,
+                2.0 * r.rate,
+                r.p50_us as f64 / 1000.0,
+                r.p99_us as f64 / 1000.0
+            );
+        }
+        results.push((endpoint, r));
     }
     print_table(&results);
     if o.prefill > 0 {
@@ -455,7 +573,7 @@ async fn run_against(o: &Options, address: &str) -> Vec<(Endpoint, PhaseResult)>
         for endpoint in [Endpoint::Health, Endpoint::Create] {
             after.push((
                 endpoint,
-                phase(address, endpoint, o.connections, duration, &pool).await,
+                phase(address, endpoint, o.connections, duration, &pool, None).await,
             ));
         }
         println!("after prefilling {} more live sessions:", o.prefill);
@@ -481,6 +599,14 @@ async fn run_against(o: &Options, address: &str) -> Vec<(Endpoint, PhaseResult)>
 #[tokio::main]
 async fn main() {
     let o = parse_options();
+    let receiver = o
+        .endpoints
+        .iter()
+        .any(|e| e == "flow")
+        .then(|| Arc::new(WebhookReceiver::start_for_load(2)));
+    if receiver.is_some() && o.url.is_some() {
+        panic!("the flow endpoint needs a server that loadgen starts itself (no --url)");
+    }
     if let Some(url) = &o.url {
         let address = url
             .trim_start_matches("http://")
@@ -490,7 +616,7 @@ async fn main() {
             "otp-server at {address}: {} connections, {} s per endpoint",
             o.connections, o.seconds
         );
-        run_against(&o, &address).await;
+        run_against(&o, &address, None).await;
         return;
     }
     let mut by_store = Vec::new();
@@ -507,12 +633,12 @@ async fn main() {
             }
             other => panic!("unknown store {other}: use memory or redis"),
         };
-        let (_server, address) = spawn_server(&o, &env);
+        let (_server, address) = spawn_server(&o, &env, receiver.as_deref());
         println!(
             "\n{store} store — otp-server at {address}: {} connections, {} s per endpoint",
             o.connections, o.seconds
         );
-        let results = run_against(&o, &address).await;
+        let results = run_against(&o, &address, receiver.clone()).await;
         by_store.push((store.clone(), results));
     }
     if let [(first, base), rest @ ..] = by_store.as_slice() {
