@@ -40,6 +40,21 @@ pub fn server_binary() -> PathBuf {
     path
 }
 
+/// Runs `otp-server plugins check FILE`: whether the file would be accepted, and
+/// everything the command printed.
+pub fn plugins_check(file: &Path) -> (bool, String) {
+    let output = Command::new(server_binary())
+        .args(["plugins", "check"])
+        .arg(file)
+        .output()
+        .expect("running plugins check");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
 /// A default plugin file (`plugins/dist/NAME.wasm`).
 pub fn plugin(name: &str) -> PathBuf {
     built_component("plugins/dist", name)

@@ -2,7 +2,7 @@
 //! re-add) under a loop of calls, faults, and `otp-server plugins check`.
 
 use otp_server_blackbox::{
-    fixture, install, plugin, scratch_dir, server_binary, Server, StatusCode,
+    fixture, install, plugin, plugins_check, scratch_dir, server_binary, Server, StatusCode,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -297,22 +297,9 @@ async fn sender_errors_map_to_the_api() {
     assert_eq!(ok.text(), "done:\"fine\"");
 }
 
-fn check(file: &std::path::Path) -> (bool, String) {
-    let output = std::process::Command::new(server_binary())
-        .args(["plugins", "check"])
-        .arg(file)
-        .output()
-        .expect("running plugins check");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr),
-    )
-}
-
 #[test]
 fn plugins_check_good_and_bad_files() {
-    let (ok, text) = check(&plugin("dev-sender"));
+    let (ok, text) = plugins_check(&plugin("dev-sender"));
     assert!(ok, "{text}");
     assert!(text.contains("hooks: sending"), "{text}");
     assert!(
@@ -321,21 +308,21 @@ fn plugins_check_good_and_bad_files() {
     );
     assert!(text.contains("result: accepted"), "{text}");
 
-    let (ok, text) = check(&fixture("fixture-all"));
+    let (ok, text) = plugins_check(&fixture("fixture-all"));
     assert!(ok, "{text}");
     assert!(
         text.contains("hooks: credential-validation, sending, final-action"),
         "{text}"
     );
 
-    let (ok, text) = check(&fixture("fixture-empty"));
+    let (ok, text) = plugins_check(&fixture("fixture-empty"));
     assert!(!ok, "{text}");
     assert!(text.contains("exports no otp:plugin@0.1.0 hook"), "{text}");
 
     let dir = scratch_dir("check");
     let corrupt = dir.join("corrupt.wasm");
     std::fs::write(&corrupt, b"\0asm\x0d\0\x01\0garbage").unwrap();
-    let (ok, text) = check(&corrupt);
+    let (ok, text) = plugins_check(&corrupt);
     assert!(!ok, "{text}");
     assert!(text.contains("not a valid WebAssembly component"), "{text}");
 }

@@ -9,7 +9,7 @@
 //! with exact results, and hot-reloads in place of a default plugin.
 
 use otp_server_blackbox::{
-    fixture, install, plugin, server_binary, workspace_root, Server, StatusCode,
+    fixture, install, plugin, plugins_check, workspace_root, Server, StatusCode,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -71,19 +71,6 @@ async fn wait_ready(server: &Server, hooks: &[(&str, &str)]) {
     }
 }
 
-fn check(file: &std::path::Path) -> (bool, String) {
-    let output = std::process::Command::new(server_binary())
-        .args(["plugins", "check"])
-        .arg(file)
-        .output()
-        .expect("running plugins check");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr),
-    )
-}
-
 /// The log line the Python sender wrote for the `n`-th code of a credential (1-based).
 fn sender_line(server: &Server, credential_id: &str, n: usize) -> String {
     let code = server.wait_code(credential_id, n);
@@ -126,7 +113,7 @@ fn plugins_check_accepts_each_and_names_its_hook() {
         (PY, "sending"),
         (C, "final-action"),
     ] {
-        let (ok, text) = check(&polyglot(name));
+        let (ok, text) = plugins_check(&polyglot(name));
         assert!(ok, "{name}: {text}");
         assert!(text.contains(&format!("hooks: {hook}\n")), "{name}: {text}");
         assert!(text.contains("result: accepted"), "{name}: {text}");
@@ -140,7 +127,7 @@ fn plugins_check_accepts_each_and_names_its_hook() {
         );
     }
     // C that does no I/O needs no WASI at all.
-    let (_, text) = check(&polyglot(C));
+    let (_, text) = plugins_check(&polyglot(C));
     assert!(!text.contains("wasi:"), "{text}");
 }
 
