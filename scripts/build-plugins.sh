@@ -30,7 +30,8 @@ if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"
 fi
 
-cargo build --manifest-path "$plugins/Cargo.toml" --release --target "$target"
+# From inside plugins/ so that plugins/.cargo/config.toml (stack and memory sizes) applies.
+(cd "$plugins" && cargo build --release --target "$target")
 
 # Honour a CARGO_TARGET_DIR override the same way cargo just did.
 out="${CARGO_TARGET_DIR:-$plugins/target}"

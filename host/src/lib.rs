@@ -10,11 +10,13 @@
 //! - [`service`]: the shell that runs one request through the above.
 //! - [`http`]: routes, middleware and the mapping of errors to HTTP.
 //! - [`config`], [`server`], [`clock`]: configuration, assembly, time.
+//! - [`os_random`]: per-request random bytes from the OS CSPRNG, fetched in batches.
 
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod os_random;
 pub mod plugins;
 pub mod protocol;
 pub mod server;

@@ -39,6 +39,11 @@ enum PluginsCommand {
     Check { file: PathBuf },
 }
 
+// mimalloc instead of the system allocator: a request allocates and frees many small
+// objects on two or more threads, where glibc malloc spent ~6 % of a create's CPU time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {

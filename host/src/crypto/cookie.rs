@@ -17,8 +17,6 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use aes_kw::KekAes256;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rand::rngs::OsRng;
-use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::codec::{
@@ -207,9 +205,9 @@ fn split(bytes: &[u8], at: usize) -> Result<(&[u8], &[u8]), CookieError> {
 /// build authentic-but-corrupt cookies.
 fn seal_bytes(plaintext: &[u8], kek: &KeyEncryptionKey) -> Result<String, SealError> {
     let mut dek = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(dek.as_mut());
+    crate::os_random::fill(dek.as_mut());
     let mut nonce = [0u8; NONCE_LEN];
-    OsRng.fill_bytes(&mut nonce);
+    crate::os_random::fill(&mut nonce);
 
     let mut sealed = Vec::with_capacity(ENVELOPE_LEN + plaintext.len());
     sealed.push(COOKIE_FORMAT_VERSION);

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
@@ -279,7 +279,7 @@ impl PluginRuntime {
         let hook = Hook::CredentialValidation;
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.validate(&mut store, body, context);
-        let outcome = tokio::time::timeout(self.limits(plugin, hook).deadline + GRACE, call).await;
+        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?
     }
 
@@ -292,7 +292,7 @@ impl PluginRuntime {
         let hook = Hook::Sending;
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.send(&mut store, delivery, context);
-        let outcome = tokio::time::timeout(self.limits(plugin, hook).deadline + GRACE, call).await;
+        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?
     }
 
@@ -305,7 +305,7 @@ impl PluginRuntime {
         let hook = Hook::FinalAction;
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.complete(&mut store, credential, context);
-        let outcome = tokio::time::timeout(self.limits(plugin, hook).deadline + GRACE, call).await;
+        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
             plugin: plugin.name.to_string(),
             reason: format!("final action returned an error: {reason}"),
@@ -319,10 +319,17 @@ impl PluginRuntime {
         hook: Hook,
     ) -> Result<(Store<PluginState>, tokio::sync::SemaphorePermit<'_>), HookError> {
         let limits = self.limits(plugin, hook);
-        let slot = tokio::time::timeout(limits.deadline, self.slots.acquire())
-            .await
-            .map_err(|_| HookError::Busy)?
-            .map_err(|_| HookError::Busy)?;
+        let slot = match self.slots.try_acquire() {
+            Ok(slot) => slot,
+            // All slots busy: wait for one, but not past the call's own deadline.
+            Err(TryAcquireError::NoPermits) => {
+                tokio::time::timeout(limits.deadline, self.slots.acquire())
+                    .await
+                    .map_err(|_| HookError::Busy)?
+                    .map_err(|_| HookError::Busy)?
+            }
+            Err(TryAcquireError::Closed) => return Err(HookError::Busy),
+        };
         let deadline = Instant::now() + limits.deadline;
         let mut store = Store::new(
             &self.engine,
@@ -345,6 +352,23 @@ impl PluginRuntime {
         });
         Ok((store, slot))
     }
+}
+
+/// Runs `call` until `limit` from now. Almost every hook call finishes in its first
+/// poll (guest code runs to completion unless it waits on the host or reaches an
+/// epoch tick), so the timer is only set up when the call actually has to wait: a
+/// tokio timer costs shared-state atomics on every request otherwise.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    call: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let started = tokio::time::Instant::now();
+    let mut call = std::pin::pin!(call);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(output) = first {
+        return Ok(output);
+    }
+    tokio::time::timeout_at(started + limit, call).await
 }
 
 /// Turns the outcome of a call into the hook's result, logging failures with the
@@ -401,5 +425,31 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn within_returns_a_ready_call_without_waiting() {
+        assert_eq!(within(Duration::ZERO, async { 7 }).await.ok(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn within_lets_a_waiting_call_finish_inside_the_limit() {
+        let call = async {
+            tokio::task::yield_now().await;
+            8
+        };
+        assert_eq!(within(Duration::from_secs(5), call).await.ok(), Some(8));
+    }
+
+    #[tokio::test]
+    async fn within_stops_a_call_that_waits_past_the_limit() {
+        let call = std::future::pending::<()>();
+        assert!(within(Duration::from_millis(20), call).await.is_err());
     }
 }

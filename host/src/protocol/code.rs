@@ -1,10 +1,9 @@
 //! One-time codes: their alphabet, how they are generated and how they are compared.
 //!
 //! Generation sits behind the [`CodeSource`] trait so the state machine stays deterministic
-//! under test while production draws from the OS CSPRNG via [`OsCodeSource`].
+//! under test while production draws from the OS CSPRNG via [`OsCodeSource`] (through
+//! [`crate::os_random`]).
 
-use rand::rngs::OsRng;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -55,7 +54,7 @@ impl CodeSource for OsCodeSource {
         let mut code = String::with_capacity(len);
         let mut batch = [0u8; 64];
         while code.len() < len {
-            OsRng.fill_bytes(&mut batch);
+            crate::os_random::fill(&mut batch);
             for &byte in &batch {
                 if code.len() == len {
                     break;

@@ -6,9 +6,6 @@
 
 use std::fmt;
 
-use rand::rngs::OsRng;
-use rand::RngCore;
-
 use super::settings::Settings;
 use super::state::SessionState;
 
@@ -33,7 +30,7 @@ impl SessionId {
     /// 128 bits from the OS CSPRNG: unguessable, and collisions are not a practical concern.
     pub fn random() -> Self {
         let mut bytes = [0u8; 16];
-        OsRng.fill_bytes(&mut bytes);
+        crate::os_random::fill(&mut bytes);
         Self(bytes)
     }
 

@@ -23,7 +23,13 @@
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
 //! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
-//! of these change the work a request does. `--env KEY=VALUE` passes more settings.
+//! of these change the work a request does. When a session's 250 resends are used up,
+//! its next resend is refused (400 `OTP:RESENT_NOT_ALLOWED`, counted as expected) and
+//! the connection takes the next session made by the create phase.
+//!
+//! When loadgen starts the server it also reports the server's CPU time per request
+//! (user + system, from `/proc/PID/stat`): loadgen and the server share the machine, so
+//! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
 
 use otp_server_blackbox::webhook::WebhookReceiver;
 use otp_server_blackbox::{
@@ -288,6 +294,21 @@ struct PhaseResult {
     rate: f64,
     p50_us: u64,
     p99_us: u64,
+    /// The server's CPU time (user + system) per request, when loadgen knows its pid.
+    server_cpu_us: Option<f64>,
+}
+
+/// CPU time a process has used so far (user + system, all threads), from
+/// `/proc/PID/stat`; `None` where that is not readable.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports USER_HZ ticks, 100 per second on every Linux platform we run on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
@@ -380,8 +401,17 @@ async fn one_request(
                     403,
                 )
             };
+            // A session whose resend allowance is used up answers 400
+            // OTP:RESENT_NOT_ALLOWED without a new cookie; that is the server doing its
+            // job, and the connection moves on to the next session from the pool.
+            let allowance_used_up = endpoint == Endpoint::Resend
+                && reply.status == 400
+                && reply
+                    .body
+                    .windows(22)
+                    .any(|w| w == b"OTP:RESENT_NOT_ALLOWED");
             *current = reply.cookie;
-            Ok(reply.status == expected)
+            Ok(reply.status == expected || allowance_used_up)
         }
     }
 }
@@ -393,7 +423,9 @@ async fn phase(
     duration: Duration,
     pool: &CookiePool,
     receiver: Option<Arc<WebhookReceiver>>,
+    server_pid: Option<u32>,
 ) -> PhaseResult {
+    let cpu_before = server_pid.and_then(process_cpu);
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -435,6 +467,13 @@ async fn phase(
         unexpected += u;
     }
     let elapsed = started.elapsed().max(duration);
+    let cpu_after = server_pid.and_then(process_cpu);
+    let server_cpu_us = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if !all.is_empty() => {
+            Some((a - b).as_secs_f64() * 1e6 / all.len() as f64)
+        }
+        _ => None,
+    };
     all.sort_unstable();
     let pick = |q: f64| {
         all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
@@ -447,6 +486,7 @@ async fn phase(
         rate: all.len() as f64 / elapsed.as_secs_f64(),
         p50_us: pick(0.50),
         p99_us: pick(0.99),
+        server_cpu_us,
     }
 }
 
@@ -484,22 +524,34 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
         .find(|(e, _)| *e == Endpoint::Health)
         .map(|(_, r)| r.rate);
     println!(
-        "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10}",
-        "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "vs health", "unexpected"
+        "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "endpoint",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "vs health",
+        "unexpected",
+        "server µs/req"
     );
     for (endpoint, r) in results {
         let ratio = health
             .map(|h| format!("{:.0} %", 100.0 * r.rate / h))
             .unwrap_or_else(|| "-".into());
+        let cpu = r
+            .server_cpu_us
+            .map(|us| format!("{us:.1}"))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<36} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>10}",
+            "{:<36} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>10} {:>12}",
             endpoint.name(),
             r.requests,
             r.rate,
             r.p50_us as f64 / 1000.0,
             r.p99_us as f64 / 1000.0,
             ratio,
-            r.unexpected
+            r.unexpected,
+            cpu
         );
     }
 }
@@ -539,6 +591,7 @@ async fn run_against(
     o: &Options,
     address: &str,
     receiver: Option<Arc<WebhookReceiver>>,
+    server_pid: Option<u32>,
 ) -> Vec<(Endpoint, PhaseResult)> {
     wait_ready(address).await;
     let duration = Duration::from_secs(o.seconds);
@@ -553,6 +606,7 @@ async fn run_against(
             duration,
             &pool,
             receiver.clone(),
+            server_pid,
         )
         .await;
         if endpoint == Endpoint::Flow {
@@ -573,7 +627,16 @@ async fn run_against(
         for endpoint in [Endpoint::Health, Endpoint::Create] {
             after.push((
                 endpoint,
-                phase(address, endpoint, o.connections, duration, &pool, None).await,
+                phase(
+                    address,
+                    endpoint,
+                    o.connections,
+                    duration,
+                    &pool,
+                    None,
+                    server_pid,
+                )
+                .await,
             ));
         }
         println!("after prefilling {} more live sessions:", o.prefill);
@@ -616,7 +679,7 @@ async fn main() {
             "otp-server at {address}: {} connections, {} s per endpoint",
             o.connections, o.seconds
         );
-        run_against(&o, &address, None).await;
+        run_against(&o, &address, None, None).await;
         return;
     }
     let mut by_store = Vec::new();
@@ -638,7 +701,7 @@ async fn main() {
             "\n{store} store — otp-server at {address}: {} connections, {} s per endpoint",
             o.connections, o.seconds
         );
-        let results = run_against(&o, &address, receiver.clone()).await;
+        let results = run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
         by_store.push((store.clone(), results));
     }
     if let [(first, base), rest @ ..] = by_store.as_slice() {
