@@ -311,6 +311,11 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Whether `needle` occurs in a response body.
+fn contains(body: &[u8], needle: &[u8]) -> bool {
+    body.windows(needle.len()).any(|w| w == needle)
+}
+
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 async fn one_request(
@@ -370,7 +375,7 @@ async fn one_request(
                 )
                 .await?;
             // The session token's answer, not just any 200.
-            Ok(verified.status == 200 && verified.body.windows(8).any(|w| w == b"\"token\":"))
+            Ok(verified.status == 200 && contains(&verified.body, b"\"token\":"))
         }
         Endpoint::Resend | Endpoint::Verify => {
             if current.is_none() {
@@ -406,10 +411,7 @@ async fn one_request(
             // job, and the connection moves on to the next session from the pool.
             let allowance_used_up = endpoint == Endpoint::Resend
                 && reply.status == 400
-                && reply
-                    .body
-                    .windows(22)
-                    .any(|w| w == b"OTP:RESENT_NOT_ALLOWED");
+                && contains(&reply.body, b"OTP:RESENT_NOT_ALLOWED");
             *current = reply.cookie;
             Ok(reply.status == expected || allowance_used_up)
         }
