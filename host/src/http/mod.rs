@@ -6,6 +6,7 @@
 //! returns. Unknown routes and methods get 404 with an empty body.
 
 pub mod cookie;
+mod demo;
 pub mod error;
 mod health;
 mod otp;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub mode: Mode,
     pub cors_origin: Option<HeaderValue>,
     pub test_clock: Option<Arc<crate::clock::OffsetClock>>,
+    /// Serve the demo page (`GET /demo`).
+    pub demo: bool,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/otp/verify", post(otp::verify));
     if state.test_clock.is_some() {
         router = router.route("/test/clock", post(test_clock::advance));
+    }
+    if state.demo {
+        router = router.merge(demo::routes(state.service.settings()));
     }
     router
         .fallback(not_found)
@@ -82,6 +88,10 @@ pub fn apply_cookie(response: &mut Response, action: &CookieAction, mode: Mode) 
 async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let api = request.uri().path().starts_with("/api/");
     let mut response = next.run(request).await;
+    let policy = response
+        .extensions()
+        .get::<demo::ContentSecurityPolicy>()
+        .map_or("default-src 'none'; frame-ancestors 'none'", |p| p.0);
     let h = response.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -94,7 +104,7 @@ async fn security_headers(State(state): State<AppState>, request: Request, next:
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        HeaderValue::from_static(policy),
     );
     if api {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -145,6 +155,12 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
         h.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),
+        );
+        // Readable by the page's script: the clock (to correct countdowns for skew)
+        // and how long to wait after a refusal.
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Date, Retry-After"),
         );
     }
     response
