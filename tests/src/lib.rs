@@ -5,8 +5,10 @@
 //! The binary is `target/debug/otp-server` (or `$OTP_SERVER_BIN`) and the plugins are
 //! `plugins/dist`, `plugins/dist-extra` and `plugins/dist-fixtures`; the README's test
 //! command builds all of them before the tests run. [`webhook`] is a receiver for the
-//! `webhook-sender` plugin (codes are then read from what it receives).
+//! `webhook-sender` plugin (codes are then read from what it receives); [`browser`]
+//! drives headless Chromium.
 
+pub mod browser;
 pub mod webhook;
 
 use std::io::{BufRead, BufReader};

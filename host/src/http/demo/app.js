@@ -203,6 +203,7 @@ $("code-step").addEventListener("submit", async (event) => {
   if (!validCode(code)) {
     setError("otp-error", `${codeHint()} (OTP:INVALID_FORMAT)`, codeInput);
     codeInput.focus();
+    codeInput.select();
     return;
   }
   busy = true;
