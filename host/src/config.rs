@@ -174,6 +174,8 @@ settings! {
         hooks: HookTable { table },
         /// enables `POST /test/clock` for black-box tests; never allowed in production
         test_clock: bool { default: false, env: "OTP_TEST_CLOCK", parse: flag },
+        /// serves the demo page `GET /demo`; unset: on in development, off in production
+        demo: Option<bool> { default: None, env: "OTP_DEMO", parse: optional_flag },
         /// `memory`, or a `redis://` / `rediss://` URL
         store: String { default: "memory".into(), env: "OTP_STORE", parse: parsed },
         /// prefix of every Redis key
@@ -212,6 +214,11 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("otp-server").join("wasmtime"))
 }
 
+/// A strict boolean that may be left unset (its default then depends on other settings).
+fn optional_flag(text: &str) -> Result<Option<bool>, String> {
+    flag(text).map(Some)
+}
+
 /// The validated configuration the server runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -225,6 +232,8 @@ pub struct Config {
     pub runtime: RuntimeOptions,
     pub hook_preferences: BTreeMap<Hook, String>,
     pub test_clock: bool,
+    /// Whether `GET /demo` serves the demo page.
+    pub demo: bool,
     pub store: StoreConfig,
 }
 
@@ -413,6 +422,7 @@ impl FileConfig {
             },
             hook_preferences,
             test_clock: self.test_clock,
+            demo: self.demo.unwrap_or(self.env == Mode::Development),
             store,
         })
     }
@@ -615,6 +625,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("block_secs (OTP_BLOCK_SECS)"), "{err}");
+    }
+
+    #[test]
+    fn the_demo_is_on_in_development_only_unless_set() {
+        let demo = |vars: &[(&str, &str)]| Config::load(None, &env_of(vars)).unwrap().demo;
+        assert!(demo(&[]));
+        assert!(!demo(&[("OTP_ENV", "production")]));
+        assert!(demo(&[("OTP_ENV", "production"), ("OTP_DEMO", "1")]));
+        assert!(!demo(&[("OTP_DEMO", "false")]));
+        assert!(Config::load(None, &env_of(&[("OTP_DEMO", "on")])).is_err());
     }
 
     #[test]

@@ -67,9 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .as_deref()
             .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
         test_clock,
-        // Until the `demo` setting lands with the one-table configuration: on in
-        // development only.
-        demo: config.mode == Mode::Development,
+        demo: config.demo,
     };
 
     let shutdown = shutdown_signal();

@@ -195,6 +195,38 @@ async fn resend_after_the_countdown() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_production_cookie_works_on_localhost_over_http() {
+    // `__Host-Http-o` needs `Secure`, which Chromium accepts only in a secure context:
+    // HTTPS, or a potentially trustworthy origin such as 127.0.0.1 and localhost.
+    let server = demo_server(&[
+        ("OTP_ENV", "production"),
+        ("OTP_TEST_CLOCK", "0"),
+        ("OTP_DEMO", "1"),
+    ]);
+    let port = port_of(&server);
+    with_browser("production-cookie", &[], async |b| {
+        for (n, host) in ["127.0.0.1", "localhost"].into_iter().enumerate() {
+            ask_for_a_code(b, &format!("http://{host}:{port}/demo")).await;
+            let cookies = b.cookies().await;
+            let Some(session) = cookie(&cookies, "__Host-Http-o") else {
+                b.fail(&format!(
+                    "storing __Host-Http-o on {host} (cookies: {cookies:?})"
+                ))
+                .await
+            };
+            assert_eq!(session["secure"], true);
+            assert_eq!(session["httpOnly"], true);
+            assert_eq!(session["sameSite"], "Strict");
+            assert_eq!(b.script("return document.cookie", json!([])).await, "");
+            b.keys(&format!("{}\n", server.wait_code(ID, n + 1))).await;
+            b.wait_text("#done-step", "successfully verified").await;
+            assert!(cookie(&b.cookies().await, "__Host-Http-o").is_none());
+        }
+    })
+    .await;
+}
+
 /// The demo's files as the API server serves them, from a second origin: the page names
 /// the API's origin in `<meta name="otp-api">` and its CSP allows calls to it. The port
 /// is taken first, so that the API server can be started with it in `CORS_ORIGIN`.
