@@ -14,7 +14,7 @@ plugins="$root/plugins"
 target=wasm32-wasip2
 
 default_plugins=(default-credential email-phone-credential dev-sender json-final)
-extra_plugins=(webhook-sender session-token-final)
+extra_plugins=(webhook-sender webhook-events session-token-final)
 fixtures=(
     fixture-trap
     fixture-loop
@@ -24,6 +24,9 @@ fixtures=(
     fixture-all
     fixture-validator-v2
     fixture-snoop
+    v010-default-credential
+    v010-dev-sender
+    v010-json-final
 )
 
 if ! rustup target list --installed | grep -qx "$target"; then

@@ -5,6 +5,7 @@
 //! parse stops start-up with a message naming the setting, so a typo never silently
 //! becomes a default.
 
+use crate::events::EventOptions;
 use crate::plugins::{Hook, HookLimits, RuntimeOptions};
 use crate::protocol::{Alphabet, Settings};
 use serde::Deserialize;
@@ -143,6 +144,7 @@ pub struct Config {
     pub hook_preferences: BTreeMap<Hook, String>,
     pub test_clock: bool,
     pub store: StoreConfig,
+    pub events: EventOptions,
 }
 
 /// Where single-use ids and KEKs live. Debug output never shows the master key.
@@ -443,12 +445,20 @@ impl FileConfig {
                 validate: limits(self.validate_deadline_ms, validate_memory),
                 send: limits(self.send_deadline_ms, send_memory),
                 final_action: limits(self.final_deadline_ms, final_memory),
-                max_concurrent_calls: self.max_concurrent_plugin_calls,
+                events: limits(5_000, self.plugin_memory_mib * 1024 * 1024),
+                validate_slots: self.max_concurrent_plugin_calls,
+                send_slots: self.max_concurrent_plugin_calls,
+                final_slots: self.max_concurrent_plugin_calls,
                 cache_dir: self.cache_dir,
             },
             hook_preferences,
             test_clock: self.test_clock,
             store,
+            events: EventOptions {
+                source: "/otp-server".into(),
+                plain_credentials: false,
+                queue: 10_000,
+            },
         })
     }
 

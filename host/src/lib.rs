@@ -7,6 +7,7 @@
 //!   by AES-256-KW key-encryption keys).
 //! - [`store`]: single-use session ids.
 //! - [`plugins`]: the WebAssembly hook platform (wasmtime), with hot reload.
+//! - [`events`]: audit events, queued off the request path for the `events` hook.
 //! - [`service`]: the shell that runs one request through the above.
 //! - [`http`]: routes, middleware and the mapping of errors to HTTP.
 //! - [`config`], [`server`], [`clock`]: configuration, assembly, time.
@@ -15,6 +16,7 @@
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod events;
 pub mod http;
 pub mod os_random;
 pub mod plugins;

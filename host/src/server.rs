@@ -5,6 +5,7 @@
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, Mode, StoreConfig};
 use crate::crypto::{KeyStore, MasterKey, MemoryKeyStore};
+use crate::events::{spawn_delivery, AuditLog, Subject};
 use crate::http::{router, AppState};
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
@@ -35,13 +36,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&config.plugins_dir)
         .with_context(|| format!("plugins folder {}", config.plugins_dir.display()))?;
+    let (audit, audit_queue) = AuditLog::new(
+        config.events.clone(),
+        audit_subject_key(&config)?,
+        clock.clone(),
+    );
+    let audit = Arc::new(audit);
     let runtime = Arc::new(PluginRuntime::new(config.runtime.clone())?);
-    let registry = Arc::new(PluginRegistry::new(
-        runtime,
-        config.plugins_dir.clone(),
-        config.hook_preferences.clone(),
-        config.mode == Mode::Production,
-    ));
+    let registry = Arc::new(
+        PluginRegistry::new(
+            runtime,
+            config.plugins_dir.clone(),
+            config.hook_preferences.clone(),
+            config.mode == Mode::Production,
+        )
+        .with_audit(audit.clone()),
+    );
+    let _delivery = spawn_delivery(audit_queue, registry.clone(), audit.counts().clone());
     let _watcher = PluginWatcher::start(registry.clone())
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
     registry
@@ -50,17 +61,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", config.plugins_dir.display()))?;
 
     let (keys, ids) = open_stores(&config, clock.clone()).await?;
-    let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone());
+    let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone(), audit.clone());
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
         keys,
         ids,
         clock,
         registry.clone(),
+        audit.clone(),
     ));
     let state = AppState {
         service,
         registry,
+        audit,
         mode: config.mode,
         cors_origin: config
             .cors_origin
@@ -141,19 +154,45 @@ async fn open_stores(
     }
 }
 
+/// The key that names credentials in audit events: derived from the master key when
+/// instances share one (so they name a credential alike), else random per process.
+fn audit_subject_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    Ok(match &config.store {
+        StoreConfig::Redis { master_key, .. } => {
+            MasterKey::from_base64(master_key)?.derive("otp-server audit subject v1")
+        }
+        StoreConfig::Memory => {
+            let mut key = [0u8; 32];
+            crate::os_random::fill(&mut key);
+            key
+        }
+    })
+}
+
 /// Rotates key-encryption keys on schedule, adopts rotations done by other instances
-/// and forgets keys no live cookie can use.
+/// and forgets keys no live cookie can use. A change of the current key, here or
+/// adopted from another instance, is a `kek.rotated` audit event.
 fn spawn_key_maintenance(
     keys: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
+    audit: Arc<AuditLog>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let before = keys.current().id();
             if let Err(error) = keys.maintain(clock.now_ms()).await {
                 tracing::warn!(%error, "key maintenance failed; retrying");
+            }
+            let after = keys.current().id();
+            if after != before {
+                audit.emit(
+                    "kek.rotated",
+                    Subject::None,
+                    serde_json::json!({ "keyId": after.to_string() }),
+                );
             }
         }
     })

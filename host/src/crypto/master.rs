@@ -54,6 +54,17 @@ impl MasterKey {
         Ok(MasterKey(Zeroizing::new(bytes)))
     }
 
+    /// A 32-byte key for another purpose, derived from the master key and a label
+    /// (HMAC-SHA256(master key, label)), so every instance sharing the master key
+    /// derives the same one and none reveals the master key.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_ref());
+        let tag = ring::hmac::sign(&key, label.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     fn cipher(&self) -> KekAes256 {
         KekAes256::new(Key::<Aes256Gcm>::from_slice(self.0.as_ref()))
     }

@@ -1,13 +1,13 @@
-//! Every error the API can answer, and the one place where host errors become HTTP.
+//! Every error the API can answer, and the one place where service errors become HTTP.
 //!
 //! Error bodies are `{"error": CODE, "message": text}`, plus the session state fields
 //! (`expires`, `resendBlock`, `otpBlock`, `blocked`) when the error is about a session
-//! the client still holds. Internal typed errors (hooks, protocol, store, cookies) are
-//! converted here and nowhere else.
+//! the client still holds. The service's [`ServiceError`] and the protocol's refusals
+//! are mapped to wire codes and statuses here and nowhere else.
 
-use crate::plugins::HookError;
+pub use crate::service::CookieAction;
+use crate::service::{ServiceError, ServiceErrorKind};
 use crate::protocol::{ProtocolError, SessionState};
-use crate::store::StoreError;
 use axum::http::StatusCode;
 
 /// The error codes of the API, as they appear in the `error` field.
@@ -92,14 +92,6 @@ impl ErrorCode {
     }
 }
 
-/// What to do with the session cookie alongside an answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CookieAction {
-    Keep,
-    Set { value: String, expires_at_ms: u64 },
-    Delete,
-}
-
 /// An error answer: code, message, optional session state, and the cookie action.
 #[derive(Debug)]
 pub struct ApiError {
@@ -152,37 +144,33 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
-impl From<HookError> for ApiError {
-    fn from(error: HookError) -> Self {
-        match error {
-            // The plugin's reason goes to the log, not to the client: it may reveal
-            // how validation works, and it is the operator who can act on it.
-            HookError::Rejected(reason) => {
-                tracing::info!(%reason, "credential rejected by the validation plugin");
-                ApiError::new(ErrorCode::CredentialInvalid)
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        let api = match error.kind {
+            ServiceErrorKind::InvalidCookie => ApiError::new(ErrorCode::InvalidCookie),
+            ServiceErrorKind::Refused(refused) => refused.into(),
+            ServiceErrorKind::CredentialRejected => ApiError::new(ErrorCode::CredentialInvalid),
+            ServiceErrorKind::Undeliverable { state } => {
+                let api = ApiError::new(ErrorCode::CredentialInvalid);
+                match state {
+                    Some(state) => api.with_state(state),
+                    None => api,
+                }
             }
-            HookError::Undeliverable(reason) => {
-                tracing::info!(%reason, "sender: credential undeliverable");
-                ApiError::new(ErrorCode::CredentialInvalid)
-            }
-            HookError::Unavailable(reason) => {
-                tracing::warn!(%reason, "sender unavailable");
-                ApiError::new(ErrorCode::SendUnavailable)
-            }
-            HookError::Failed { plugin, .. } => ApiError::new(ErrorCode::PluginFailed)
+            ServiceErrorKind::SendUnavailable => ApiError::new(ErrorCode::SendUnavailable),
+            ServiceErrorKind::PluginFailed { plugin } => ApiError::new(ErrorCode::PluginFailed)
                 .with_message(format!("plugin {plugin} failed")),
-            HookError::Unbound(hook) => ApiError::new(ErrorCode::PluginUnavailable)
-                .with_message(format!("no plugin serves the {hook} hook")),
-            HookError::Busy => ApiError::new(ErrorCode::PluginUnavailable)
-                .with_message("too many plugin calls are running; try again"),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        tracing::warn!(%error, "session store error");
-        ApiError::new(ErrorCode::StoreUnavailable)
+            ServiceErrorKind::PluginUnavailable { hook, busy: false } => {
+                ApiError::new(ErrorCode::PluginUnavailable)
+                    .with_message(format!("no plugin serves the {hook} hook"))
+            }
+            ServiceErrorKind::PluginUnavailable { hook, busy: true } => {
+                ApiError::new(ErrorCode::PluginUnavailable)
+                    .with_message(format!("too many {hook} calls are running; try again"))
+            }
+            ServiceErrorKind::StoreUnavailable => ApiError::new(ErrorCode::StoreUnavailable),
+        };
+        api.with_cookie(error.cookie)
     }
 }
 

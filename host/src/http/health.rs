@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::sync::atomic::Ordering;
 
 /// Always 200 `OK`, whatever the method: load balancers probe with GET or HEAD.
 pub async fn health() -> &'static str {
@@ -24,7 +25,11 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         .map(|(hook, plugin)| {
             (
                 hook.name().to_string(),
-                serde_json::json!({ "plugin": &*plugin.name, "version": plugin.version }),
+                serde_json::json!({
+                    "plugin": &*plugin.name,
+                    "version": plugin.version,
+                    "contract": plugin.contract.as_str(),
+                }),
             )
         })
         .collect();
@@ -34,12 +39,16 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         .map(|(channel, plugin)| {
             (
                 channel.clone(),
-                serde_json::json!({ "plugin": &*plugin.name, "version": plugin.version }),
+                serde_json::json!({
+                    "plugin": &*plugin.name,
+                    "version": plugin.version,
+                    "contract": plugin.contract.as_str(),
+                }),
             )
         })
         .collect();
     // Senders serving only some channels make the sending hook available (for those).
-    let missing: Vec<&str> = Hook::ALL
+    let missing: Vec<&str> = Hook::REQUIRED
         .into_iter()
         .filter(|h| {
             !registry.bound.contains_key(h) && (*h != Hook::Sending || registry.channels.is_empty())
@@ -54,6 +63,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
                 p.name.to_string(),
                 serde_json::json!({
                     "version": p.version,
+                    "contract": p.contract.as_str(),
                     "hooks": p.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
                     "manifest": (!p.manifest.digest.is_empty()).then_some(&p.manifest.digest),
                     "channels": p.manifest.channels,
@@ -67,6 +77,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         Err(_) => "unavailable",
     };
     let ready = missing.is_empty() && store == "ok";
+    let counts = app.audit.counts();
     let body = serde_json::json!({
         "ready": ready,
         "store": store,
@@ -76,6 +87,11 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         "plugins": plugins,
         "problems": registry.problems,
         "rejected": registry.load_errors,
+        "events": {
+            "delivered": counts.delivered.load(Ordering::Relaxed),
+            "dropped": counts.dropped.load(Ordering::Relaxed),
+            "failed": counts.failed.load(Ordering::Relaxed),
+        },
     });
     let status = if ready {
         StatusCode::OK

@@ -8,6 +8,7 @@
 pub mod cookie;
 pub mod error;
 mod health;
+mod locale;
 mod otp;
 mod test_clock;
 
@@ -32,6 +33,8 @@ pub const MAX_BODY: usize = 100 * 1024;
 pub struct AppState {
     pub service: Arc<OtpService>,
     pub registry: Arc<PluginRegistry>,
+    /// The audit pipeline, for its counters in `/ready`.
+    pub audit: Arc<crate::events::AuditLog>,
     pub mode: Mode,
     pub cors_origin: Option<HeaderValue>,
     pub test_clock: Option<Arc<crate::clock::OffsetClock>>,

@@ -42,6 +42,7 @@ pub async fn create(
         app.service
             .create(cookie.as_deref(), text, &context(&headers, peer))
             .await
+            .map_err(ApiError::from)
     }
     .await;
     session_response(result, mode)
@@ -60,6 +61,7 @@ pub async fn resend(
         app.service
             .resend(cookie.as_deref(), &context(&headers, peer))
             .await
+            .map_err(ApiError::from)
     }
     .await;
     session_response(result, mode)
@@ -83,6 +85,7 @@ pub async fn verify(
         app.service
             .verify(cookie.as_deref(), &code, &context(&headers, peer))
             .await
+            .map_err(ApiError::from)
     }
     .await;
     match result {
@@ -167,11 +170,21 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(512).collect::<String>())
     };
+    let accept_language = text(header::ACCEPT_LANGUAGE);
     RequestContext {
         client_ip: Some(peer.ip().to_string()),
         user_agent: text(header::USER_AGENT),
-        accept_language: text(header::ACCEPT_LANGUAGE),
+        locale: accept_language.as_deref().and_then(super::locale::preferred),
+        accept_language,
+        request_id: new_request_id(),
     }
+}
+
+/// A fresh request id: 16 random bytes in hex.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    crate::os_random::fill(&mut bytes);
+    hex::encode(bytes)
 }
 
 /// The final action's response. Invalid status codes or headers from a plugin are a
@@ -181,7 +194,7 @@ fn plugin_response(plugin: crate::plugins::PluginResponse) -> Response {
     let Ok(status) = StatusCode::from_u16(plugin.status) else {
         return failed_final("invalid status code");
     };
-    if status.as_u16() < 200 {
+    if !(200..=599).contains(&status.as_u16()) {
         return failed_final("invalid status code");
     }
     let mut response = Response::new(Body::from(plugin.body));

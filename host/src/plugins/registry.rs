@@ -9,17 +9,23 @@
 //!
 //! Senders may be routed by channel: a sender whose manifest lists `channels` serves
 //! only those; the others serve every channel no channel-specific sender claims.
+//!
+//! The registry is what the service calls hooks through ([`Hooks`]), and the sink the
+//! audit pipeline delivers to ([`EventSink`]); it reports loads and rejections as
+//! `plugin.loaded` / `plugin.rejected` audit events.
 
-use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
-use super::manifest::Manifest;
-use super::runtime::{LoadedPlugin, PluginRuntime};
+use super::hooks::{
+    CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse,
+    RequestContext,
+};
+use super::load::{load_plugin, EnvLookup, PluginFileError};
+use super::runtime::{CallSlot, LoadedPlugin, PluginRuntime};
+use crate::events::{AuditEvent, AuditLog, EventSink, Subject};
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Looks up the host environment variables that manifests reference.
-pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// A snapshot of the loaded plugins and the hook bindings.
 #[derive(Default)]
@@ -45,7 +51,9 @@ pub struct PluginRegistry {
     /// Whether to warn about development-only plugins.
     production: bool,
     /// Resolves `${NAME}` in manifests (the process environment outside tests).
-    env: EnvLookup,
+    env: Arc<EnvLookup>,
+    /// Where `plugin.loaded` / `plugin.rejected` go.
+    audit: Option<Arc<AuditLog>>,
     state: ArcSwap<RegistryState>,
     /// Reloads are serialized so two events for one file cannot interleave.
     reload: tokio::sync::Mutex<()>,
@@ -64,14 +72,22 @@ impl PluginRegistry {
             preferences,
             production,
             env: Arc::new(|name| std::env::var(name).ok()),
+            audit: None,
             state: ArcSwap::from_pointee(RegistryState::default()),
             reload: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Resolves manifest references with `env` instead of the process environment.
-    pub fn with_env(mut self, env: EnvLookup) -> PluginRegistry {
+    pub fn with_env(mut self, env: Arc<EnvLookup>) -> PluginRegistry {
         self.env = env;
+        self
+    }
+
+    /// Reports plugin loads and rejections to `audit`, and tells it whether an events
+    /// plugin is bound.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> PluginRegistry {
+        self.audit = Some(audit);
         self
     }
 
@@ -134,62 +150,36 @@ impl PluginRegistry {
         load_errors: &mut BTreeMap<String, String>,
     ) -> bool {
         let path = self.dir.join(format!("{name}.wasm"));
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if plugins.remove(name).is_some() {
-                    tracing::info!(plugin = %name, "plugin removed");
-                }
-                load_errors.remove(name);
-                return true;
-            }
-            Err(error) => {
-                tracing::error!(file = %path.display(), %error, "cannot read plugin file");
-                return false;
-            }
-        };
-        let manifest_path = self.dir.join(format!("{name}.toml"));
-        let manifest = match self.read_manifest(&manifest_path).await {
-            Ok(manifest) => manifest,
-            Err(error) => {
-                tracing::error!(
-                    file = %manifest_path.display(),
-                    %error,
-                    "plugin manifest rejected; the previous version (if any) keeps serving"
-                );
-                load_errors.insert(name.to_string(), format!("{name}.toml: {error}"));
-                return true;
-            }
-        };
         let previous = plugins.get(name).cloned();
-        let version = version_of(&bytes);
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.version == version && p.manifest.digest == manifest.digest)
-        {
-            return load_errors.remove(name).is_some();
-        }
-        let compiled = match previous.filter(|p| p.version == version) {
-            Some(same_code) => Ok(same_code),
-            None => {
-                let runtime = self.runtime.clone();
-                let plugin_name = name.to_string();
-                match tokio::task::spawn_blocking(move || runtime.load(&plugin_name, &bytes)).await
-                {
-                    Ok(loaded) => loaded.map(Arc::new),
-                    Err(join) => {
-                        tracing::error!(file = %path.display(), error = %join, "plugin load crashed");
-                        load_errors.insert(name.to_string(), "load crashed".to_string());
-                        return true;
-                    }
-                }
+        let (runtime, env, plugin_name, file) = (
+            self.runtime.clone(),
+            self.env.clone(),
+            name.to_string(),
+            path.clone(),
+        );
+        let reuse = previous.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            load_plugin(&runtime, &plugin_name, &file, &*env, reuse.as_deref())
+        })
+        .await;
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(join) => {
+                tracing::error!(file = %path.display(), error = %join, "plugin load crashed");
+                load_errors.insert(name.to_string(), "load crashed".to_string());
+                return true;
             }
         };
-        let plugin = compiled.and_then(|c| c.with_manifest(manifest).map_err(Into::into));
-        match plugin {
+        match loaded {
             Ok(plugin) => {
+                if previous.as_ref().is_some_and(|p| {
+                    p.version == plugin.version && p.manifest.digest == plugin.manifest.digest
+                }) {
+                    return load_errors.remove(name).is_some();
+                }
                 tracing::info!(
                     plugin = %name,
+                    contract = %plugin.contract,
                     version = %plugin.version,
                     manifest = %plugin.manifest.digest,
                     hooks = ?plugin.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
@@ -197,8 +187,27 @@ impl PluginRegistry {
                     config_keys = ?plugin.manifest.config_keys(),
                     "plugin loaded"
                 );
+                self.audit(
+                    "plugin.loaded",
+                    name,
+                    serde_json::json!({
+                        "version": plugin.version,
+                        "contract": plugin.contract.as_str(),
+                        "hooks": plugin.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
+                    }),
+                );
                 plugins.insert(name.to_string(), Arc::new(plugin));
                 load_errors.remove(name);
+            }
+            Err(PluginFileError::Missing(_)) => {
+                if plugins.remove(name).is_some() {
+                    tracing::info!(plugin = %name, "plugin removed");
+                }
+                load_errors.remove(name);
+            }
+            Err(PluginFileError::Read { path, message }) => {
+                tracing::error!(file = %path.display(), error = %message, "cannot read plugin file");
+                return false;
             }
             Err(error) => {
                 tracing::error!(
@@ -206,21 +215,21 @@ impl PluginRegistry {
                     %error,
                     "plugin rejected; the previous version (if any) keeps serving"
                 );
+                self.audit(
+                    "plugin.rejected",
+                    name,
+                    serde_json::json!({ "reason": error.to_string() }),
+                );
                 load_errors.insert(name.to_string(), error.to_string());
             }
         }
         true
     }
 
-    /// `NAME.toml`, or the empty manifest when there is none.
-    async fn read_manifest(&self, path: &Path) -> Result<Manifest, super::manifest::ManifestError> {
-        use super::manifest::ManifestError;
-        let text = match tokio::fs::read_to_string(path).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
-            Err(e) => return Err(ManifestError::Read(e.to_string())),
-        };
-        Manifest::parse(&text, &*self.env, self.runtime.max_memory_bytes())
+    fn audit(&self, kind: &str, plugin: &str, data: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            audit.emit(kind, Subject::Plain(plugin), data);
+        }
     }
 
     /// Binds the hooks for a new set of plugins and swaps the new state in.
@@ -235,6 +244,9 @@ impl PluginRegistry {
             tracing::warn!("{problem}");
         }
         self.warn_if_development_only(&bound, &channels);
+        if let Some(audit) = &self.audit {
+            audit.set_sink_bound(bound.contains_key(&Hook::Events));
+        }
         self.state.store(Arc::new(RegistryState {
             plugins,
             bound,
@@ -282,7 +294,11 @@ impl PluginRegistry {
             .ok_or(HookError::Unbound(Hook::Sending))
     }
 
-    pub async fn validate(
+}
+
+#[async_trait]
+impl Hooks for PluginRegistry {
+    async fn validate(
         &self,
         body: &str,
         context: &RequestContext,
@@ -291,7 +307,7 @@ impl PluginRegistry {
         self.runtime.validate(&plugin, body, context).await
     }
 
-    pub async fn send(
+    async fn send(
         &self,
         delivery: &CodeDelivery,
         context: &RequestContext,
@@ -300,13 +316,51 @@ impl PluginRegistry {
         self.runtime.send(&plugin, delivery, context).await
     }
 
-    pub async fn complete(
-        &self,
+    async fn reserve_final_action(&self) -> Result<Box<dyn FinalAction>, HookError> {
+        let plugin = self.bound(Hook::FinalAction)?;
+        let slot = self.runtime.reserve(&plugin, Hook::FinalAction).await?;
+        Ok(Box::new(ReservedFinalAction {
+            runtime: self.runtime.clone(),
+            plugin,
+            slot,
+        }))
+    }
+}
+
+/// A final action with its plugin and call slot already taken.
+struct ReservedFinalAction {
+    runtime: Arc<PluginRuntime>,
+    plugin: Arc<LoadedPlugin>,
+    slot: CallSlot,
+}
+
+#[async_trait]
+impl FinalAction for ReservedFinalAction {
+    async fn complete(
+        self: Box<Self>,
         credential: &Credential,
         context: &RequestContext,
     ) -> Result<PluginResponse, HookError> {
-        let plugin = self.bound(Hook::FinalAction)?;
-        self.runtime.complete(&plugin, credential, context).await
+        let ReservedFinalAction {
+            runtime,
+            plugin,
+            slot,
+        } = *self;
+        runtime.complete(&plugin, slot, credential, context).await
+    }
+}
+
+#[async_trait]
+impl EventSink for PluginRegistry {
+    async fn deliver(&self, batch: &[AuditEvent]) -> Result<bool, String> {
+        let Ok(plugin) = self.bound(Hook::Events) else {
+            return Ok(false);
+        };
+        self.runtime
+            .deliver(&plugin, batch)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -330,11 +384,6 @@ fn name_with_extension(path: &Path, extension: &str) -> Option<String> {
         return None;
     }
     Some(stem.to_string())
-}
-
-fn version_of(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(bytes)[..6])
 }
 
 /// Decides which plugin serves each hook, and which sender each channel.

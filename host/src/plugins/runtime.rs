@@ -1,20 +1,26 @@
 //! The WebAssembly runtime: one wasmtime `Engine`, compiling plugins, and running
-//! one hook call under its deadline and memory cap.
+//! one hook call under its deadline, memory cap and concurrency budget.
 //!
 //! The engine uses the pooling allocator (instantiation is a few microseconds) and
 //! epoch interruption: a ticker thread advances the epoch every [`TICK`], each call
 //! yields to the async runtime at every tick and is interrupted once its deadline has
 //! passed. A trap, a timeout or a memory blow-up fails only that call.
+//!
+//! Each hook has a budget of call slots of its own, so a flood of sends waiting on a
+//! slow provider cannot take the slots a final action needs. A call takes its slot
+//! before it starts ([`PluginRuntime::reserve`]); the verify path reserves the final
+//! action's slot before it spends the session id.
 
-use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
+use super::hooks::{
+    AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext,
+};
 use super::manifest::{Manifest, ManifestError};
 use super::store::PluginState;
-use super::v0_1_0;
-use sha2::{Digest, Sha256};
+use super::versions::{self, Bindings, ContractVersion, DetectError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
@@ -42,8 +48,12 @@ pub struct RuntimeOptions {
     pub validate: HookLimits,
     pub send: HookLimits,
     pub final_action: HookLimits,
-    /// How many hook calls may run at once; further calls wait for a slot.
-    pub max_concurrent_calls: u32,
+    pub events: HookLimits,
+    /// How many calls of each hook may run at once; further calls wait for a slot (at
+    /// most until their deadline). The audit sink always runs one call at a time.
+    pub validate_slots: u32,
+    pub send_slots: u32,
+    pub final_slots: u32,
     /// Where compiled plugins are cached across restarts; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
 }
@@ -54,7 +64,19 @@ impl RuntimeOptions {
             Hook::CredentialValidation => self.validate,
             Hook::Sending => self.send,
             Hook::FinalAction => self.final_action,
+            Hook::Events => self.events,
         }
+    }
+
+    /// The concurrency budget of a hook.
+    pub fn slots(&self, hook: Hook) -> u32 {
+        match hook {
+            Hook::CredentialValidation => self.validate_slots,
+            Hook::Sending => self.send_slots,
+            Hook::FinalAction => self.final_slots,
+            Hook::Events => 1,
+        }
+        .max(1)
     }
 }
 
@@ -74,7 +96,13 @@ impl Default for RuntimeOptions {
                 deadline: Duration::from_secs(1),
                 memory_bytes: 64 * MIB,
             },
-            max_concurrent_calls: 256,
+            events: HookLimits {
+                deadline: Duration::from_secs(5),
+                memory_bytes: 64 * MIB,
+            },
+            validate_slots: 256,
+            send_slots: 256,
+            final_slots: 256,
             cache_dir: None,
         }
     }
@@ -85,12 +113,10 @@ impl Default for RuntimeOptions {
 pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
-    #[error("exports no otp:plugin@0.1.0 hook (exports: {0})")]
-    NoHooks(String),
+    #[error("{0}")]
+    Contract(#[from] DetectError),
     #[error("{0}")]
     Link(String),
-    #[error("{0}")]
-    Manifest(#[from] ManifestError),
 }
 
 /// A compiled, linked and type-checked plugin with its manifest. Immutable: a reload
@@ -98,6 +124,8 @@ pub enum LoadError {
 /// flight keep the `Arc` of the version they started with.
 pub struct LoadedPlugin {
     pub name: Arc<str>,
+    /// The contract version the component was built for.
+    pub contract: ContractVersion,
     /// The first 12 hex digits of the file's SHA-256: changes whenever the file does.
     pub version: String,
     /// The hooks this plugin is bound to: its exports, narrowed by its manifest.
@@ -108,7 +136,7 @@ pub struct LoadedPlugin {
     pub exports: Vec<String>,
     /// `NAME.toml`, or the empty manifest (no network, no config) without one.
     pub manifest: Arc<Manifest>,
-    bindings: Arc<v0_1_0::Bindings>,
+    bindings: Arc<Bindings>,
 }
 
 impl LoadedPlugin {
@@ -118,6 +146,7 @@ impl LoadedPlugin {
         let hooks = manifest.bound_hooks(&self.exported)?;
         Ok(LoadedPlugin {
             name: self.name.clone(),
+            contract: self.contract,
             version: self.version.clone(),
             hooks,
             exported: self.exported.clone(),
@@ -133,6 +162,7 @@ impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
             .field("name", &self.name)
+            .field("contract", &self.contract)
             .field("version", &self.version)
             .field("hooks", &self.hooks)
             .finish_non_exhaustive()
@@ -144,18 +174,19 @@ pub struct PluginRuntime {
     linker: Linker<PluginState>,
     options: RuntimeOptions,
     max_memory: usize,
-    slots: Semaphore,
+    /// Call slots per hook, indexed like [`Hook::ALL`].
+    slots: [Arc<Semaphore>; 4],
     _ticker: EpochTicker,
 }
 
 impl PluginRuntime {
     pub fn new(options: RuntimeOptions) -> anyhow::Result<PluginRuntime> {
-        let max_memory = [options.validate, options.send, options.final_action]
+        let max_memory = Hook::ALL
             .iter()
-            .map(|l| l.memory_bytes)
+            .map(|hook| options.limits(*hook).memory_bytes)
             .max()
             .unwrap_or(0);
-        let calls = options.max_concurrent_calls.max(1);
+        let calls: u32 = Hook::ALL.iter().map(|hook| options.slots(*hook)).sum();
         let mut pool = PoolingAllocationConfig::default();
         // A component holds a few core instances, memories and tables (more for
         // componentize-py or StarlingMonkey output), so the totals are multiples of
@@ -199,13 +230,13 @@ impl PluginRuntime {
             .map_err(anyhow::Error::from)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, PluginState::config)
             .map_err(anyhow::Error::from)?;
-        v0_1_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        versions::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let ticker = EpochTicker::start(engine.clone());
         Ok(PluginRuntime {
             engine,
             linker,
-            slots: Semaphore::new(calls as usize),
+            slots: Hook::ALL.map(|hook| Arc::new(Semaphore::new(options.slots(hook) as usize))),
             max_memory,
             options,
             _ticker: ticker,
@@ -246,21 +277,13 @@ impl PluginRuntime {
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        let hooks = v0_1_0::exported_hooks(&self.engine, &component);
-        if hooks.is_empty() {
-            let listed = if exports.is_empty() {
-                "none".to_string()
-            } else {
-                exports.join(", ")
-            };
-            return Err(LoadError::NoHooks(listed));
-        }
-        let bindings = v0_1_0::Bindings::new(&self.linker, &component, &hooks)
+        let (contract, hooks) = versions::detect(&self.engine, &component)?;
+        let bindings = Bindings::new(&self.linker, &component, contract, &hooks)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let digest = Sha256::digest(bytes);
         Ok(LoadedPlugin {
             name: Arc::from(name),
-            version: hex::encode(&digest[..6]),
+            contract,
+            version: super::load::version_of(bytes),
             exported: hooks.clone(),
             hooks,
             imports,
@@ -270,6 +293,30 @@ impl PluginRuntime {
         })
     }
 
+    /// How many calls of `hook` are running now.
+    pub fn slots_in_use(&self, hook: Hook) -> u32 {
+        let free = self.slots[hook_index(hook)].available_permits() as u32;
+        self.options.slots(hook).saturating_sub(free)
+    }
+
+    /// Takes a call slot of `hook` for `plugin`, waiting for one while all are busy but
+    /// not past the call's own deadline.
+    pub async fn reserve(&self, plugin: &LoadedPlugin, hook: Hook) -> Result<CallSlot, HookError> {
+        let slots = &self.slots[hook_index(hook)];
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => {
+                let wait = self.limits(plugin, hook).deadline;
+                tokio::time::timeout(wait, slots.clone().acquire_owned())
+                    .await
+                    .map_err(|_| HookError::Busy(hook))?
+                    .map_err(|_| HookError::Busy(hook))?
+            }
+            Err(TryAcquireError::Closed) => return Err(HookError::Busy(hook)),
+        };
+        Ok(CallSlot { hook, _permit: permit })
+    }
+
     pub async fn validate(
         &self,
         plugin: &LoadedPlugin,
@@ -277,7 +324,8 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<Credential, HookError> {
         let hook = Hook::CredentialValidation;
-        let (mut store, _slot) = self.prepare(plugin, hook).await?;
+        let slot = self.reserve(plugin, hook).await?;
+        let mut store = self.store(plugin, &slot);
         let call = plugin.bindings.validate(&mut store, body, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?
@@ -290,46 +338,52 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<(), HookError> {
         let hook = Hook::Sending;
-        let (mut store, _slot) = self.prepare(plugin, hook).await?;
+        let slot = self.reserve(plugin, hook).await?;
+        let mut store = self.store(plugin, &slot);
         let call = plugin.bindings.send(&mut store, delivery, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
         finish(plugin, hook, &mut store, outcome)?
     }
 
+    /// Runs the final action in a slot taken beforehand with [`PluginRuntime::reserve`].
     pub async fn complete(
         &self,
         plugin: &LoadedPlugin,
+        slot: CallSlot,
         credential: &Credential,
         context: &RequestContext,
     ) -> Result<PluginResponse, HookError> {
         let hook = Hook::FinalAction;
-        let (mut store, _slot) = self.prepare(plugin, hook).await?;
+        debug_assert_eq!(slot.hook, hook);
+        let mut store = self.store(plugin, &slot);
         let call = plugin.bindings.complete(&mut store, credential, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
-            plugin: plugin.name.to_string(),
-            reason: format!("final action returned an error: {reason}"),
+        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| {
+            let reason = format!("final action returned an error: {reason}");
+            tracing::warn!(plugin = %plugin.name, %reason, "plugin call failed");
+            HookError::Failed {
+                plugin: plugin.name.to_string(),
+                reason,
+            }
         })
     }
 
-    /// A fresh store with the hook's memory cap and deadline, and a concurrency slot.
-    async fn prepare(
-        &self,
-        plugin: &LoadedPlugin,
-        hook: Hook,
-    ) -> Result<(Store<PluginState>, tokio::sync::SemaphorePermit<'_>), HookError> {
-        let limits = self.limits(plugin, hook);
-        let slot = match self.slots.try_acquire() {
-            Ok(slot) => slot,
-            // All slots busy: wait for one, but not past the call's own deadline.
-            Err(TryAcquireError::NoPermits) => {
-                tokio::time::timeout(limits.deadline, self.slots.acquire())
-                    .await
-                    .map_err(|_| HookError::Busy)?
-                    .map_err(|_| HookError::Busy)?
-            }
-            Err(TryAcquireError::Closed) => return Err(HookError::Busy),
-        };
+    /// Hands a batch of audit events to an events plugin.
+    pub async fn deliver(&self, plugin: &LoadedPlugin, batch: &[AuditEvent]) -> Result<(), HookError> {
+        let hook = Hook::Events;
+        let slot = self.reserve(plugin, hook).await?;
+        let mut store = self.store(plugin, &slot);
+        let call = plugin.bindings.deliver(&mut store, batch);
+        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
+            plugin: plugin.name.to_string(),
+            reason: format!("event sink returned an error: {reason}"),
+        })
+    }
+
+    /// A fresh store with the hook's memory cap and deadline, for a call holding `slot`.
+    fn store(&self, plugin: &LoadedPlugin, slot: &CallSlot) -> Store<PluginState> {
+        let limits = self.limits(plugin, slot.hook);
         let deadline = Instant::now() + limits.deadline;
         let mut store = Store::new(
             &self.engine,
@@ -350,8 +404,21 @@ impl PluginRuntime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        Ok((store, slot))
+        store
     }
+}
+
+/// A taken call slot of one hook; dropping it frees the slot.
+pub struct CallSlot {
+    hook: Hook,
+    _permit: OwnedSemaphorePermit,
+}
+
+fn hook_index(hook: Hook) -> usize {
+    Hook::ALL
+        .iter()
+        .position(|h| *h == hook)
+        .expect("Hook::ALL lists every hook")
 }
 
 /// Runs `call` until `limit` from now. Almost every hook call finishes in its first

@@ -1,0 +1,330 @@
+//! Audit events: a record of what happened (codes sent, verifications, blocks, plugin
+//! reloads, key rotations) for an operator's audit trail, handed to the `events` hook.
+//!
+//! The request path only *queues* an event: [`AuditLog::emit`] is a `try_send` into a
+//! bounded queue and never waits. When the queue is full the event is dropped and
+//! counted. A background task ([`spawn_delivery`]) takes events off the queue in
+//! batches and hands each batch to an [`EventSink`] (the events plugin); a sink that
+//! fails, traps or overruns its deadline loses that batch (logged and counted), and the
+//! next batch goes out as usual. With no sink bound nothing is built at all.
+//!
+//! Events are CloudEvents-shaped (`id`, `type`, `time`, `source`, `subject`, JSON
+//! `data`). They never carry a code, a key or a secret. An event about a credential
+//! names it by a keyed hash (`cred_<hex>`, HMAC-SHA256 under a server secret) unless
+//! the operator turns on plain credential ids.
+
+use crate::clock::Clock;
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+/// Events handed to the sink in one call at most.
+const MAX_BATCH: usize = 100;
+/// How long the delivery task waits for a batch to fill once it has one event.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// One audit event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub id: String,
+    /// `otp.code.sent`, `plugin.loaded`, …
+    pub kind: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub source: String,
+    pub subject: Option<String>,
+    /// A JSON object.
+    pub data: String,
+}
+
+/// What an event is about.
+pub enum Subject<'a> {
+    /// A credential id: hashed unless the operator asked for plain ids.
+    Credential(&'a str),
+    /// Anything that is not personal data (a plugin's name).
+    Plain(&'a str),
+    None,
+}
+
+/// How events are made: the source, and how credentials are named.
+#[derive(Clone, Debug)]
+pub struct EventOptions {
+    /// The CloudEvents `source` of every event.
+    pub source: String,
+    /// Put credential ids into `subject` as they are instead of a keyed hash.
+    pub plain_credentials: bool,
+    /// Events that may wait for the sink; more are dropped.
+    pub queue: usize,
+}
+
+/// Counters of the audit pipeline, for `/ready` and metrics.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    pub delivered: AtomicU64,
+    /// Dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Lost because the sink failed on their batch.
+    pub failed: AtomicU64,
+}
+
+/// The sending side of the audit pipeline; cheap to share.
+pub struct AuditLog {
+    queue: mpsc::Sender<AuditEvent>,
+    clock: Arc<dyn Clock>,
+    options: EventOptions,
+    subject_key: Zeroizing<[u8; 32]>,
+    /// Whether a sink is bound; events are neither built nor queued without one.
+    sink_bound: AtomicBool,
+    counts: Arc<EventCounts>,
+}
+
+impl AuditLog {
+    /// A log and the receiving end for [`spawn_delivery`]. `subject_key` keys the hash
+    /// that names credentials (see the module doc).
+    pub fn new(
+        options: EventOptions,
+        subject_key: [u8; 32],
+        clock: Arc<dyn Clock>,
+    ) -> (AuditLog, mpsc::Receiver<AuditEvent>) {
+        let (queue, receiver) = mpsc::channel(options.queue.max(1));
+        let log = AuditLog {
+            queue,
+            clock,
+            options,
+            subject_key: Zeroizing::new(subject_key),
+            sink_bound: AtomicBool::new(false),
+            counts: Arc::new(EventCounts::default()),
+        };
+        (log, receiver)
+    }
+
+    /// Tells the log whether a sink is bound (the plugin registry does on every change).
+    pub fn set_sink_bound(&self, bound: bool) {
+        self.sink_bound.store(bound, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> &Arc<EventCounts> {
+        &self.counts
+    }
+
+    /// Queues an event without waiting; drops it (and counts it) when the queue is full.
+    pub fn emit(&self, kind: &str, subject: Subject<'_>, data: serde_json::Value) {
+        if !self.sink_bound.load(Ordering::Relaxed) {
+            return;
+        }
+        let subject = match subject {
+            Subject::Credential(id) if self.options.plain_credentials => Some(id.to_string()),
+            Subject::Credential(id) => Some(self.credential_pseudonym(id)),
+            Subject::Plain(text) => Some(text.to_string()),
+            Subject::None => None,
+        };
+        let event = AuditEvent {
+            id: random_id(),
+            kind: kind.to_string(),
+            time: rfc3339_ms(self.clock.now_ms()),
+            source: self.options.source.clone(),
+            subject,
+            data: data.to_string(),
+        };
+        match self.queue.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            // The delivery task is gone (shutdown): nothing to deliver to.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// `cred_` and the first 16 bytes of HMAC-SHA256(subject key, id), in hex.
+    pub fn credential_pseudonym(&self, id: &str) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.subject_key[..]);
+        let tag = ring::hmac::sign(&key, id.as_bytes());
+        format!("cred_{}", hex::encode(&tag.as_ref()[..16]))
+    }
+}
+
+/// Where batches of events go: the events plugin.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Delivers a batch. `Ok(false)` when no sink is bound (the batch is discarded).
+    async fn deliver(&self, batch: &[AuditEvent]) -> Result<bool, String>;
+}
+
+/// Takes events off the queue in batches of up to [`MAX_BATCH`] and hands them to
+/// `sink`, one batch at a time, until the log is dropped.
+pub fn spawn_delivery(
+    mut queue: mpsc::Receiver<AuditEvent>,
+    sink: Arc<dyn EventSink>,
+    counts: Arc<EventCounts>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.recv().await {
+            batch.push(first);
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
+            while batch.len() < MAX_BATCH {
+                tokio::select! {
+                    next = queue.recv() => match next {
+                        Some(event) => batch.push(event),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
+            }
+            let n = batch.len() as u64;
+            match sink.deliver(&batch).await {
+                Ok(true) => {
+                    counts.delivered.fetch_add(n, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(reason) => {
+                    counts.failed.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(events = n, %reason, "audit events lost: the events plugin failed");
+                }
+            }
+            batch.clear();
+        }
+    })
+}
+
+/// 32 random hex digits.
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    crate::os_random::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::Mutex;
+
+    fn options(queue: usize) -> EventOptions {
+        EventOptions {
+            source: "/otp-server/test".into(),
+            plain_credentials: false,
+            queue,
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_796_299_199_999), "2026-12-02T23:59:59.999Z");
+    }
+
+    #[test]
+    fn nothing_is_queued_without_a_sink() {
+        let (log, mut rx) = AuditLog::new(options(4), [7; 32], Arc::new(ManualClock::new(0)));
+        log.emit("otp.code.sent", Subject::None, serde_json::json!({}));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (log, _rx) = AuditLog::new(options(2), [7; 32], Arc::new(ManualClock::new(0)));
+        log.set_sink_bound(true);
+        for _ in 0..5 {
+            log.emit("otp.code.sent", Subject::None, serde_json::json!({}));
+        }
+        assert_eq!(log.counts().dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn credentials_are_named_by_a_keyed_hash_unless_asked_otherwise() {
+        let clock = Arc::new(ManualClock::new(0));
+        let (log, mut rx) = AuditLog::new(options(4), [7; 32], clock.clone());
+        log.set_sink_bound(true);
+        log.emit("otp.code.sent", Subject::Credential("me@example.com"), serde_json::json!({}));
+        let hashed = rx.try_recv().unwrap().subject.unwrap();
+        assert!(hashed.starts_with("cred_") && !hashed.contains("example"));
+        assert_eq!(hashed, log.credential_pseudonym("me@example.com"));
+        let (other, _) = AuditLog::new(options(4), [8; 32], clock.clone());
+        assert_ne!(hashed, other.credential_pseudonym("me@example.com"));
+
+        let plain = EventOptions {
+            plain_credentials: true,
+            ..options(4)
+        };
+        let (log, mut rx) = AuditLog::new(plain, [7; 32], clock);
+        log.set_sink_bound(true);
+        log.emit("otp.code.sent", Subject::Credential("me@example.com"), serde_json::json!({}));
+        assert_eq!(rx.try_recv().unwrap().subject.as_deref(), Some("me@example.com"));
+    }
+
+    struct Recording {
+        batches: Mutex<Vec<Vec<String>>>,
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl EventSink for Recording {
+        async fn deliver(&self, batch: &[AuditEvent]) -> Result<bool, String> {
+            self.batches
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(|e| e.kind.clone()).collect());
+            if self.fail {
+                Err("sink down".into())
+            } else {
+                Ok(true)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_sink_in_order_and_failures_are_counted() {
+        for fail in [false, true] {
+            let (log, rx) = AuditLog::new(options(16), [7; 32], Arc::new(ManualClock::new(0)));
+            log.set_sink_bound(true);
+            let sink = Arc::new(Recording {
+                batches: Mutex::new(Vec::new()),
+                fail,
+            });
+            let task = spawn_delivery(rx, sink.clone(), log.counts().clone());
+            for kind in ["a", "b", "c"] {
+                log.emit(kind, Subject::None, serde_json::json!({}));
+            }
+            let counts = log.counts().clone();
+            drop(log);
+            task.await.unwrap();
+            let seen: Vec<String> = sink.batches.lock().unwrap().concat();
+            assert_eq!(seen, ["a", "b", "c"]);
+            let (delivered, failed) = (
+                counts.delivered.load(Ordering::Relaxed),
+                counts.failed.load(Ordering::Relaxed),
+            );
+            assert_eq!((delivered, failed), if fail { (0, 3) } else { (3, 0) });
+        }
+    }
+}
