@@ -28,5 +28,7 @@ fi
 run_tests --workspace
 OTP_BLACKBOX_STORE=redis run_tests -p otp-server-blackbox \
     --test protocol --test concurrency --test cookie_tampering --test openapi
+# Plugins built for contract 0.1.0 (frozen wit/v0.1.0) must keep passing the protocol suite.
+OTP_BLACKBOX_CONTRACT=0.1.0 run_tests -p otp-server-blackbox --test protocol --test concurrency
 cargo test --workspace --doc
 (cd plugins && cargo test --quiet)

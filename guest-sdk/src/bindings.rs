@@ -10,8 +10,8 @@
 #![allow(missing_docs, clippy::all, unsafe_op_in_unsafe_fn)]
 
 use crate::{
-    AuditEvent, CredentialValidator, EventSink, FinalAction, HttpResponse, Message,
-    RequestContext, SendError, SendKind, Sender,
+    AuditEvent, CredentialValidator, EventSink, FinalAction, HttpResponse, Message, RequestContext,
+    SendError, SendKind, Sender,
 };
 
 /// Bindings for the `credential-validator` world; also the home of the shared `types` and

@@ -165,11 +165,43 @@ settings! {
         send_memory_mib: Option<usize> { default: None, env: "OTP_SEND_MEMORY_MIB", parse: some },
         /// memory cap of the final action; defaults to `plugin_memory_mib`
         final_memory_mib: Option<usize> { default: None, env: "OTP_FINAL_MEMORY_MIB", parse: some },
-        /// further calls wait for a slot
+        /// call slots of each hook; further calls wait for a slot until their deadline
         max_concurrent_plugin_calls: u32 {
             default: 256,
             env: "OTP_MAX_CONCURRENT_PLUGIN_CALLS",
             parse: parsed,
+        },
+        /// call slots of the validation hook; defaults to `max_concurrent_plugin_calls`
+        validate_max_concurrent_calls: Option<u32> {
+            default: None,
+            env: "OTP_VALIDATE_MAX_CONCURRENT_CALLS",
+            parse: some,
+        },
+        /// call slots of the sending hook; defaults to `max_concurrent_plugin_calls`
+        send_max_concurrent_calls: Option<u32> {
+            default: None,
+            env: "OTP_SEND_MAX_CONCURRENT_CALLS",
+            parse: some,
+        },
+        /// call slots of the final action; defaults to `max_concurrent_plugin_calls`
+        final_max_concurrent_calls: Option<u32> {
+            default: None,
+            env: "OTP_FINAL_MAX_CONCURRENT_CALLS",
+            parse: some,
+        },
+        /// per-call deadline of the events hook (the audit sink, one call at a time)
+        events_deadline_ms: u64 { default: 5_000, env: "OTP_EVENTS_DEADLINE_MS", parse: parsed },
+        /// memory cap of the events hook; defaults to `plugin_memory_mib`
+        events_memory_mib: Option<usize> { default: None, env: "OTP_EVENTS_MEMORY_MIB", parse: some },
+        /// audit events waiting for the sink; more are dropped and counted
+        events_queue: usize { default: 10_000, env: "OTP_EVENTS_QUEUE", parse: parsed },
+        /// the CloudEvents `source` of every audit event
+        events_source: String { default: "/otp-server".into(), env: "OTP_EVENTS_SOURCE", parse: parsed },
+        /// put credential ids into audit events as they are, instead of a keyed hash
+        events_plain_credentials: bool {
+            default: false,
+            env: "OTP_EVENTS_PLAIN_CREDENTIALS",
+            parse: flag,
         },
         /// `[hooks]`: which plugin serves a hook that several plugins export
         hooks: HookTable { table },
@@ -203,6 +235,8 @@ settings! {
         /// the plugin running the final action
         #[key = "final-action"]
         final_action: Option<String> { default: None, env: "OTP_HOOK_FINAL_ACTION", parse: some },
+        /// the plugin receiving audit events
+        events: Option<String> { default: None, env: "OTP_HOOK_EVENTS", parse: some },
     }
 }
 
@@ -355,6 +389,7 @@ impl FileConfig {
             (Setting::validate_deadline_ms, self.validate_deadline_ms),
             (Setting::send_deadline_ms, self.send_deadline_ms),
             (Setting::final_deadline_ms, self.final_deadline_ms),
+            (Setting::events_deadline_ms, self.events_deadline_ms),
         ] {
             if !(1..=120_000).contains(&ms) {
                 return Err(invalid(key.label(), "must be between 1 and 120000"));
@@ -372,10 +407,32 @@ impl FileConfig {
         let validate_memory = memory_mib(Setting::validate_memory_mib, self.validate_memory_mib)?;
         let send_memory = memory_mib(Setting::send_memory_mib, self.send_memory_mib)?;
         let final_memory = memory_mib(Setting::final_memory_mib, self.final_memory_mib)?;
-        if !(1..=10_000).contains(&self.max_concurrent_plugin_calls) {
+        let events_memory = memory_mib(Setting::events_memory_mib, self.events_memory_mib)?;
+        let slots = |key: Setting, value: Option<u32>| {
+            let slots = value.unwrap_or(self.max_concurrent_plugin_calls);
+            if (1..=10_000).contains(&slots) {
+                Ok(slots)
+            } else {
+                Err(invalid(key.label(), "must be between 1 and 10000"))
+            }
+        };
+        slots(Setting::max_concurrent_plugin_calls, None)?;
+        let validate_slots = slots(
+            Setting::validate_max_concurrent_calls,
+            self.validate_max_concurrent_calls,
+        )?;
+        let send_slots = slots(
+            Setting::send_max_concurrent_calls,
+            self.send_max_concurrent_calls,
+        )?;
+        let final_slots = slots(
+            Setting::final_max_concurrent_calls,
+            self.final_max_concurrent_calls,
+        )?;
+        if !(1..=1_000_000).contains(&self.events_queue) {
             return Err(invalid(
-                Setting::max_concurrent_plugin_calls.label(),
-                "must be between 1 and 10000",
+                Setting::events_queue.label(),
+                "must be between 1 and 1000000",
             ));
         }
         let hooks = &self.hooks;
@@ -383,6 +440,7 @@ impl FileConfig {
             (Hook::CredentialValidation, &hooks.credential_validation),
             (Hook::Sending, &hooks.sending),
             (Hook::FinalAction, &hooks.final_action),
+            (Hook::Events, &hooks.events),
         ]
         .into_iter()
         .filter_map(|(hook, plugin)| Some((hook, plugin.clone()?)))
@@ -410,19 +468,19 @@ impl FileConfig {
                 validate: limits(self.validate_deadline_ms, validate_memory),
                 send: limits(self.send_deadline_ms, send_memory),
                 final_action: limits(self.final_deadline_ms, final_memory),
-                events: limits(5_000, self.plugin_memory_mib * 1024 * 1024),
-                validate_slots: self.max_concurrent_plugin_calls,
-                send_slots: self.max_concurrent_plugin_calls,
-                final_slots: self.max_concurrent_plugin_calls,
+                events: limits(self.events_deadline_ms, events_memory),
+                validate_slots,
+                send_slots,
+                final_slots,
                 cache_dir: self.cache_dir,
             },
             hook_preferences,
             test_clock: self.test_clock,
             store,
             events: EventOptions {
-                source: "/otp-server".into(),
-                plain_credentials: false,
-                queue: 10_000,
+                source: self.events_source,
+                plain_credentials: self.events_plain_credentials,
+                queue: self.events_queue,
             },
         })
     }
@@ -641,7 +699,7 @@ mod tests {
             Duration::from_millis(1_000)
         );
         assert_eq!(c.runtime.final_action.memory_bytes, 64 * 1024 * 1024);
-        assert_eq!(c.runtime.max_concurrent_calls, 256);
+        assert_eq!(c.runtime.send_slots, 256);
         let c = Config::load(None, &env_of(&[("OTP_CACHE_DIR", "")])).unwrap();
         assert!(c.runtime.cache_dir.is_none());
         // The per-hook caps follow `plugin_memory_mib` unless set.

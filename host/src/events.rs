@@ -240,7 +240,7 @@ mod tests {
     fn times_are_rfc3339_utc_with_milliseconds() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_ms(1_796_299_199_999), "2026-12-02T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(1_796_299_199_999), "2026-12-03T11:59:59.999Z");
     }
 
     #[test]
@@ -265,7 +265,11 @@ mod tests {
         let clock = Arc::new(ManualClock::new(0));
         let (log, mut rx) = AuditLog::new(options(4), [7; 32], clock.clone());
         log.set_sink_bound(true);
-        log.emit("otp.code.sent", Subject::Credential("me@example.com"), serde_json::json!({}));
+        log.emit(
+            "otp.code.sent",
+            Subject::Credential("me@example.com"),
+            serde_json::json!({}),
+        );
         let hashed = rx.try_recv().unwrap().subject.unwrap();
         assert!(hashed.starts_with("cred_") && !hashed.contains("example"));
         assert_eq!(hashed, log.credential_pseudonym("me@example.com"));
@@ -278,8 +282,15 @@ mod tests {
         };
         let (log, mut rx) = AuditLog::new(plain, [7; 32], clock);
         log.set_sink_bound(true);
-        log.emit("otp.code.sent", Subject::Credential("me@example.com"), serde_json::json!({}));
-        assert_eq!(rx.try_recv().unwrap().subject.as_deref(), Some("me@example.com"));
+        log.emit(
+            "otp.code.sent",
+            Subject::Credential("me@example.com"),
+            serde_json::json!({}),
+        );
+        assert_eq!(
+            rx.try_recv().unwrap().subject.as_deref(),
+            Some("me@example.com")
+        );
     }
 
     struct Recording {

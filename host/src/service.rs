@@ -375,7 +375,9 @@ impl OtpService {
         );
         let blocked = match error {
             ProtocolError::TooManyAttempts(_) => Some("too_many_attempts"),
-            ProtocolError::Incorrect(state) if state.otp_blocked_until_ms.is_some() => Some("temporary"),
+            ProtocolError::Incorrect(state) if state.otp_blocked_until_ms.is_some() => {
+                Some("temporary")
+            }
             _ => None,
         };
         if let Some(block) = blocked {

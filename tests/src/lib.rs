@@ -55,9 +55,19 @@ pub fn plugins_check(file: &Path) -> (bool, String) {
     )
 }
 
-/// A default plugin file (`plugins/dist/NAME.wasm`).
+/// A default plugin file (`plugins/dist/NAME.wasm`). With `OTP_BLACKBOX_CONTRACT=0.1.0`,
+/// the default validator, sender and final action are their builds for contract 0.1.0
+/// (`plugins/dist-fixtures/v010-NAME.wasm`), so a suite proves 0.1.0 plugins still work.
 pub fn plugin(name: &str) -> PathBuf {
+    if contract_0_1_0() && DEFAULT_PLUGINS.contains(&name) {
+        return fixture(&format!("v010-{name}"));
+    }
     built_component("plugins/dist", name)
+}
+
+/// Whether the suite runs the default plugins as their contract 0.1.0 builds.
+pub fn contract_0_1_0() -> bool {
+    std::env::var("OTP_BLACKBOX_CONTRACT").as_deref() == Ok("0.1.0")
 }
 
 /// A test fixture plugin file (`plugins/dist-fixtures/NAME.wasm`).

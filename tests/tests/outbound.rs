@@ -254,7 +254,13 @@ async fn receiver_answers_and_timeouts_map_to_the_api() {
     let started = Instant::now();
     let a = server.create("\"slow2\"", None).await;
     let took = started.elapsed();
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}\n{}",
+        a.text(),
+        server.log_text()
+    );
     assert_eq!(a.error(), "SEND:UNAVAILABLE");
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }

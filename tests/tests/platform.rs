@@ -303,9 +303,13 @@ fn plugins_check_good_and_bad_files() {
     assert!(ok, "{text}");
     assert!(text.contains("hooks: sending"), "{text}");
     assert!(
-        text.contains("otp:plugin/log@0.1.0"),
+        text.contains("otp:plugin/log@0.2.0"),
         "lists imports: {text}"
     );
+    assert!(text.contains("contract: otp:plugin@0.2.0"), "{text}");
+    let (ok, text) = plugins_check(&fixture("v010-dev-sender"));
+    assert!(ok, "{text}");
+    assert!(text.contains("contract: otp:plugin@0.1.0"), "{text}");
     assert!(text.contains("result: accepted"), "{text}");
 
     let (ok, text) = plugins_check(&fixture("fixture-all"));
@@ -317,7 +321,10 @@ fn plugins_check_good_and_bad_files() {
 
     let (ok, text) = plugins_check(&fixture("fixture-empty"));
     assert!(!ok, "{text}");
-    assert!(text.contains("exports no otp:plugin@0.1.0 hook"), "{text}");
+    assert!(
+        text.contains("exports no otp:plugin hook of a supported version (0.1.0, 0.2.0)"),
+        "{text}"
+    );
 
     let dir = scratch_dir("check");
     let corrupt = dir.join("corrupt.wasm");

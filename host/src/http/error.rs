@@ -5,9 +5,9 @@
 //! the client still holds. The service's [`ServiceError`] and the protocol's refusals
 //! are mapped to wire codes and statuses here and nowhere else.
 
+use crate::protocol::{ProtocolError, SessionState};
 pub use crate::service::CookieAction;
 use crate::service::{ServiceError, ServiceErrorKind};
-use crate::protocol::{ProtocolError, SessionState};
 use axum::http::StatusCode;
 
 /// The error codes of the API, as they appear in the `error` field.
@@ -189,6 +189,59 @@ impl From<ProtocolError> for ApiError {
         match error.state() {
             Some(state) => api.with_state(state.clone()),
             None => api,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_protocol_refusal_has_its_wire_code() {
+        let state = crate::protocol::SessionState {
+            expires_at_ms: 0,
+            resend_blocked_until_ms: None,
+            otp_blocked_until_ms: None,
+            blocked: false,
+        };
+        let cases = [
+            (
+                ProtocolError::InvalidCredential,
+                "CREDENTIAL:INVALID",
+                false,
+            ),
+            (
+                ProtocolError::TooManyCredentials,
+                "OTP:TOO_MANY_CREDENTIALS",
+                false,
+            ),
+            (ProtocolError::Expired, "OTP:EXPIRED", false),
+            (
+                ProtocolError::ResendNotAllowed(state.clone()),
+                "OTP:RESENT_NOT_ALLOWED",
+                true,
+            ),
+            (
+                ProtocolError::VerificationNotAllowed(state.clone()),
+                "OTP:VERIFICATION_NOT_ALLOWED",
+                true,
+            ),
+            (
+                ProtocolError::Incorrect(state.clone()),
+                "OTP:INCORRECT",
+                true,
+            ),
+            (
+                ProtocolError::TooManyAttempts(state),
+                "OTP:TOO_MANY_ATTEMPTS",
+                true,
+            ),
+        ];
+        for (error, code, has_state) in cases {
+            let api = ApiError::from(error);
+            assert_eq!(api.code.as_str(), code);
+            assert_eq!(api.state.is_some(), has_state);
         }
     }
 }

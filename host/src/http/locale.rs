@@ -30,7 +30,8 @@ fn is_language_tag(tag: &str) -> bool {
     tag.len() <= 35
         && (1..=8).contains(&primary.len())
         && primary.bytes().all(|b| b.is_ascii_alphabetic())
-        && subtags.all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && subtags
+            .all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// A quality value in thousandths: `0`, `0.5`, `1`, `1.000`; `None` if malformed.
@@ -70,7 +71,10 @@ mod tests {
 
     #[test]
     fn the_highest_quality_wins_and_ties_go_to_the_first() {
-        assert_eq!(preferred("da, en-gb;q=0.8, en;q=0.7").as_deref(), Some("da"));
+        assert_eq!(
+            preferred("da, en-gb;q=0.8, en;q=0.7").as_deref(),
+            Some("da")
+        );
         assert_eq!(preferred("en;q=0.5, pt-br;q=0.9").as_deref(), Some("pt-BR"));
         assert_eq!(preferred("fr;q=0.8, de;q=0.8").as_deref(), Some("fr"));
         assert_eq!(preferred("zh-hant-tw").as_deref(), Some("zh-Hant-TW"));

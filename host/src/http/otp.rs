@@ -174,7 +174,9 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
     RequestContext {
         client_ip: Some(peer.ip().to_string()),
         user_agent: text(header::USER_AGENT),
-        locale: accept_language.as_deref().and_then(super::locale::preferred),
+        locale: accept_language
+            .as_deref()
+            .and_then(super::locale::preferred),
         accept_language,
         request_id: new_request_id(),
     }

@@ -65,9 +65,12 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
             let _ = writeln!(text, "result: accepted");
             true
         }
-        Err(PluginFileError::Missing(_)) => anyhow::bail!("cannot read {}: no such file", path.display()),
+        Err(PluginFileError::Missing(_)) => {
+            anyhow::bail!("cannot read {}: no such file", path.display())
+        }
         Err(error) => {
-            if let PluginFileError::Load(LoadError::Contract(DetectError::NoHooks { .. })) = &error {
+            if let PluginFileError::Load(LoadError::Contract(DetectError::NoHooks { .. })) = &error
+            {
                 let newest = ContractVersion::ALL[ContractVersion::ALL.len() - 1];
                 let _ = writeln!(
                     text,

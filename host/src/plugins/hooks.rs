@@ -157,11 +157,15 @@ pub enum HookError {
 #[async_trait]
 pub trait Hooks: Send + Sync + 'static {
     /// Runs the credential-validation hook on a create request's body.
-    async fn validate(&self, body: &str, context: &RequestContext) -> Result<Credential, HookError>;
+    async fn validate(&self, body: &str, context: &RequestContext)
+        -> Result<Credential, HookError>;
 
     /// Runs the sending hook of the delivery's channel.
-    async fn send(&self, delivery: &CodeDelivery, context: &RequestContext)
-        -> Result<(), HookError>;
+    async fn send(
+        &self,
+        delivery: &CodeDelivery,
+        context: &RequestContext,
+    ) -> Result<(), HookError>;
 
     /// Takes what a final action needs to run — the bound plugin and a call slot — so
     /// that the caller spends the session id only once the action is sure to start.

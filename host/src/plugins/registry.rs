@@ -15,8 +15,7 @@
 //! `plugin.loaded` / `plugin.rejected` audit events.
 
 use super::hooks::{
-    CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse,
-    RequestContext,
+    CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse, RequestContext,
 };
 use super::load::{load_plugin, EnvLookup, PluginFileError};
 use super::runtime::{CallSlot, LoadedPlugin, PluginRuntime};
@@ -210,10 +209,14 @@ impl PluginRegistry {
                 return false;
             }
             Err(error) => {
+                let what = match &error {
+                    PluginFileError::Manifest { .. } => "plugin manifest rejected",
+                    _ => "plugin rejected",
+                };
                 tracing::error!(
                     file = %path.display(),
                     %error,
-                    "plugin rejected; the previous version (if any) keeps serving"
+                    "{what}; the previous version (if any) keeps serving"
                 );
                 self.audit(
                     "plugin.rejected",
@@ -293,7 +296,6 @@ impl PluginRegistry {
             .cloned()
             .ok_or(HookError::Unbound(Hook::Sending))
     }
-
 }
 
 #[async_trait]

@@ -314,7 +314,10 @@ impl PluginRuntime {
             }
             Err(TryAcquireError::Closed) => return Err(HookError::Busy(hook)),
         };
-        Ok(CallSlot { hook, _permit: permit })
+        Ok(CallSlot {
+            hook,
+            _permit: permit,
+        })
     }
 
     pub async fn validate(
@@ -369,7 +372,11 @@ impl PluginRuntime {
     }
 
     /// Hands a batch of audit events to an events plugin.
-    pub async fn deliver(&self, plugin: &LoadedPlugin, batch: &[AuditEvent]) -> Result<(), HookError> {
+    pub async fn deliver(
+        &self,
+        plugin: &LoadedPlugin,
+        batch: &[AuditEvent],
+    ) -> Result<(), HookError> {
         let hook = Hook::Events;
         let slot = self.reserve(plugin, hook).await?;
         let mut store = self.store(plugin, &slot);

@@ -6,8 +6,7 @@
 //! in the request context, and the fourth hook, `events`.
 
 use super::hooks::{
-    AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext,
-    SendKind,
+    AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext, SendKind,
 };
 use super::store::PluginState;
 use super::versions::not_served;

@@ -8,7 +8,9 @@
 //! built for 0.1.0 keeps working unchanged. A new version adds a module and a variant
 //! here; nothing else in the runtime changes.
 
-use super::hooks::{AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
+use super::hooks::{
+    AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext,
+};
 use super::store::PluginState;
 use super::{v0_1_0, v0_2_0};
 use std::fmt;
@@ -59,7 +61,9 @@ impl fmt::Display for ContractVersion {
 /// Why a component's exports do not name one contract version's hooks.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("exports no otp:plugin hook of a supported version ({supported}) (exports: {exports})")]
+    #[error(
+        "exports no otp:plugin hook of a supported version ({supported}) (exports: {exports})"
+    )]
     NoHooks { supported: String, exports: String },
     #[error("exports hooks of several contract versions ({0}); build it for one version")]
     MixedVersions(String),
@@ -67,7 +71,10 @@ pub enum DetectError {
 
 /// The contract version of a component and the hooks it exports, judged by export
 /// names only (types are checked when the [`Bindings`] are built).
-pub fn detect(engine: &Engine, component: &Component) -> Result<(ContractVersion, Vec<Hook>), DetectError> {
+pub fn detect(
+    engine: &Engine,
+    component: &Component,
+) -> Result<(ContractVersion, Vec<Hook>), DetectError> {
     let ty = component.component_type();
     let found: Vec<(ContractVersion, Vec<Hook>)> = ContractVersion::ALL
         .into_iter()
@@ -96,7 +103,11 @@ pub fn detect(engine: &Engine, component: &Component) -> Result<(ContractVersion
         }
         [(version, hooks)] => Ok((*version, hooks.clone())),
         several => Err(DetectError::MixedVersions(
-            several.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>().join(", "),
+            several
+                .iter()
+                .map(|(v, _)| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
     }
 }

@@ -164,7 +164,10 @@ async fn a_resend_retires_the_old_id_before_the_code_goes_out() {
         .unwrap();
     let sends = f.hooks.sends.lock().clone();
     assert_eq!(sends.len(), 2);
-    assert!(!sends[1].1, "the old id was still live while the resend was sent");
+    assert!(
+        !sends[1].1,
+        "the old id was still live while the resend was sent"
+    );
     assert!(!f.live(first.id).await);
     assert!(f.live(f.session_of(&resent.cookie).id).await);
 }
@@ -185,7 +188,10 @@ async fn a_failed_send_puts_the_ids_back_as_they_were() {
         .unwrap_err();
     assert!(matches!(error.kind, ServiceErrorKind::SendUnavailable));
     assert_eq!(error.cookie, CookieAction::Keep);
-    assert!(f.live(first.id).await, "the client's cookie must keep working");
+    assert!(
+        f.live(first.id).await,
+        "the client's cookie must keep working"
+    );
 
     // A create whose first send fails leaves no live id behind.
     f.hooks
