@@ -40,6 +40,9 @@ It expires in {minutes} minutes. If you did not ask for it, you can ignore this 
 /// The app name used when the manifest sets no `app_name`.
 pub const DEFAULT_APP_NAME: &str = "otp-server";
 
+/// The placeholders, for error messages.
+const KNOWN: &str = "use {code}, {minutes} or {app}";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
@@ -88,9 +91,9 @@ impl Text {
                         "code" => Piece::Code,
                         "minutes" => Piece::Minutes,
                         "app" => Piece::App,
-                        other => return Err(bad(format!(
-                            "unknown placeholder {{{other}}}: use {{code}}, {{minutes}} or {{app}}"
-                        ))),
+                        other => {
+                            return Err(bad(format!("unknown placeholder {{{other}}}: {KNOWN}")))
+                        }
                     };
                     if !literal.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut literal)));
