@@ -5,8 +5,11 @@
 //! The binary is `target/debug/otp-server` (or `$OTP_SERVER_BIN`) and the plugins are
 //! `plugins/dist`, `plugins/dist-extra` and `plugins/dist-fixtures`; the README's test
 //! command builds all of them before the tests run. [`webhook`] is a receiver for the
-//! `webhook-sender` plugin (codes are then read from what it receives).
+//! `webhook-sender` plugin (codes are then read from what it receives), [`providers`]
+//! fakes the APIs of the provider sender plugins, and [`serve`] runs such fakes.
 
+pub mod providers;
+pub mod serve;
 pub mod webhook;
 
 use std::io::{BufRead, BufReader};
