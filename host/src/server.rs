@@ -4,7 +4,7 @@
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, Mode, StoreConfig};
-use crate::crypto::{KeyStore, MasterKey, MemoryKeyStore};
+use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
 use crate::http::{router, AppState};
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
@@ -118,7 +118,7 @@ async fn open_stores(
             let keys = loop {
                 match RedisKeyStore::connect(
                     redis.clone(),
-                    MasterKey::from_base64(master_key)?,
+                    MasterKeys::new(MasterKey::from_base64(master_key)?, None),
                     clock.now_ms(),
                     retention,
                     rotation,

@@ -24,6 +24,11 @@ pub trait KeyStore: KeySource {
     /// Rotates now, everywhere (a cookie suggested a key may have leaked).
     async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError>;
 
+    /// Stops using a key that may have leaked, on every instance sharing this store:
+    /// cookies sealed with it no longer open (their users start over); if it was the
+    /// current key, a fresh one replaces it first.
+    async fn revoke(&self, id: &KekId, now_ms: u64) -> Result<(), StoreError>;
+
     /// Periodic upkeep: rotate when due, pick up rotations done elsewhere, forget keys
     /// no live cookie can use.
     async fn maintain(&self, now_ms: u64) -> Result<(), StoreError>;
@@ -66,6 +71,12 @@ impl KeyStore for MemoryKeyStore {
 
     async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError> {
         self.ring.rotate(now_ms);
+        Ok(())
+    }
+
+    async fn revoke(&self, id: &KekId, now_ms: u64) -> Result<(), StoreError> {
+        let held = self.ring.revoke(id, now_ms);
+        tracing::warn!(kek_id = %id, held, "key-encryption key revoked");
         Ok(())
     }
 
