@@ -457,11 +457,8 @@ impl FileConfig {
         if url == "memory" {
             return Ok(StoreConfig::Memory);
         }
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(invalid(
-                "store (OTP_STORE)",
-                format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
-            ));
+        if let Err(e) = crate::store::redis::RedisTarget::parse(url) {
+            return Err(invalid("store (OTP_STORE)", e.to_string()));
         }
         if !(1..=60_000).contains(&self.store_timeout_ms) {
             return Err(invalid(
