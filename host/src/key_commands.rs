@@ -34,6 +34,7 @@ pub async fn run(config: &Config, command: KeyCommand<'_>) -> anyhow::Result<Str
         prefix,
         timeout,
         master_key,
+        master_key_previous,
     } = &config.store
     else {
         anyhow::bail!(
@@ -59,7 +60,7 @@ pub async fn run(config: &Config, command: KeyCommand<'_>) -> anyhow::Result<Str
     let redis = RedisConnection::new(url, prefix, *timeout)?;
     let store = RedisKeyStore::connect(
         redis,
-        MasterKeys::new(MasterKey::from_base64(master_key)?, None),
+        MasterKeys::from_base64(master_key, master_key_previous.as_deref())?,
         now,
         config.otp.session_max_age_ms,
         config.kek_rotation.as_millis() as u64,

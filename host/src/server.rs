@@ -4,7 +4,7 @@
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, Mode, StoreConfig};
-use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
+use crate::crypto::{KeyStore, MasterKeys, MemoryKeyStore};
 use crate::http::{router, AppState};
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
@@ -111,6 +111,7 @@ async fn open_stores(
             prefix,
             timeout,
             master_key,
+            master_key_previous,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let redis = RedisConnection::new(url, prefix, *timeout)?;
@@ -118,7 +119,7 @@ async fn open_stores(
             let keys = loop {
                 match RedisKeyStore::connect(
                     redis.clone(),
-                    MasterKeys::new(MasterKey::from_base64(master_key)?, None),
+                    MasterKeys::from_base64(master_key, master_key_previous.as_deref())?,
                     clock.now_ms(),
                     retention,
                     rotation,

@@ -151,6 +151,14 @@ impl MasterKeys {
         MasterKeys { current, previous }
     }
 
+    /// Both keys from their base64 forms (see [`MasterKey::from_base64`]).
+    pub fn from_base64(current: &str, previous: Option<&str>) -> Result<MasterKeys, MasterKeyError> {
+        Ok(MasterKeys {
+            current: MasterKey::from_base64(current)?,
+            previous: previous.map(MasterKey::from_base64).transpose()?,
+        })
+    }
+
     pub fn seal(&self, kek: &KeyEncryptionKey) -> Vec<u8> {
         self.current.seal(kek)
     }
