@@ -460,7 +460,8 @@ impl FileConfig {
         if let Err(e) = crate::crypto::MasterKey::from_base64(&master_key) {
             return Err(invalid(Setting::master_key.label(), e.to_string()));
         }
-        let master_key_previous = match (&self.master_key_previous, &self.master_key_previous_file) {
+        let master_key_previous = match (&self.master_key_previous, &self.master_key_previous_file)
+        {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     Setting::master_key_previous.label(),

@@ -123,9 +123,8 @@ fn keys(config_file: Option<PathBuf>, command: KeysCommand) -> ExitCode {
 }
 
 fn load_config(config_file: Option<PathBuf>) -> Option<otp_server::config::Config> {
-    match otp_server::config::Config::load(config_file.as_deref(), &|name| {
-        std::env::var(name).ok()
-    }) {
+    match otp_server::config::Config::load(config_file.as_deref(), &|name| std::env::var(name).ok())
+    {
         Ok(config) => Some(config),
         Err(error) => {
             eprintln!("otp-server: configuration error: {error}");

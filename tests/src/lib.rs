@@ -309,7 +309,9 @@ impl ServerBuilder {
         if cluster_mode() && !self.store_named {
             let url = match std::env::var("OTP_BLACKBOX_CLUSTER_URL") {
                 Ok(url) => url,
-                Err(_) => own_cluster.insert(redis_cluster::RedisCluster::start()).url(),
+                Err(_) => own_cluster
+                    .insert(redis_cluster::RedisCluster::start())
+                    .url(),
             };
             self = self
                 .store_url(&url)

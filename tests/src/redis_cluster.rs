@@ -29,9 +29,11 @@ impl Node {
             port,
             child: Some(child),
         };
-        wait_until(Duration::from_secs(10), &format!("port {port} answers"), || {
-            cli(port, &["PING"]).is_some_and(|out| out.contains("PONG"))
-        });
+        wait_until(
+            Duration::from_secs(10),
+            &format!("port {port} answers"),
+            || cli(port, &["PING"]).is_some_and(|out| out.contains("PONG")),
+        );
         node
     }
 

@@ -124,7 +124,10 @@ async fn a_tampered_key_record_is_refused() {
         .unwrap();
 
     let (error, _) = opens(&b, &cookie).await;
-    assert_eq!(error, "OTP:INVALID_COOKIE", "the tampered record is not used");
+    assert_eq!(
+        error, "OTP:INVALID_COOKIE",
+        "the tampered record is not used"
+    );
     assert!(
         b.wait_for_log("record refused", Duration::from_secs(5))
             .is_some(),
@@ -183,7 +186,10 @@ async fn rewrap_moves_to_a_new_master_key_without_ending_sessions() {
         &["rewrap", "--new-master-key-file", file.to_str().unwrap()],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("1 key-encryption key record(s) re-sealed"), "{out}");
+    assert!(
+        out.contains("1 key-encryption key record(s) re-sealed"),
+        "{out}"
+    );
     drop(a);
 
     // An instance on the new master key alone opens the session sealed before.

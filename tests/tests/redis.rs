@@ -219,7 +219,11 @@ async fn redis_holds_no_credential_code_or_key() {
     .unwrap();
     let mut plaintext_keys = Vec::new();
     for (id, stored) in &wrapped_keks {
-        assert_eq!(stored.len(), 69, "version, creation time, nonce, sealed key");
+        assert_eq!(
+            stored.len(),
+            69,
+            "version, creation time, nonce, sealed key"
+        );
         let mut aad = b"otp-server kek record v1".to_vec();
         aad.extend_from_slice(&hex::decode(id).unwrap());
         aad.extend_from_slice(&stored[1..9]);

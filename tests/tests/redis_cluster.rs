@@ -134,7 +134,10 @@ async fn a_cluster_keeps_single_use_and_survives_losing_a_master() {
                 };
                 let code = tokio::task::block_in_place(|| first.wait_code(&credential, 1));
                 let verified = second.verify(&code, Some(&cookie)).await;
-                expect_allowed(&verified, &[(StatusCode::BAD_REQUEST, "OTP:INVALID_COOKIE")]);
+                expect_allowed(
+                    &verified,
+                    &[(StatusCode::BAD_REQUEST, "OTP:INVALID_COOKIE")],
+                );
                 unavailable(&verified);
                 if verified.status != StatusCode::OK {
                     continue;

@@ -152,7 +152,10 @@ impl MasterKeys {
     }
 
     /// Both keys from their base64 forms (see [`MasterKey::from_base64`]).
-    pub fn from_base64(current: &str, previous: Option<&str>) -> Result<MasterKeys, MasterKeyError> {
+    pub fn from_base64(
+        current: &str,
+        previous: Option<&str>,
+    ) -> Result<MasterKeys, MasterKeyError> {
         Ok(MasterKeys {
             current: MasterKey::from_base64(current)?,
             previous: previous.map(MasterKey::from_base64).transpose()?,
@@ -243,7 +246,9 @@ mod tests {
         assert!(keys.open(kek.id(), &old).is_ok());
         let new = keys.seal(&kek);
         assert!(master(2).open(kek.id(), &new).is_ok());
-        assert!(MasterKeys::new(master(2), None).open(kek.id(), &old).is_err());
+        assert!(MasterKeys::new(master(2), None)
+            .open(kek.id(), &old)
+            .is_err());
     }
 
     #[test]

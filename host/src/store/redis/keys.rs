@@ -316,13 +316,9 @@ impl RedisKeyStore {
         let (key, script) = (self.lock_key(), &self.unlock);
         let released = self
             .redis
-            .run(|mut c| async move {
-                script
-                    .key(key)
-                    .arg(token)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
+            .run(
+                |mut c| async move { script.key(key).arg(token).invoke_async::<i64>(&mut c).await },
+            )
             .await;
         if let Err(error) = released {
             tracing::debug!(%error, "rotation lock not released; it expires by itself");
@@ -634,14 +630,6 @@ impl KeyStore for RedisKeyStore {
                 Ok(None)
             }
         }
-    }
-
-    async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError> {
-        let current = self.ring.current().id();
-        if let Some(fresh) = self.rotate_from(&current, now_ms).await? {
-            self.ring.adopt_current(fresh, now_ms);
-        }
-        Ok(())
     }
 
     async fn revoke(&self, id: &KekId, now_ms: u64) -> Result<(), StoreError> {

@@ -37,7 +37,9 @@ pub use url::{RedisTarget, UrlError, URL_FORMS};
 
 use super::StoreError;
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -217,9 +219,7 @@ impl RedisConnection {
 }
 
 type Connect<C> = Box<
-    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = redis::RedisResult<C>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = redis::RedisResult<C>> + Send>> + Send + Sync,
 >;
 
 /// A connection made on first use and made again after [`Lazy::forget`]. One task
@@ -300,11 +300,10 @@ impl SentinelLink {
         if let Some(password) = &target.password {
             builder = builder.set_client_to_redis_password(password);
         }
-        let client: Arc<tokio::sync::Mutex<SentinelClient>> = Arc::new(tokio::sync::Mutex::new(
-            builder
-                .build()
-                .map_err(|e| StoreError::Unavailable(format!("invalid Sentinel URL: {e}")))?,
-        ));
+        let client: Arc<tokio::sync::Mutex<SentinelClient>> =
+            Arc::new(tokio::sync::Mutex::new(builder.build().map_err(|e| {
+                StoreError::Unavailable(format!("invalid Sentinel URL: {e}"))
+            })?));
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));

@@ -15,7 +15,9 @@ pub enum RedisTarget {
     /// One Redis, as a URL redis-rs understands.
     Single(String),
     /// Seed nodes of a cluster, each as a `redis://` / `rediss://` URL with credentials.
-    Cluster { nodes: Vec<String> },
+    Cluster {
+        nodes: Vec<String>,
+    },
     Sentinel(SentinelTarget),
 }
 
@@ -103,10 +105,9 @@ impl RedisTarget {
                 let (username, password) = match userinfo {
                     None => (None, None),
                     Some(info) => match info.split_once(':') {
-                        Some((user, pass)) => (
-                            (!user.is_empty()).then(|| decode(user)),
-                            Some(decode(pass)),
-                        ),
+                        Some((user, pass)) => {
+                            ((!user.is_empty()).then(|| decode(user)), Some(decode(pass)))
+                        }
                         None => (Some(decode(info)), None),
                     },
                 };
