@@ -207,7 +207,7 @@ settings! {
         hooks: HookTable { table },
         /// enables `POST /test/clock` for black-box tests; never allowed in production
         test_clock: bool { default: false, env: "OTP_TEST_CLOCK", parse: flag },
-        /// `memory`, or a `redis://` / `rediss://` URL
+        /// `memory`, or a `redis://` / `rediss://`, `redis+cluster://` or `redis+sentinel://` URL
         store: String { default: "memory".into(), env: "OTP_STORE", parse: parsed },
         /// prefix of every Redis key
         store_prefix: String { default: "otp:".into(), env: "OTP_STORE_PREFIX", parse: parsed },
@@ -217,6 +217,10 @@ settings! {
         master_key: Option<String> { default: None, env: "OTP_MASTER_KEY", parse: some },
         /// a file holding the master key (base64), instead of `master_key`
         master_key_file: Option<PathBuf> { default: None, env: "OTP_MASTER_KEY_FILE", parse: some },
+        /// while the master key is replaced: the previous one (base64), still accepted for opening stored KEKs
+        master_key_previous: Option<String> { default: None, env: "OTP_MASTER_KEY_PREVIOUS", parse: some },
+        /// a file holding the previous master key, instead of `master_key_previous`
+        master_key_previous_file: Option<PathBuf> { default: None, env: "OTP_MASTER_KEY_PREVIOUS_FILE", parse: some },
     }
 }
 
@@ -274,6 +278,8 @@ pub enum StoreConfig {
         timeout: Duration,
         /// Base64 of the master key (validated at start-up).
         master_key: String,
+        /// Base64 of the previous master key while it is being replaced.
+        master_key_previous: Option<String>,
     },
 }
 
@@ -490,11 +496,8 @@ impl FileConfig {
         if url == "memory" {
             return Ok(StoreConfig::Memory);
         }
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(invalid(
-                Setting::store.label(),
-                format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
-            ));
+        if let Err(e) = crate::store::redis::RedisTarget::parse(url) {
+            return Err(invalid(Setting::store.label(), e.to_string()));
         }
         if !(1..=60_000).contains(&self.store_timeout_ms) {
             return Err(invalid(
@@ -525,11 +528,35 @@ impl FileConfig {
         if let Err(e) = crate::crypto::MasterKey::from_base64(&master_key) {
             return Err(invalid(Setting::master_key.label(), e.to_string()));
         }
+        let master_key_previous = match (&self.master_key_previous, &self.master_key_previous_file)
+        {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    Setting::master_key_previous.label(),
+                    "give the previous master key or its file, not both",
+                ))
+            }
+            (Some(key), None) => Some(key.clone()),
+            (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    Setting::master_key_previous_file.label(),
+                    format!("{}: {e}", path.display()),
+                )
+            })?),
+            (None, None) => None,
+        };
+        if let Some(Err(e)) = master_key_previous
+            .as_deref()
+            .map(crate::crypto::MasterKey::from_base64)
+        {
+            return Err(invalid(Setting::master_key_previous.label(), e.to_string()));
+        }
         Ok(StoreConfig::Redis {
             url: url.to_string(),
             prefix: self.store_prefix.clone(),
             timeout: Duration::from_millis(self.store_timeout_ms),
             master_key,
+            master_key_previous,
         })
     }
 }

@@ -11,6 +11,7 @@
 //! - [`service`]: the shell that runs one request through the above.
 //! - [`http`]: routes, middleware and the mapping of errors to HTTP.
 //! - [`config`], [`server`], [`clock`]: configuration, assembly, time.
+//! - [`key_commands`]: `otp-server keys rotate|rewrap`, on the shared key store.
 //! - [`os_random`]: per-request random bytes from the OS CSPRNG, fetched in batches.
 
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod events;
 pub mod http;
+pub mod key_commands;
 pub mod os_random;
 pub mod plugins;
 pub mod protocol;

@@ -1,7 +1,9 @@
 //! The `otp-server` binary: parses the command line and hands over to the library.
 //!
 //! `otp-server [serve] [--config FILE]` runs the server; `otp-server plugins check
-//! FILE.wasm` tells a plugin author whether the server would accept a component.
+//! FILE.wasm` tells a plugin author whether the server would accept a component;
+//! `otp-server keys rotate [--revoke-current]` and `otp-server keys rewrap
+//! --new-master-key-file F` act on the key-encryption keys shared through Redis.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +31,29 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+    /// Act on the key-encryption keys every instance shares through Redis (uses the
+    /// same configuration as the server: OTP_STORE, OTP_MASTER_KEY, …).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a fresh key current; every instance adopts it within a second.
+    Rotate {
+        /// Also revoke the key that was current: cookies sealed with it stop opening
+        /// on every instance (for a key that may have leaked).
+        #[arg(long)]
+        revoke_current: bool,
+    },
+    /// Re-seal every stored key under a new master key.
+    Rewrap {
+        /// A file holding the new master key (base64 of 32 bytes).
+        #[arg(long)]
+        new_master_key_file: PathBuf,
     },
 }
 
@@ -64,18 +89,53 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Keys { command } => keys(cli.config, command),
+    }
+}
+
+fn keys(config_file: Option<PathBuf>, command: KeysCommand) -> ExitCode {
+    let Some(config) = load_config(config_file) else {
+        return ExitCode::from(2);
+    };
+    let command = match &command {
+        KeysCommand::Rotate { revoke_current } => otp_server::key_commands::KeyCommand::Rotate {
+            revoke_current: *revoke_current,
+        },
+        KeysCommand::Rewrap {
+            new_master_key_file,
+        } => otp_server::key_commands::KeyCommand::Rewrap {
+            new_master_key_file,
+        },
+    };
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(otp_server::key_commands::run(&config, command)));
+    match outcome {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("otp-server keys: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(config_file: Option<PathBuf>) -> Option<otp_server::config::Config> {
+    match otp_server::config::Config::load(config_file.as_deref(), &|name| std::env::var(name).ok())
+    {
+        Ok(config) => Some(config),
+        Err(error) => {
+            eprintln!("otp-server: configuration error: {error}");
+            None
+        }
     }
 }
 
 fn serve(config_file: Option<PathBuf>) -> ExitCode {
-    let config = match otp_server::config::Config::load(config_file.as_deref(), &|name| {
-        std::env::var(name).ok()
-    }) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("otp-server: configuration error: {error}");
-            return ExitCode::from(2);
-        }
+    let Some(config) = load_config(config_file) else {
+        return ExitCode::from(2);
     };
     otp_server::server::init_tracing(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -4,7 +4,7 @@
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, Mode, StoreConfig};
-use crate::crypto::{KeyStore, MasterKey, MemoryKeyStore};
+use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
 use crate::events::{spawn_delivery, AuditLog, Subject};
 use crate::http::{router, AppState};
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
@@ -124,6 +124,7 @@ async fn open_stores(
             prefix,
             timeout,
             master_key,
+            master_key_previous,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let redis = RedisConnection::new(url, prefix, *timeout)?;
@@ -131,7 +132,7 @@ async fn open_stores(
             let keys = loop {
                 match RedisKeyStore::connect(
                     redis.clone(),
-                    MasterKey::from_base64(master_key)?,
+                    MasterKeys::from_base64(master_key, master_key_previous.as_deref())?,
                     clock.now_ms(),
                     retention,
                     rotation,

@@ -519,15 +519,18 @@ impl OtpService {
             Ok(session) => session,
             Err(CookieError::Corrupt(id)) => {
                 // It authenticated, so it was sealed with one of our keys, yet it does
-                // not decode: either a bug or someone holding a key. Stop using that key,
-                // and end the session it claims to be.
+                // not decode: either a bug or someone holding a key. Stop using that key
+                // on every instance, and end the session it claims to be.
                 if let Some(id) = id {
                     self.ids.consume(id, now).await?;
                 }
-                tracing::warn!(
-                    "a cookie authenticated but did not decode: rotating the key-encryption key"
-                );
-                self.keys.force_rotation(now).await?;
+                if let Some(kek) = SessionCookie::key_id(value) {
+                    tracing::warn!(
+                        kek_id = %kek,
+                        "a cookie authenticated but did not decode: revoking its key-encryption key"
+                    );
+                    self.keys.revoke(&kek, now).await?;
+                }
                 return Ok(Err(Unusable::Invalid));
             }
             Err(_) => return Ok(Err(Unusable::Invalid)),

@@ -6,9 +6,16 @@
 //! `plugins/dist`, `plugins/dist-extra` and `plugins/dist-fixtures`; the README's test
 //! command builds all of them before the tests run. [`webhook`] is a receiver for the
 //! `webhook-sender` plugin (codes are then read from what it receives), [`providers`]
-//! fakes the APIs of the provider sender plugins, and [`serve`] runs such fakes.
+//! fakes the APIs of the provider sender plugins, [`serve`] runs such fakes, and
+//! [`redis_cluster`] starts Redis Cluster and Sentinel deployments.
+//!
+//! `OTP_BLACKBOX_STORE` picks the store of every server a test does not give one:
+//! `memory` (default), `redis` (a `redis-server` per server) or `cluster` (a Redis
+//! Cluster: the one at `OTP_BLACKBOX_CLUSTER_URL`, each server under a key prefix of
+//! its own, else a cluster per server).
 
 pub mod providers;
+pub mod redis_cluster;
 pub mod serve;
 pub mod webhook;
 
@@ -221,6 +228,18 @@ pub fn redis_mode() -> bool {
     std::env::var("OTP_BLACKBOX_STORE").is_ok_and(|v| v == "redis")
 }
 
+/// Whether the suite runs on a Redis Cluster (`OTP_BLACKBOX_STORE=cluster`).
+pub fn cluster_mode() -> bool {
+    std::env::var("OTP_BLACKBOX_STORE").is_ok_and(|v| v == "cluster")
+}
+
+/// A key prefix no other server of this test run uses.
+pub fn unique_prefix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("t{}-{n}:", std::process::id())
+}
+
 /// Writes the manifest `NAME.toml` into a folder atomically (write, then rename), as
 /// the README tells operators to.
 pub fn install_manifest(dir: &Path, name: &str, text: &str) {
@@ -280,6 +299,13 @@ impl ServerBuilder {
             .env("OTP_STORE_TIMEOUT_MS", "300")
     }
 
+    /// Uses the store at `url` (a cluster or Sentinel URL) with the test master key.
+    pub fn store_url(self, url: &str) -> Self {
+        self.env("OTP_STORE", url)
+            .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
+            .env("OTP_STORE_TIMEOUT_MS", "1000")
+    }
+
     /// Uses an existing plugins folder instead of a fresh one (to restart a server on
     /// the same plugins, or run two servers on one folder).
     pub fn plugins_dir(mut self, dir: &Path) -> Self {
@@ -291,6 +317,18 @@ impl ServerBuilder {
         let own_redis = (redis_mode() && !self.store_named).then(RedisServer::start);
         if let Some(redis) = &own_redis {
             self = self.redis(redis);
+        }
+        let mut own_cluster = None;
+        if cluster_mode() && !self.store_named {
+            let url = match std::env::var("OTP_BLACKBOX_CLUSTER_URL") {
+                Ok(url) => url,
+                Err(_) => own_cluster
+                    .insert(redis_cluster::RedisCluster::start())
+                    .url(),
+            };
+            self = self
+                .store_url(&url)
+                .env("OTP_STORE_PREFIX", &unique_prefix());
         }
         let plugins_dir = match &self.plugins_dir {
             Some(dir) => dir.clone(),
@@ -336,6 +374,7 @@ impl ServerBuilder {
         let mut server = Server {
             child,
             _redis: own_redis,
+            _cluster: own_cluster,
             log,
             base: String::new(),
             plugins_dir,
@@ -361,6 +400,7 @@ impl ServerBuilder {
 pub struct Server {
     child: Child,
     _redis: Option<RedisServer>,
+    _cluster: Option<redis_cluster::RedisCluster>,
     log: Arc<Log>,
     pub base: String,
     pub plugins_dir: PathBuf,

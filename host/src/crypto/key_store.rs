@@ -2,7 +2,7 @@
 //!
 //! [`KeySource`] is the synchronous view that sealing and opening use on every request.
 //! [`KeyStore`] adds what needs I/O in a shared deployment: fetching a key another
-//! instance created, rotating everywhere at once, and periodic upkeep. The in-memory
+//! instance created, revoking a key everywhere at once, and periodic upkeep. The in-memory
 //! [`KeyRing`] is its own store; the Redis-backed one lives in
 //! [`crate::store::redis`].
 
@@ -21,8 +21,10 @@ pub trait KeyStore: KeySource {
         now_ms: u64,
     ) -> Result<Option<Arc<KeyEncryptionKey>>, StoreError>;
 
-    /// Rotates now, everywhere (a cookie suggested a key may have leaked).
-    async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError>;
+    /// Stops using a key that may have leaked, on every instance sharing this store:
+    /// cookies sealed with it no longer open (their users start over); if it was the
+    /// current key, a fresh one replaces it first.
+    async fn revoke(&self, id: &KekId, now_ms: u64) -> Result<(), StoreError>;
 
     /// Periodic upkeep: rotate when due, pick up rotations done elsewhere, forget keys
     /// no live cookie can use.
@@ -64,8 +66,9 @@ impl KeyStore for MemoryKeyStore {
         Ok(self.ring.get(id))
     }
 
-    async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError> {
-        self.ring.rotate(now_ms);
+    async fn revoke(&self, id: &KekId, now_ms: u64) -> Result<(), StoreError> {
+        let held = self.ring.revoke(id, now_ms);
+        tracing::warn!(kek_id = %id, held, "key-encryption key revoked");
         Ok(())
     }
 
@@ -75,5 +78,29 @@ impl KeyStore for MemoryKeyStore {
         }
         self.ring.prune(now_ms);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn revoking_the_current_key_replaces_it_and_forgets_it() {
+        let store = MemoryKeyStore::new(0, 180_000, 60_000);
+        let first = store.current().id();
+        store.maintain(60_000).await.unwrap();
+        let second = store.current().id();
+        assert_ne!(first, second, "rotated when due");
+        assert!(store.fetch(&first, 60_001).await.unwrap().is_some());
+
+        store.revoke(&second, 60_002).await.unwrap();
+        assert_ne!(store.current().id(), second, "a fresh key is current");
+        assert!(
+            store.get(&second).is_none(),
+            "the revoked key no longer opens"
+        );
+        assert!(store.fetch(&second, 60_003).await.unwrap().is_none());
+        assert!(store.get(&first).is_some(), "other keys are untouched");
     }
 }

@@ -16,9 +16,9 @@
 //! that loadgen runs itself on 127.0.0.1) and `session-token-final`, each with its
 //! manifest, instead of the default plugins.
 //!
-//! `--stores memory,redis` runs the same phases against a server on each store (it
-//! starts its own `redis-server` on a free port) and prints Redis mode as a share of
-//! memory mode.
+//! `--stores memory,redis,cluster` runs the same phases against a server on each store
+//! (it starts its own `redis-server` on a free port, and for `cluster` a 3-master +
+//! 3-replica Redis Cluster) and prints each mode as a share of the first.
 //!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
@@ -31,6 +31,7 @@
 //! (user + system, from `/proc/PID/stat`): loadgen and the server share the machine, so
 //! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
 
+use otp_server_blackbox::redis_cluster::RedisCluster;
 use otp_server_blackbox::webhook::WebhookReceiver;
 use otp_server_blackbox::{
     extra, install_manifest, plugin, scratch_dir, workspace_root, RedisServer, DEFAULT_PLUGINS,
@@ -686,17 +687,26 @@ async fn main() {
     }
     let mut by_store = Vec::new();
     for store in &o.stores {
-        let (_redis, env) = match store.as_str() {
+        let shared = |url: String| {
+            vec![
+                ("OTP_STORE".to_string(), url),
+                ("OTP_MASTER_KEY".to_string(), TEST_MASTER_KEY.to_string()),
+            ]
+        };
+        // The store's processes, stopped when dropped after this store's run.
+        let (_store, env): (Option<Box<dyn std::any::Any>>, _) = match store.as_str() {
             "memory" => (None, Vec::new()),
             "redis" => {
                 let redis = RedisServer::start();
-                let env = vec![
-                    ("OTP_STORE".to_string(), redis.url()),
-                    ("OTP_MASTER_KEY".to_string(), TEST_MASTER_KEY.to_string()),
-                ];
-                (Some(redis), env)
+                let env = shared(redis.url());
+                (Some(Box::new(redis)), env)
             }
-            other => panic!("unknown store {other}: use memory or redis"),
+            "cluster" => {
+                let cluster = RedisCluster::start();
+                let env = shared(cluster.url());
+                (Some(Box::new(cluster)), env)
+            }
+            other => panic!("unknown store {other}: use memory, redis or cluster"),
         };
         let (_server, address) = spawn_server(&o, &env, receiver.as_deref());
         println!(
