@@ -8,7 +8,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otp_server::plugins::{
-    CodeDelivery, Credential, Manifest, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
+    CodeDelivery, Credential, Hook, Manifest, PluginRuntime, RequestContext, RuntimeOptions,
+    SendKind,
 };
 use std::path::PathBuf;
 
@@ -32,6 +33,8 @@ fn hooks(c: &mut Criterion) {
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("bench".into()),
         accept_language: Some("en".into()),
+        request_id: "bench".into(),
+        locale: None,
     };
 
     let mut group = c.benchmark_group("hook_call");
@@ -72,11 +75,20 @@ fn hooks(c: &mut Criterion) {
     let credential = Credential {
         id: "someone@example.com".into(),
         channel: "email".into(),
+        group: None,
     };
     group.bench_function("json-final/complete", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
-                .complete(&finalizer, &credential, &ctx)
+                .complete(
+                    &finalizer,
+                    runtime
+                        .reserve(&finalizer, Hook::FinalAction)
+                        .await
+                        .expect("a slot"),
+                    &credential,
+                    &ctx,
+                )
                 .await
                 .expect("done")
         })
@@ -146,7 +158,15 @@ fn hooks(c: &mut Criterion) {
     group.bench_function("session-token-final/complete", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
-                .complete(&token, &credential, &ctx)
+                .complete(
+                    &token,
+                    runtime
+                        .reserve(&token, Hook::FinalAction)
+                        .await
+                        .expect("a slot"),
+                    &credential,
+                    &ctx,
+                )
                 .await
                 .expect("a token")
         })

@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otp_server::plugins::{
-    CodeDelivery, Credential, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
+    CodeDelivery, Credential, Hook, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ fn polyglot(c: &mut Criterion) {
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("bench".into()),
         accept_language: Some("fr-CH, fr;q=0.9, en;q=0.8".into()),
+        request_id: "bench".into(),
+        locale: None,
     };
 
     // Sizes and compile times; the runtime has no cache, so each load compiles.
@@ -84,11 +86,20 @@ fn polyglot(c: &mut Criterion) {
     let credential = Credential {
         id: "someone_42".into(),
         channel: "default".into(),
+        group: None,
     };
     group.bench_function("c-json-final/complete", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
-                .complete(&finalizer, &credential, &ctx)
+                .complete(
+                    &finalizer,
+                    runtime
+                        .reserve(&finalizer, Hook::FinalAction)
+                        .await
+                        .expect("a slot"),
+                    &credential,
+                    &ctx,
+                )
                 .await
                 .expect("done")
         })

@@ -31,7 +31,10 @@ impl Sender for WebhookSender {
             Ok(delivery) => {
                 let outcome = webhook::outcome(delivery.status);
                 if outcome.is_err() {
-                    log::warn(&format!("webhook {} answered {}", delivery.id, delivery.status));
+                    log::warn(&format!(
+                        "webhook {} answered {}",
+                        delivery.id, delivery.status
+                    ));
                 }
                 outcome
             }

@@ -125,8 +125,11 @@ impl RedisTarget {
     }
 }
 
+/// The parts of `[USERINFO@]H1:P1,H2:P2[/PATH]`: user info, hosts with ports, path.
+type Authority<'a> = (Option<&'a str>, Vec<(String, u16)>, &'a str);
+
 /// Splits `[USERINFO@]H1:P1,H2:P2[/PATH]` into its parts.
-fn split_authority(rest: &str) -> Result<(Option<&str>, Vec<(String, u16)>, &str), UrlError> {
+fn split_authority(rest: &str) -> Result<Authority<'_>, UrlError> {
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at + 1..]),
         None => (rest, ""),
