@@ -111,10 +111,12 @@ impl AuditLog {
     }
 
     /// Queues an event without waiting; drops it (and counts it) when the queue is full.
-    pub fn emit(&self, kind: &str, subject: Subject<'_>, data: serde_json::Value) {
+    /// `data` is only called when a sink is bound, so an unheard event costs nothing.
+    pub fn emit(&self, kind: &str, subject: Subject<'_>, data: impl FnOnce() -> serde_json::Value) {
         if !self.sink_bound.load(Ordering::Relaxed) {
             return;
         }
+        let data = data();
         let subject = match subject {
             Subject::Credential(id) if self.options.plain_credentials => Some(id.to_string()),
             Subject::Credential(id) => Some(self.credential_pseudonym(id)),
@@ -246,7 +248,7 @@ mod tests {
     #[test]
     fn nothing_is_queued_without_a_sink() {
         let (log, mut rx) = AuditLog::new(options(4), [7; 32], Arc::new(ManualClock::new(0)));
-        log.emit("otp.code.sent", Subject::None, serde_json::json!({}));
+        log.emit("otp.code.sent", Subject::None, || serde_json::json!({}));
         assert!(rx.try_recv().is_err());
     }
 
@@ -255,7 +257,7 @@ mod tests {
         let (log, _rx) = AuditLog::new(options(2), [7; 32], Arc::new(ManualClock::new(0)));
         log.set_sink_bound(true);
         for _ in 0..5 {
-            log.emit("otp.code.sent", Subject::None, serde_json::json!({}));
+            log.emit("otp.code.sent", Subject::None, || serde_json::json!({}));
         }
         assert_eq!(log.counts().dropped.load(Ordering::Relaxed), 3);
     }
@@ -268,7 +270,7 @@ mod tests {
         log.emit(
             "otp.code.sent",
             Subject::Credential("me@example.com"),
-            serde_json::json!({}),
+            || serde_json::json!({}),
         );
         let hashed = rx.try_recv().unwrap().subject.unwrap();
         assert!(hashed.starts_with("cred_") && !hashed.contains("example"));
@@ -285,7 +287,7 @@ mod tests {
         log.emit(
             "otp.code.sent",
             Subject::Credential("me@example.com"),
-            serde_json::json!({}),
+            || serde_json::json!({}),
         );
         assert_eq!(
             rx.try_recv().unwrap().subject.as_deref(),
@@ -324,7 +326,7 @@ mod tests {
             });
             let task = spawn_delivery(rx, sink.clone(), log.counts().clone());
             for kind in ["a", "b", "c"] {
-                log.emit(kind, Subject::None, serde_json::json!({}));
+                log.emit(kind, Subject::None, || serde_json::json!({}));
             }
             let counts = log.counts().clone();
             drop(log);

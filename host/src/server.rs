@@ -192,7 +192,7 @@ fn spawn_key_maintenance(
                 audit.emit(
                     "kek.rotated",
                     Subject::None,
-                    serde_json::json!({ "keyId": after.to_string() }),
+                    || serde_json::json!({ "keyId": after.to_string() }),
                 );
             }
         }

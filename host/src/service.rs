@@ -262,11 +262,13 @@ impl OtpService {
                     self.audit.emit(
                         "otp.session.blocked",
                         Subject::Credential(&token.credential_id),
-                        serde_json::json!({
-                            "channel": token.channel,
-                            "reason": "undeliverable",
-                            "requestId": context.request_id,
-                        }),
+                        || {
+                            serde_json::json!({
+                                "channel": token.channel,
+                                "reason": "undeliverable",
+                                "requestId": context.request_id,
+                            })
+                        },
                     );
                 }
                 let blocked = protocol::block_current(transition, now, &self.settings);
@@ -315,7 +317,7 @@ impl OtpService {
                 self.audit.emit(
                     "otp.verification.succeeded",
                     Subject::Credential(&credential_id),
-                    serde_json::json!({ "channel": channel, "requestId": context.request_id }),
+                    || serde_json::json!({ "channel": channel, "requestId": context.request_id }),
                 );
                 let credential = plugins::Credential {
                     id: credential_id,
@@ -364,15 +366,13 @@ impl OtpService {
             _ => "refused",
         };
         let subject = Subject::Credential(&token.credential_id);
-        self.audit.emit(
-            "otp.verification.failed",
-            subject,
+        self.audit.emit("otp.verification.failed", subject, || {
             serde_json::json!({
                 "channel": token.channel,
                 "reason": reason,
                 "requestId": context.request_id,
-            }),
-        );
+            })
+        });
         let blocked = match error {
             ProtocolError::TooManyAttempts(_) => Some("too_many_attempts"),
             ProtocolError::Incorrect(state) if state.otp_blocked_until_ms.is_some() => {
@@ -384,11 +384,13 @@ impl OtpService {
             self.audit.emit(
                 "otp.session.blocked",
                 Subject::Credential(&token.credential_id),
-                serde_json::json!({
-                    "channel": token.channel,
-                    "reason": block,
-                    "requestId": context.request_id,
-                }),
+                || {
+                    serde_json::json!({
+                        "channel": token.channel,
+                        "reason": block,
+                        "requestId": context.request_id,
+                    })
+                },
             );
         }
     }
@@ -426,16 +428,18 @@ impl OtpService {
             }
             Err(_) => ("otp.code.send_failed", Some("plugin_failed")),
         };
-        let mut data = serde_json::json!({
-            "channel": token.channel,
-            "kind": kind.as_str(),
-            "requestId": context.request_id,
-        });
-        if let Some(reason) = reason {
-            data["reason"] = reason.into();
-        }
         self.audit
-            .emit(event, Subject::Credential(&token.credential_id), data);
+            .emit(event, Subject::Credential(&token.credential_id), || {
+                let mut data = serde_json::json!({
+                    "channel": token.channel,
+                    "kind": kind.as_str(),
+                    "requestId": context.request_id,
+                });
+                if let Some(reason) = reason {
+                    data["reason"] = reason.into();
+                }
+                data
+            });
         outcome
     }
 

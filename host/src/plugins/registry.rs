@@ -231,7 +231,7 @@ impl PluginRegistry {
 
     fn audit(&self, kind: &str, plugin: &str, data: serde_json::Value) {
         if let Some(audit) = &self.audit {
-            audit.emit(kind, Subject::Plain(plugin), data);
+            audit.emit(kind, Subject::Plain(plugin), || data);
         }
     }
 
