@@ -24,6 +24,7 @@ fixtures=(
     fixture-all
     fixture-validator-v2
     fixture-snoop
+    fixture-echo
 )
 
 if ! rustup target list --installed | grep -qx "$target"; then

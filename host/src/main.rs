@@ -50,7 +50,10 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.config),
         Command::Plugins {
             command: PluginsCommand::Check { file },
-        } => match otp_server::plugins::check::check_file(&file) {
+        } => match otp_server::plugins::check::check_file(
+            &file,
+            &otp_server::plugins::PluginEnv::default(),
+        ) {
             Ok(report) => {
                 print!("{}", report.text);
                 if report.accepted {

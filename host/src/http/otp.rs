@@ -178,12 +178,12 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
 /// plugin failure, never a malformed answer; headers that would let a plugin corrupt
 /// framing or the session cookie are dropped.
 fn plugin_response(plugin: crate::plugins::PluginResponse) -> Response {
-    let Ok(status) = StatusCode::from_u16(plugin.status) else {
-        return failed_final("invalid status code");
+    // The plugin layer already refuses statuses outside 200..=599 (naming the plugin);
+    // this keeps the HTTP layer from ever sending one whatever reaches it.
+    let status = match StatusCode::from_u16(plugin.status) {
+        Ok(status) if crate::plugins::runtime::FINAL_STATUSES.contains(&plugin.status) => status,
+        _ => return failed_final("invalid status code"),
     };
-    if status.as_u16() < 200 {
-        return failed_final("invalid status code");
-    }
     let mut response = Response::new(Body::from(plugin.body));
     *response.status_mut() = status;
     for (name, value) in plugin.headers {

@@ -1,8 +1,11 @@
 //! `otp-server plugins check FILE.wasm`: tells a plugin author which hooks a file
 //! provides, what it imports, and why the server would reject it — before the file
-//! goes into the plugins folder. A manifest `FILE.toml` beside it is checked too
-//! (with the current environment for `${VAR}` references; values are never printed).
+//! goes into the plugins folder. A manifest `FILE.toml` beside it is checked too, by
+//! the server's own rules: `${VAR}` references resolve from the current environment,
+//! only for the variables the configuration makes available to plugins
+//! (`OTP_PLUGIN_*` and `plugin_env`); values are never printed.
 
+use super::manifest::PluginEnv;
 use super::runtime::{LoadError, PluginRuntime, RuntimeOptions};
 use super::v0_1_0;
 use std::fmt::Write;
@@ -15,7 +18,7 @@ pub struct CheckReport {
     pub text: String,
 }
 
-pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
+pub fn check_file(path: &Path, env: &PluginEnv) -> anyhow::Result<CheckReport> {
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let runtime = PluginRuntime::new(RuntimeOptions {
@@ -29,11 +32,8 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
         let manifest_path = path.with_extension("toml");
         match std::fs::read_to_string(&manifest_path) {
             Ok(source) => {
-                let manifest = super::manifest::Manifest::parse(
-                    &source,
-                    &|v| std::env::var(v).ok(),
-                    runtime.max_memory_bytes(),
-                )?;
+                let manifest =
+                    super::manifest::Manifest::parse(&source, env, runtime.max_memory_bytes())?;
                 let _ = writeln!(
                     text,
                     "manifest: {} (outbound: {}; config keys: {})",

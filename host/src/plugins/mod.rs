@@ -8,6 +8,8 @@
 //! - [`allow`]: the allow-list matcher and the special-address classifier.
 //! - [`outbound`]: `wasi:http` requests, deny by default (resolve, check, connect).
 //! - [`store`]: the per-call state — WASI context, memory cap, log capture, config.
+//! - [`output`]: a call's stdout and stderr, kept up to a bound and never an error.
+//! - [`text`]: plugin-provided text escaped and bounded before it reaches the log.
 //! - [`runtime`]: the engine, compiling plugins, and running a call under limits.
 //! - [`registry`]: the loaded plugins and which one serves each hook.
 //! - [`watcher`]: hot reload of the plugins folder.
@@ -18,16 +20,18 @@ pub mod check;
 pub mod hooks;
 pub mod manifest;
 pub mod outbound;
+pub mod output;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod text;
 pub mod v0_1_0;
 pub mod watcher;
 
 pub use hooks::{
     CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext, SendKind,
 };
-pub use manifest::{Manifest, ManifestError};
+pub use manifest::{Manifest, ManifestError, PluginEnv};
 pub use registry::{PluginRegistry, RegistryState};
 pub use runtime::{HookLimits, LoadError, LoadedPlugin, PluginRuntime, RuntimeOptions};
 pub use watcher::PluginWatcher;

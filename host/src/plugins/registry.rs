@@ -11,15 +11,12 @@
 //! only those; the others serve every channel no channel-specific sender claims.
 
 use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
-use super::manifest::Manifest;
+use super::manifest::{Manifest, PluginEnv};
 use super::runtime::{LoadedPlugin, PluginRuntime};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Looks up the host environment variables that manifests reference.
-pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// A snapshot of the loaded plugins and the hook bindings.
 #[derive(Default)]
@@ -44,8 +41,9 @@ pub struct PluginRegistry {
     preferences: BTreeMap<Hook, String>,
     /// Whether to warn about development-only plugins.
     production: bool,
-    /// Resolves `${NAME}` in manifests (the process environment outside tests).
-    env: EnvLookup,
+    /// Resolves `${NAME}` in manifests: `OTP_PLUGIN_*` and the variables the
+    /// configuration lists in `plugin_env`.
+    env: PluginEnv,
     state: ArcSwap<RegistryState>,
     /// Reloads are serialized so two events for one file cannot interleave.
     reload: tokio::sync::Mutex<()>,
@@ -63,14 +61,15 @@ impl PluginRegistry {
             dir,
             preferences,
             production,
-            env: Arc::new(|name| std::env::var(name).ok()),
+            env: PluginEnv::default(),
             state: ArcSwap::from_pointee(RegistryState::default()),
             reload: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Resolves manifest references with `env` instead of the process environment.
-    pub fn with_env(mut self, env: EnvLookup) -> PluginRegistry {
+    /// Resolves manifest references with `env` (by default: only `OTP_PLUGIN_*` of the
+    /// process environment).
+    pub fn with_env(mut self, env: PluginEnv) -> PluginRegistry {
         self.env = env;
         self
     }
@@ -220,7 +219,7 @@ impl PluginRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
             Err(e) => return Err(ManifestError::Read(e.to_string())),
         };
-        Manifest::parse(&text, &*self.env, self.runtime.max_memory_bytes())
+        Manifest::parse(&text, &self.env, self.runtime.max_memory_bytes())
     }
 
     /// Binds the hooks for a new set of plugins and swaps the new state in.

@@ -9,6 +9,7 @@
 use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
 use super::manifest::{Manifest, ManifestError};
 use super::store::PluginState;
+use super::text::loggable;
 use super::v0_1_0;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -280,7 +281,7 @@ impl PluginRuntime {
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.validate(&mut store, body, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?
+        finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
     }
 
     pub async fn send(
@@ -293,7 +294,7 @@ impl PluginRuntime {
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.send(&mut store, delivery, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?
+        finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
     }
 
     pub async fn complete(
@@ -306,10 +307,26 @@ impl PluginRuntime {
         let (mut store, _slot) = self.prepare(plugin, hook).await?;
         let call = plugin.bindings.complete(&mut store, credential, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
-            plugin: plugin.name.to_string(),
-            reason: format!("final action returned an error: {reason}"),
-        })
+        let failed = |reason: String| {
+            tracing::warn!(plugin = %plugin.name, %hook, %reason, "plugin call failed");
+            HookError::Failed {
+                plugin: plugin.name.to_string(),
+                reason,
+            }
+        };
+        match finish(plugin, hook, &mut store, outcome)? {
+            Err(message) => Err(failed(format!(
+                "final action returned an error: {}",
+                loggable(&message)
+            ))),
+            Ok(response) if !FINAL_STATUSES.contains(&response.status) => Err(failed(format!(
+                "final action answered status {}, outside {}..={}",
+                response.status,
+                FINAL_STATUSES.start(),
+                FINAL_STATUSES.end()
+            ))),
+            Ok(response) => Ok(response),
+        }
     }
 
     /// A fresh store with the hook's memory cap and deadline, and a concurrency slot.
@@ -371,8 +388,22 @@ async fn within<F: std::future::Future>(
     tokio::time::timeout_at(started + limit, call).await
 }
 
+/// The statuses a final action may answer.
+pub const FINAL_STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
+
+/// A plugin's reason for rejecting a credential or failing a send, made safe to log.
+fn loggable_reason(error: HookError) -> HookError {
+    match error {
+        HookError::Rejected(reason) => HookError::Rejected(loggable(&reason)),
+        HookError::Undeliverable(reason) => HookError::Undeliverable(loggable(&reason)),
+        HookError::Unavailable(reason) => HookError::Unavailable(loggable(&reason)),
+        other => other,
+    }
+}
+
 /// Turns the outcome of a call into the hook's result, logging failures with the
-/// plugin's name and the reason.
+/// plugin's name and the reason (escaped and bounded: a trap message can carry a
+/// plugin's own text, function names in its backtrace for one).
 fn finish<R>(
     plugin: &LoadedPlugin,
     hook: Hook,
@@ -389,7 +420,7 @@ fn finish<R>(
             } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
                 "deadline exceeded".to_string()
             } else {
-                format!("{error:#}")
+                loggable(&format!("{error:#}"))
             }
         }
     };
