@@ -13,11 +13,17 @@ use std::time::Duration;
 
 const ECHO: &str = "fixture-echo";
 
-/// fixture-echo as validator and final action, dev-sender as sender.
+/// fixture-echo as validator and final action, dev-sender as sender. The validation
+/// deadline is raised: writing 100 KiB line by line takes a while on a loaded machine,
+/// and these tests are about what reaches the log, not about time.
 fn echo_server() -> Server {
     Server::builder()
         .plugin_as(fixture(ECHO), ECHO)
         .plugin_as(plugin("dev-sender"), "dev-sender")
+        .manifest(
+            ECHO,
+            "[limits.credential-validation]\ndeadline_ms = 10000\n",
+        )
         .start()
 }
 
@@ -417,8 +423,21 @@ async fn a_name_resolving_to_loopback_needs_an_explicit_opt_in() {
     server
         .wait_for_log_after(skip, "plugin loaded", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no reload:\n{}", server.log_text()));
-    let a = server.create("\"dave\"", None).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // The log line comes just before the new version is swapped in: retry briefly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = server.create("\"dave\"", None).await;
+        if a.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}\n{}",
+            a.text(),
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(receiver.wait_for(1, Duration::from_secs(5)).is_some());
 
     // A wildcard cannot opt in.
