@@ -1,9 +1,49 @@
 //! Server configuration: defaults, then an optional TOML file, then environment
 //! variables (`OTP_*`, and `CORS_ORIGIN` as the reference server names it).
 //!
-//! Every setting has a documented default (see the README). A value that does not
-//! parse stops start-up with a message naming the setting, so a typo never silently
-//! becomes a default.
+//! Every setting is declared once, in the [`settings!`] tables below: its TOML key, its
+//! environment variable, its default, the parser of the variable and a doc line. From that
+//! one declaration come the TOML struct (unknown keys are rejected), the defaults, the
+//! environment overrides, the `key (ENV)` label of error messages and the list a test
+//! compares with the README's configuration table. A value that does not parse — in the
+//! file or in the environment, booleans included — stops start-up with a message naming
+//! the setting, so a typo never silently becomes a default.
+//!
+//! **Adding a setting**: add one line to the table it belongs to, e.g.
+//!
+//! ```ignore
+//!     /// per-call deadline of the sending hook (ms)
+//!     send_deadline_ms: u64 { default: 10_000, env: "OTP_SEND_DEADLINE_MS", parse: parsed },
+//! ```
+//!
+//! then add its row (key, variable, default, meaning) to the README's "Configuration"
+//! table (`readme_lists_every_setting` fails until you do) and, if the raw value needs
+//! checking or converting, do it in [`FileConfig::validate`] and name it in errors with
+//! `Setting::send_deadline_ms.label()`. Parsers: [`parsed`](table::parsed) (any `FromStr`),
+//! [`some`](table::some) (an `Option`), [`path_or_none`](table::path_or_none),
+//! [`flag`](table::flag) (strict booleans), or any `fn(&str) -> Result<T, String>`.
+//!
+//! **Adding a sub-table** such as `[limits]`: declare it with its own `settings!` (a struct
+//! name and a setting-enum name; it may live in the module that owns it, importing
+//! `crate::config::table::{settings, parsed, ...}`), then add one field to [`FileConfig`]:
+//!
+//! ```ignore
+//! settings! {
+//!     /// `[limits]`: abuse controls.
+//!     pub struct LimitsTable (LimitsSetting) {
+//!         /// codes sent per credential per hour
+//!         sends_per_hour: u32 { default: 10, env: "OTP_LIMITS_SENDS_PER_HOUR", parse: parsed },
+//!     }
+//! }
+//! // in FileConfig:
+//!     /// `[limits]`: abuse controls
+//!     limits: LimitsTable { table },
+//! ```
+//!
+//! Its keys are listed (and written in the README) as `limits.sends_per_hour`, a valid TOML
+//! dotted key; `[hooks]` below is the example in use. The macro itself is in [`table`].
+
+pub mod table;
 
 use crate::plugins::{Hook, HookLimits, RuntimeOptions};
 use crate::protocol::{Alphabet, Settings};
@@ -12,6 +52,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use table::{flag, parsed, path_or_none, settings, some, SettingTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,90 +76,132 @@ pub enum Mode {
     Production,
 }
 
-/// The whole configuration as the TOML file spells it. All fields are optional in the
-/// file; `Default` gives the documented defaults.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: String,
-    pub env: Mode,
-    pub cors_origin: Option<String>,
-    pub plugins_dir: PathBuf,
-    pub cache_dir: Option<PathBuf>,
-    pub log: String,
-    pub code_length: usize,
-    pub code_alphabet: String,
-    pub session_max_age_secs: u64,
-    pub max_attempts: u8,
-    pub block_at_attempts_left: u8,
-    pub block_secs: u64,
-    pub resend_cooldown_secs: u64,
-    pub max_resends: u8,
-    pub max_credentials: usize,
-    pub max_credential_id_len: usize,
-    pub kek_rotation_secs: u64,
-    pub validate_deadline_ms: u64,
-    pub send_deadline_ms: u64,
-    pub final_deadline_ms: u64,
-    pub plugin_memory_mib: usize,
-    /// Per-hook memory caps; each defaults to `plugin_memory_mib`.
-    pub validate_memory_mib: Option<usize>,
-    pub send_memory_mib: Option<usize>,
-    pub final_memory_mib: Option<usize>,
-    pub max_concurrent_plugin_calls: u32,
-    /// Hook name → plugin name, for hooks that several plugins export.
-    pub hooks: BTreeMap<String, String>,
-    /// Enables `POST /test/clock` (never allowed in production). For black-box tests.
-    pub test_clock: bool,
-    /// `memory`, or a `redis://` / `rediss://` URL.
-    pub store: String,
-    /// Prefix of every Redis key.
-    pub store_prefix: String,
-    /// Timeout of every Redis call.
-    pub store_timeout_ms: u64,
-    /// Base64 of the 32-byte master key that wraps KEKs stored in Redis.
-    pub master_key: Option<String>,
-    /// A file holding the master key (base64), instead of `master_key`.
-    pub master_key_file: Option<PathBuf>,
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Mode, String> {
+        match text {
+            "development" => Ok(Mode::Development),
+            "production" => Ok(Mode::Production),
+            _ => Err("use development or production".into()),
+        }
+    }
 }
 
-impl Default for FileConfig {
-    fn default() -> Self {
-        let settings = Settings::default();
-        FileConfig {
-            listen: "127.0.0.1:8080".into(),
-            env: Mode::Development,
-            cors_origin: None,
-            plugins_dir: PathBuf::from("plugins/dist"),
-            cache_dir: default_cache_dir(),
-            log: "info".into(),
-            code_length: settings.code_length,
-            code_alphabet: "alphanumeric".into(),
-            session_max_age_secs: settings.session_max_age_ms / 1000,
-            max_attempts: settings.max_attempts,
-            block_at_attempts_left: settings.block_at_attempts_left,
-            block_secs: settings.block_duration_ms / 1000,
-            resend_cooldown_secs: settings.resend_cooldown_ms / 1000,
-            max_resends: settings.max_resends,
-            max_credentials: settings.max_credentials,
-            max_credential_id_len: settings.max_credential_id_len,
-            kek_rotation_secs: 24 * 3600,
-            validate_deadline_ms: 100,
-            send_deadline_ms: 10_000,
-            final_deadline_ms: 1_000,
-            plugin_memory_mib: 64,
-            validate_memory_mib: None,
-            send_memory_mib: None,
-            final_memory_mib: None,
-            max_concurrent_plugin_calls: 256,
-            hooks: BTreeMap::new(),
-            test_clock: false,
-            store: "memory".into(),
-            store_prefix: "otp:".into(),
-            store_timeout_ms: 500,
-            master_key: None,
-            master_key_file: None,
-        }
+settings! {
+    /// The whole configuration as the TOML file spells it. All fields are optional in the
+    /// file; `Default` gives the documented defaults.
+    pub struct FileConfig (Setting) {
+        /// address and port
+        listen: String { default: "127.0.0.1:8080".into(), env: "OTP_LISTEN", parse: parsed },
+        /// `development` or `production` (cookie attributes, HSTS, warnings)
+        env: Mode { default: Mode::Development, env: "OTP_ENV", parse: parsed },
+        /// the one origin allowed to call with credentials
+        cors_origin: Option<String> { default: None, env: "CORS_ORIGIN", parse: some },
+        /// the plugins folder
+        plugins_dir: PathBuf { default: "plugins/dist".into(), env: "OTP_PLUGINS_DIR", parse: parsed },
+        /// compiled-plugin cache; empty disables
+        cache_dir: Option<PathBuf> { default: default_cache_dir(), env: "OTP_CACHE_DIR", parse: path_or_none },
+        /// log filter (`tracing` `EnvFilter` syntax)
+        log: String { default: "info".into(), env: "OTP_LOG", parse: parsed },
+        /// code length (4–64)
+        code_length: usize { default: Settings::default().code_length, env: "OTP_CODE_LENGTH", parse: parsed },
+        /// `alphanumeric` (a–z0–9) or `digits` (0–9)
+        code_alphabet: String { default: "alphanumeric".into(), env: "OTP_CODE_ALPHABET", parse: parsed },
+        /// how long a code (and the session holding it) lives
+        session_max_age_secs: u64 {
+            default: Settings::default().session_max_age_ms / 1000,
+            env: "OTP_SESSION_MAX_AGE_SECS",
+            parse: parsed,
+        },
+        /// wrong codes before the credential is blocked in the session
+        max_attempts: u8 { default: Settings::default().max_attempts, env: "OTP_MAX_ATTEMPTS", parse: parsed },
+        /// a temporary block starts when attempts fall to this
+        block_at_attempts_left: u8 {
+            default: Settings::default().block_at_attempts_left,
+            env: "OTP_BLOCK_AT_ATTEMPTS_LEFT",
+            parse: parsed,
+        },
+        /// length of the temporary block
+        block_secs: u64 {
+            default: Settings::default().block_duration_ms / 1000,
+            env: "OTP_BLOCK_SECS",
+            parse: parsed,
+        },
+        /// wait before a resend
+        resend_cooldown_secs: u64 {
+            default: Settings::default().resend_cooldown_ms / 1000,
+            env: "OTP_RESEND_COOLDOWN_SECS",
+            parse: parsed,
+        },
+        /// resends per credential
+        max_resends: u8 { default: Settings::default().max_resends, env: "OTP_MAX_RESENDS", parse: parsed },
+        /// live credentials per session
+        max_credentials: usize {
+            default: Settings::default().max_credentials,
+            env: "OTP_MAX_CREDENTIALS",
+            parse: parsed,
+        },
+        /// bytes; keeps the cookie well under 4 KB
+        max_credential_id_len: usize {
+            default: Settings::default().max_credential_id_len,
+            env: "OTP_MAX_CREDENTIAL_ID_LEN",
+            parse: parsed,
+        },
+        /// key-encryption key rotation period
+        kek_rotation_secs: u64 { default: 24 * 3600, env: "OTP_KEK_ROTATION_SECS", parse: parsed },
+        /// per-call deadline of the validation hook
+        validate_deadline_ms: u64 { default: 100, env: "OTP_VALIDATE_DEADLINE_MS", parse: parsed },
+        /// per-call deadline of the sending hook
+        send_deadline_ms: u64 { default: 10_000, env: "OTP_SEND_DEADLINE_MS", parse: parsed },
+        /// per-call deadline of the final action
+        final_deadline_ms: u64 { default: 1_000, env: "OTP_FINAL_DEADLINE_MS", parse: parsed },
+        /// memory cap per plugin call
+        plugin_memory_mib: usize { default: 64, env: "OTP_PLUGIN_MEMORY_MIB", parse: parsed },
+        /// memory cap of the validation hook; defaults to `plugin_memory_mib`
+        validate_memory_mib: Option<usize> { default: None, env: "OTP_VALIDATE_MEMORY_MIB", parse: some },
+        /// memory cap of the sending hook; defaults to `plugin_memory_mib`
+        send_memory_mib: Option<usize> { default: None, env: "OTP_SEND_MEMORY_MIB", parse: some },
+        /// memory cap of the final action; defaults to `plugin_memory_mib`
+        final_memory_mib: Option<usize> { default: None, env: "OTP_FINAL_MEMORY_MIB", parse: some },
+        /// further calls wait for a slot
+        max_concurrent_plugin_calls: u32 {
+            default: 256,
+            env: "OTP_MAX_CONCURRENT_PLUGIN_CALLS",
+            parse: parsed,
+        },
+        /// `[hooks]`: which plugin serves a hook that several plugins export
+        hooks: HookTable { table },
+        /// enables `POST /test/clock` for black-box tests; never allowed in production
+        test_clock: bool { default: false, env: "OTP_TEST_CLOCK", parse: flag },
+        /// `memory`, or a `redis://` / `rediss://` URL
+        store: String { default: "memory".into(), env: "OTP_STORE", parse: parsed },
+        /// prefix of every Redis key
+        store_prefix: String { default: "otp:".into(), env: "OTP_STORE_PREFIX", parse: parsed },
+        /// timeout of every Redis call
+        store_timeout_ms: u64 { default: 500, env: "OTP_STORE_TIMEOUT_MS", parse: parsed },
+        /// base64 of the 32-byte master key that wraps KEKs stored in Redis
+        master_key: Option<String> { default: None, env: "OTP_MASTER_KEY", parse: some },
+        /// a file holding the master key (base64), instead of `master_key`
+        master_key_file: Option<PathBuf> { default: None, env: "OTP_MASTER_KEY_FILE", parse: some },
+    }
+}
+
+settings! {
+    /// `[hooks]`: hook name → plugin name, for hooks that several plugins export.
+    pub struct HookTable (HookSetting) {
+        /// the plugin serving credential validation
+        #[key = "credential-validation"]
+        credential_validation: Option<String> {
+            default: None,
+            env: "OTP_HOOK_CREDENTIAL_VALIDATION",
+            parse: some,
+        },
+        /// the plugin sending codes
+        sending: Option<String> { default: None, env: "OTP_HOOK_SENDING", parse: some },
+        /// the plugin running the final action
+        #[key = "final-action"]
+        final_action: Option<String> { default: None, env: "OTP_HOOK_FINAL_ACTION", parse: some },
     }
 }
 
@@ -196,121 +279,14 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        apply_env(&mut raw, env)?;
+        raw.apply_env(env)?;
         raw.validate()
     }
 }
 
-/// Reads `name` from the environment and parses it into `slot`.
-fn set<T: std::str::FromStr>(
-    env: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-    slot: &mut T,
-) -> Result<(), ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    if let Some(value) = env(name) {
-        *slot = value
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| ConfigError::Invalid {
-                name: name.to_string(),
-                message: format!("{value:?} is not valid: {e}"),
-            })?;
-    }
-    Ok(())
-}
-
-fn apply_env(c: &mut FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-    set(env, "OTP_LISTEN", &mut c.listen)?;
-    if let Some(mode) = env("OTP_ENV") {
-        c.env = match mode.trim() {
-            "production" => Mode::Production,
-            "development" => Mode::Development,
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "OTP_ENV".into(),
-                    message: format!("{other:?} is not valid: use development or production"),
-                })
-            }
-        };
-    }
-    if let Some(origin) = env("CORS_ORIGIN") {
-        c.cors_origin = Some(origin);
-    }
-    set(env, "OTP_PLUGINS_DIR", &mut c.plugins_dir)?;
-    if let Some(dir) = env("OTP_CACHE_DIR") {
-        c.cache_dir = if dir.is_empty() {
-            None
-        } else {
-            Some(PathBuf::from(dir))
-        };
-    }
-    set(env, "OTP_LOG", &mut c.log)?;
-    set(env, "OTP_CODE_LENGTH", &mut c.code_length)?;
-    set(env, "OTP_CODE_ALPHABET", &mut c.code_alphabet)?;
-    set(env, "OTP_SESSION_MAX_AGE_SECS", &mut c.session_max_age_secs)?;
-    set(env, "OTP_MAX_ATTEMPTS", &mut c.max_attempts)?;
-    set(
-        env,
-        "OTP_BLOCK_AT_ATTEMPTS_LEFT",
-        &mut c.block_at_attempts_left,
-    )?;
-    set(env, "OTP_BLOCK_SECS", &mut c.block_secs)?;
-    set(env, "OTP_RESEND_COOLDOWN_SECS", &mut c.resend_cooldown_secs)?;
-    set(env, "OTP_MAX_RESENDS", &mut c.max_resends)?;
-    set(env, "OTP_MAX_CREDENTIALS", &mut c.max_credentials)?;
-    set(
-        env,
-        "OTP_MAX_CREDENTIAL_ID_LEN",
-        &mut c.max_credential_id_len,
-    )?;
-    set(env, "OTP_KEK_ROTATION_SECS", &mut c.kek_rotation_secs)?;
-    set(env, "OTP_VALIDATE_DEADLINE_MS", &mut c.validate_deadline_ms)?;
-    set(env, "OTP_SEND_DEADLINE_MS", &mut c.send_deadline_ms)?;
-    set(env, "OTP_FINAL_DEADLINE_MS", &mut c.final_deadline_ms)?;
-    set(env, "OTP_PLUGIN_MEMORY_MIB", &mut c.plugin_memory_mib)?;
-    for (name, slot) in [
-        ("OTP_VALIDATE_MEMORY_MIB", &mut c.validate_memory_mib),
-        ("OTP_SEND_MEMORY_MIB", &mut c.send_memory_mib),
-        ("OTP_FINAL_MEMORY_MIB", &mut c.final_memory_mib),
-    ] {
-        if env(name).is_some() {
-            let mut value = 0usize;
-            set(env, name, &mut value)?;
-            *slot = Some(value);
-        }
-    }
-    set(
-        env,
-        "OTP_MAX_CONCURRENT_PLUGIN_CALLS",
-        &mut c.max_concurrent_plugin_calls,
-    )?;
-    for hook in Hook::ALL {
-        let name = format!("OTP_HOOK_{}", hook.name().replace('-', "_").to_uppercase());
-        if let Some(plugin) = env(&name) {
-            c.hooks.insert(hook.name().to_string(), plugin);
-        }
-    }
-    set(env, "OTP_STORE", &mut c.store)?;
-    set(env, "OTP_STORE_PREFIX", &mut c.store_prefix)?;
-    set(env, "OTP_STORE_TIMEOUT_MS", &mut c.store_timeout_ms)?;
-    if let Some(key) = env("OTP_MASTER_KEY") {
-        c.master_key = Some(key);
-    }
-    if let Some(file) = env("OTP_MASTER_KEY_FILE") {
-        c.master_key_file = Some(PathBuf::from(file));
-    }
-    if let Some(flag) = env("OTP_TEST_CLOCK") {
-        c.test_clock = matches!(flag.trim(), "1" | "true" | "yes");
-    }
-    Ok(())
-}
-
-fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
+fn invalid(name: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        name: name.to_string(),
+        name: name.into(),
         message: message.into(),
     }
 }
@@ -320,13 +296,13 @@ impl FileConfig {
         let listen: SocketAddr = self
             .listen
             .parse()
-            .map_err(|e| invalid("listen (OTP_LISTEN)", format!("{:?}: {e}", self.listen)))?;
+            .map_err(|e| invalid(Setting::listen.label(), format!("{:?}: {e}", self.listen)))?;
         let alphabet = match self.code_alphabet.as_str() {
             "alphanumeric" => Alphabet::LowerAlnum,
             "digits" => Alphabet::Digits,
             other => {
                 return Err(invalid(
-                    "code_alphabet (OTP_CODE_ALPHABET)",
+                    Setting::code_alphabet.label(),
                     format!("{other:?}: use alphanumeric or digits"),
                 ))
             }
@@ -346,83 +322,72 @@ impl FileConfig {
         };
         otp.validate().map_err(|m| invalid("OTP settings", m))?;
         // `__Host-Http-o=` plus `; Path=/; HttpOnly; SameSite=Strict; Secure; Expires=…`.
-        crate::crypto::validate_cookie_budget(&otp, 120)
-            .map_err(|m| invalid("max_credentials / max_credential_id_len", m))?;
+        crate::crypto::validate_cookie_budget(&otp, 120).map_err(|m| {
+            invalid(
+                format!(
+                    "{} / {}",
+                    Setting::max_credentials.label(),
+                    Setting::max_credential_id_len.label()
+                ),
+                m,
+            )
+        })?;
         if let Some(origin) = &self.cors_origin {
             if origin.is_empty()
                 || origin == "*"
                 || origin.parse::<axum::http::HeaderValue>().is_err()
             {
                 return Err(invalid(
-                    "cors_origin (CORS_ORIGIN)",
+                    Setting::cors_origin.label(),
                     format!("{origin:?}: give one origin such as https://app.example.com (credentials rule out \"*\")"),
                 ));
             }
         }
         if self.kek_rotation_secs < 60 {
             return Err(invalid(
-                "kek_rotation_secs (OTP_KEK_ROTATION_SECS)",
+                Setting::kek_rotation_secs.label(),
                 "must be at least 60",
             ));
         }
-        for (name, ms) in [
-            (
-                "validate_deadline_ms (OTP_VALIDATE_DEADLINE_MS)",
-                self.validate_deadline_ms,
-            ),
-            (
-                "send_deadline_ms (OTP_SEND_DEADLINE_MS)",
-                self.send_deadline_ms,
-            ),
-            (
-                "final_deadline_ms (OTP_FINAL_DEADLINE_MS)",
-                self.final_deadline_ms,
-            ),
+        for (key, ms) in [
+            (Setting::validate_deadline_ms, self.validate_deadline_ms),
+            (Setting::send_deadline_ms, self.send_deadline_ms),
+            (Setting::final_deadline_ms, self.final_deadline_ms),
         ] {
             if !(1..=120_000).contains(&ms) {
-                return Err(invalid(name, "must be between 1 and 120000"));
+                return Err(invalid(key.label(), "must be between 1 and 120000"));
             }
         }
-        let memory_mib = |name: &str, value: Option<usize>| {
+        let memory_mib = |key: Setting, value: Option<usize>| {
             let mib = value.unwrap_or(self.plugin_memory_mib);
             if (1..=4096).contains(&mib) {
                 Ok(mib * 1024 * 1024)
             } else {
-                Err(invalid(name, "must be between 1 and 4096"))
+                Err(invalid(key.label(), "must be between 1 and 4096"))
             }
         };
-        memory_mib("plugin_memory_mib (OTP_PLUGIN_MEMORY_MIB)", None)?;
-        let validate_memory = memory_mib(
-            "validate_memory_mib (OTP_VALIDATE_MEMORY_MIB)",
-            self.validate_memory_mib,
-        )?;
-        let send_memory = memory_mib(
-            "send_memory_mib (OTP_SEND_MEMORY_MIB)",
-            self.send_memory_mib,
-        )?;
-        let final_memory = memory_mib(
-            "final_memory_mib (OTP_FINAL_MEMORY_MIB)",
-            self.final_memory_mib,
-        )?;
+        memory_mib(Setting::plugin_memory_mib, None)?;
+        let validate_memory = memory_mib(Setting::validate_memory_mib, self.validate_memory_mib)?;
+        let send_memory = memory_mib(Setting::send_memory_mib, self.send_memory_mib)?;
+        let final_memory = memory_mib(Setting::final_memory_mib, self.final_memory_mib)?;
         if !(1..=10_000).contains(&self.max_concurrent_plugin_calls) {
             return Err(invalid(
-                "max_concurrent_plugin_calls (OTP_MAX_CONCURRENT_PLUGIN_CALLS)",
+                Setting::max_concurrent_plugin_calls.label(),
                 "must be between 1 and 10000",
             ));
         }
-        let mut hook_preferences = BTreeMap::new();
-        for (hook, plugin) in &self.hooks {
-            let parsed = Hook::from_name(hook).ok_or_else(|| {
-                invalid(
-                    &format!("hooks.{hook}"),
-                    "unknown hook: use credential-validation, sending or final-action",
-                )
-            })?;
-            hook_preferences.insert(parsed, plugin.clone());
-        }
+        let hooks = &self.hooks;
+        let hook_preferences: BTreeMap<Hook, String> = [
+            (Hook::CredentialValidation, &hooks.credential_validation),
+            (Hook::Sending, &hooks.sending),
+            (Hook::FinalAction, &hooks.final_action),
+        ]
+        .into_iter()
+        .filter_map(|(hook, plugin)| Some((hook, plugin.clone()?)))
+        .collect();
         if self.test_clock && self.env == Mode::Production {
             return Err(invalid(
-                "test_clock (OTP_TEST_CLOCK)",
+                Setting::test_clock.label(),
                 "is never allowed in production mode",
             ));
         }
@@ -459,30 +424,30 @@ impl FileConfig {
         }
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(invalid(
-                "store (OTP_STORE)",
+                Setting::store.label(),
                 format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
             ));
         }
         if !(1..=60_000).contains(&self.store_timeout_ms) {
             return Err(invalid(
-                "store_timeout_ms (OTP_STORE_TIMEOUT_MS)",
+                Setting::store_timeout_ms.label(),
                 "must be between 1 and 60000",
             ));
         }
         let master_key = match (&self.master_key, &self.master_key_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
-                    "master_key (OTP_MASTER_KEY)",
+                    Setting::master_key.label(),
                     "give the master key or a master key file, not both",
                 ))
             }
             (Some(key), None) => key.clone(),
             (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                invalid("master_key_file (OTP_MASTER_KEY_FILE)", format!("{}: {e}", path.display()))
+                invalid(Setting::master_key_file.label(), format!("{}: {e}", path.display()))
             })?,
             (None, None) => {
                 return Err(invalid(
-                    "master_key (OTP_MASTER_KEY)",
+                    Setting::master_key.label(),
                     "Redis mode needs a master key to wrap the shared key-encryption keys: \
                      set OTP_MASTER_KEY to base64 of 32 random bytes (e.g. `openssl rand -base64 32`) \
                      or OTP_MASTER_KEY_FILE to a file holding it",
@@ -490,7 +455,7 @@ impl FileConfig {
             }
         };
         if let Err(e) = crate::crypto::MasterKey::from_base64(&master_key) {
-            return Err(invalid("master_key (OTP_MASTER_KEY)", e.to_string()));
+            return Err(invalid(Setting::master_key.label(), e.to_string()));
         }
         Ok(StoreConfig::Redis {
             url: url.to_string(),
@@ -560,6 +525,10 @@ mod tests {
             ("OTP_CODE_ALPHABET", "emoji"),
             ("OTP_FINAL_MEMORY_MIB", "0"),
             ("OTP_MAX_CREDENTIALS", "many"),
+            ("OTP_TEST_CLOCK", "ture"),
+            ("OTP_TEST_CLOCK", ""),
+            ("OTP_SEND_MEMORY_MIB", "lots"),
+            ("OTP_STORE_TIMEOUT_MS", "-1"),
         ] {
             let err = Config::load(None, &env_of(&[(name, value)]))
                 .unwrap_err()
@@ -626,5 +595,125 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn env_errors_name_key_and_variable() {
+        let err = Config::load(None, &env_of(&[("OTP_TEST_CLOCK", "ture")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test_clock (OTP_TEST_CLOCK)"), "{err}");
+        assert!(err.contains("\"ture\""), "{err}");
+        for (value, expected) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+            let c = Config::load(None, &env_of(&[("OTP_TEST_CLOCK", value)])).unwrap();
+            assert_eq!(c.test_clock, expected, "{value}");
+        }
+        let err = Config::load(
+            None,
+            &env_of(&[("OTP_HOOK_SENDING", "x"), ("OTP_BLOCK_SECS", "2x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("block_secs (OTP_BLOCK_SECS)"), "{err}");
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = Config::load(None, &env_of(&[])).unwrap();
+        assert!(c.cors_origin.is_none() && !c.test_clock && c.hook_preferences.is_empty());
+        assert!(matches!(c.store, StoreConfig::Memory));
+        assert_eq!(c.plugins_dir, PathBuf::from("plugins/dist"));
+        assert_eq!(c.log, "info");
+        assert_eq!(c.kek_rotation, Duration::from_secs(86_400));
+        assert_eq!(c.runtime.send.deadline, Duration::from_millis(10_000));
+        assert_eq!(
+            c.runtime.final_action.deadline,
+            Duration::from_millis(1_000)
+        );
+        assert_eq!(c.runtime.final_action.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.runtime.max_concurrent_calls, 256);
+        let c = Config::load(None, &env_of(&[("OTP_CACHE_DIR", "")])).unwrap();
+        assert!(c.runtime.cache_dir.is_none());
+        // The per-hook caps follow `plugin_memory_mib` unless set.
+        let c = Config::load(
+            None,
+            &env_of(&[
+                ("OTP_PLUGIN_MEMORY_MIB", "32"),
+                ("OTP_FINAL_MEMORY_MIB", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.runtime.validate.memory_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.runtime.final_action.memory_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn hooks_table_in_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("otp-config-hooks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hooks.toml");
+        std::fs::write(
+            &file,
+            "[hooks]\ncredential-validation = \"a\"\nfinal-action = \"b\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &env_of(&[("OTP_HOOK_FINAL_ACTION", "c")])).unwrap();
+        assert_eq!(
+            c.hook_preferences.get(&Hook::CredentialValidation).unwrap(),
+            "a"
+        );
+        assert_eq!(c.hook_preferences.get(&Hook::FinalAction).unwrap(), "c");
+        assert!(!c.hook_preferences.contains_key(&Hook::Sending));
+        std::fs::write(&file, "[hooks]\nsend = \"a\"\n").unwrap();
+        let err = Config::load(Some(&file), &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("send"), "{err}");
+        std::fs::write(&file, "test_clock = \"yes\"\n").unwrap();
+        let err = Config::load(Some(&file), &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test_clock"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The README's "Configuration" table lists exactly the declared settings: the
+    /// first column is the TOML key, the second the environment variable.
+    #[test]
+    fn readme_lists_every_setting() {
+        let mut declared = Vec::new();
+        FileConfig::describe("", &mut declared);
+        let declared: Vec<(String, String)> = declared
+            .into_iter()
+            .map(|s| (s.key, s.env.to_string()))
+            .collect();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let section = readme
+            .split("\n## ")
+            .find(|s| s.starts_with("Configuration\n"))
+            .expect("README has a \"## Configuration\" section");
+        let cell = |text: &str| text.trim().trim_matches('`').to_string();
+        let documented: Vec<(String, String)> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').collect();
+                (cell(cells[1]), cell(cells[2]))
+            })
+            .collect();
+        let missing: Vec<_> = declared
+            .iter()
+            .filter(|d| !documented.contains(d))
+            .collect();
+        let extra: Vec<_> = documented
+            .iter()
+            .filter(|d| !declared.contains(d))
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "README rows missing: {missing:?}; README rows not declared: {extra:?}"
+        );
+        assert_eq!(declared.len(), documented.len(), "a README row is repeated");
     }
 }
