@@ -50,35 +50,47 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.config),
         Command::Plugins {
             command: PluginsCommand::Check { file },
-        } => match otp_server::plugins::check::check_file(
-            &file,
-            &otp_server::plugins::PluginEnv::default(),
-        ) {
-            Ok(report) => {
-                print!("{}", report.text);
-                if report.accepted {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
+        } => check(&file, cli.config),
+    }
+}
+
+/// The configuration from `--config` / `OTP_CONFIG` and the environment; an error is
+/// printed and becomes exit code 2.
+fn load_config(config_file: Option<PathBuf>) -> Result<otp_server::config::Config, ExitCode> {
+    otp_server::config::Config::load(config_file.as_deref(), &|name| std::env::var(name).ok())
+        .map_err(|error| {
+            eprintln!("otp-server: configuration error: {error}");
+            ExitCode::from(2)
+        })
+}
+
+/// `plugins check`, with the server's configuration: a manifest is judged by the same
+/// rules (`plugin_env`) as in the server.
+fn check(file: &std::path::Path, config_file: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match otp_server::plugins::check::check_file(file, &config.plugin_env) {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::from(2)
-            }
-        },
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
     }
 }
 
 fn serve(config_file: Option<PathBuf>) -> ExitCode {
-    let config = match otp_server::config::Config::load(config_file.as_deref(), &|name| {
-        std::env::var(name).ok()
-    }) {
+    let config = match load_config(config_file) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("otp-server: configuration error: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     otp_server::server::init_tracing(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -36,12 +36,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.plugins_dir)
         .with_context(|| format!("plugins folder {}", config.plugins_dir.display()))?;
     let runtime = Arc::new(PluginRuntime::new(config.runtime.clone())?);
-    let registry = Arc::new(PluginRegistry::new(
-        runtime,
-        config.plugins_dir.clone(),
-        config.hook_preferences.clone(),
-        config.mode == Mode::Production,
-    ));
+    let registry = Arc::new(
+        PluginRegistry::new(
+            runtime,
+            config.plugins_dir.clone(),
+            config.hook_preferences.clone(),
+            config.mode == Mode::Production,
+        )
+        .with_env(config.plugin_env.clone()),
+    );
     let _watcher = PluginWatcher::start(registry.clone())
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
     registry

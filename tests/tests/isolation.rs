@@ -6,7 +6,8 @@
 
 use otp_server_blackbox::webhook::WebhookReceiver;
 use otp_server_blackbox::{
-    extra, fixture, plugin, plugins_check, scratch_dir, Server, StatusCode, TEST_MASTER_KEY,
+    extra, fixture, plugin, plugins_check, scratch_dir, server_binary, Server, StatusCode,
+    TEST_MASTER_KEY,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -377,6 +378,44 @@ async fn a_manifest_never_reads_the_master_key_or_unlisted_variables() {
     std::fs::write(dir.join("echo.toml"), manifest_reading("HOME")).unwrap();
     let (accepted, text) = plugins_check(&dir.join("echo.wasm"));
     assert!(!accepted && text.contains("${HOME}"), "{text}");
+    // … unless the configuration lists it.
+    let output = std::process::Command::new(server_binary())
+        .args(["plugins", "check"])
+        .arg(dir.join("echo.wasm"))
+        .env("OTP_PLUGIN_ENV", "HOME")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_env_lists_variables_but_never_the_master_key() {
+    let server = Server::builder()
+        .plugin_as(fixture(ECHO), ECHO)
+        .plugin_as(plugin("dev-sender"), "dev-sender")
+        .manifest(ECHO, &manifest_reading("SOME_SECRET"))
+        .env("SOME_SECRET", "for-the-echo-plugin")
+        .env("OTP_PLUGIN_ENV", "OTHER, SOME_SECRET")
+        .start();
+    let ready = server.get("/ready").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    assert!(ready.json()["rejected"].as_object().unwrap().is_empty());
+    assert!(!server.log_text().contains("for-the-echo-plugin"));
+
+    // Listing the master key stops start-up, naming it.
+    let output = std::process::Command::new(server_binary())
+        .env("OTP_PLUGIN_ENV", "SOME_SECRET,OTP_MASTER_KEY")
+        .env("OTP_PLUGINS_DIR", scratch_dir("master-key-listed"))
+        .env("OTP_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("running otp-server");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("plugin_env (OTP_PLUGIN_ENV)") && stderr.contains("OTP_MASTER_KEY"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
