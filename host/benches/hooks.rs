@@ -8,8 +8,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otp_server::plugins::{
-    CodeDelivery, Credential, Hook, Manifest, PluginRuntime, RequestContext, RuntimeOptions,
-    SendKind,
+    CodeDelivery, Credential, Hook, Manifest, PluginEnv, PluginRuntime, RequestContext,
+    RuntimeOptions, SendKind,
 };
 use std::path::PathBuf;
 
@@ -124,11 +124,19 @@ fn hooks(c: &mut Criterion) {
         });
         port
     });
-    let env = |name: &str| match name {
-        "WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
-        "SESSION_SECRET" => Some("bench-session-secret-0123456789abcdef".to_string()),
-        _ => None,
-    };
+    let env = PluginEnv::new(
+        [],
+        std::sync::Arc::new(|name: &str| match name {
+            "OTP_PLUGIN_WEBHOOK_SECRET" => {
+                Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string())
+            }
+            "OTP_PLUGIN_SESSION_SECRET" => {
+                Some("bench-session-secret-0123456789abcdef".to_string())
+            }
+            _ => None,
+        }),
+    )
+    .expect("an empty plugin_env");
     let manifest = |text: &str| {
         Manifest::parse(text, &env, runtime.max_memory_bytes()).expect("a valid manifest")
     };
@@ -136,7 +144,7 @@ fn hooks(c: &mut Criterion) {
         .load("webhook-sender", &component("webhook-sender"))
         .expect("webhook-sender")
         .with_manifest(manifest(&format!(
-            "[outbound]\nallow = [\"http://127.0.0.1:{port}\"]\n[config]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"${{WEBHOOK_SECRET}}\"\n"
+            "[outbound]\nallow = [\"http://127.0.0.1:{port}\"]\n[config]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n"
         )))
         .expect("webhook-sender manifest");
     group.bench_function("webhook-sender/send", |b| {
@@ -152,7 +160,7 @@ fn hooks(c: &mut Criterion) {
         .load("session-token-final", &component("session-token-final"))
         .expect("session-token-final")
         .with_manifest(manifest(
-            "[config]\nsecret = \"${SESSION_SECRET}\"\nissuer = \"bench\"\ncookie = \"session\"\n",
+            "[config]\nsecret = \"${OTP_PLUGIN_SESSION_SECRET}\"\nissuer = \"bench\"\ncookie = \"session\"\n",
         ))
         .expect("session-token-final manifest");
     group.bench_function("session-token-final/complete", |b| {

@@ -46,7 +46,7 @@
 pub mod table;
 
 use crate::events::EventOptions;
-use crate::plugins::{Hook, HookLimits, RuntimeOptions};
+use crate::plugins::{Hook, HookLimits, PluginEnv, RuntimeOptions};
 use crate::protocol::{Alphabet, Settings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -203,6 +203,8 @@ settings! {
             env: "OTP_EVENTS_PLAIN_CREDENTIALS",
             parse: flag,
         },
+        /// variables a manifest's `${NAME}` may read besides `OTP_PLUGIN_*` (comma-separated; never `OTP_MASTER_KEY`)
+        plugin_env: Vec<String> { default: Vec::new(), env: "OTP_PLUGIN_ENV", parse: name_list },
         /// `[hooks]`: which plugin serves a hook that several plugins export
         hooks: HookTable { table },
         /// enables `POST /test/clock` for black-box tests; never allowed in production
@@ -244,6 +246,16 @@ settings! {
     }
 }
 
+/// A comma-separated list of names; blanks around them and empty entries are ignored.
+fn name_list(text: &str) -> Result<Vec<String>, String> {
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -263,6 +275,8 @@ pub struct Config {
     pub kek_rotation: Duration,
     pub runtime: RuntimeOptions,
     pub hook_preferences: BTreeMap<Hook, String>,
+    /// What `${NAME}` in a manifest may read.
+    pub plugin_env: PluginEnv,
     pub test_clock: bool,
     pub store: StoreConfig,
     pub events: EventOptions,
@@ -458,6 +472,8 @@ impl FileConfig {
             ));
         }
         let store = self.store_config()?;
+        let plugin_env = PluginEnv::from_process(self.plugin_env.iter().cloned())
+            .map_err(|e| invalid(Setting::plugin_env.label(), e.to_string()))?;
         let limits = |ms: u64, memory_bytes: usize| HookLimits {
             deadline: Duration::from_millis(ms),
             memory_bytes,
@@ -481,6 +497,7 @@ impl FileConfig {
                 cache_dir: self.cache_dir,
             },
             hook_preferences,
+            plugin_env,
             test_clock: self.test_clock,
             store,
             events: EventOptions {
@@ -710,6 +727,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("block_secs (OTP_BLOCK_SECS)"), "{err}");
+    }
+
+    #[test]
+    fn plugin_env_lists_variables_for_manifests_but_never_the_master_key() {
+        let c = Config::load(
+            None,
+            &env_of(&[("OTP_PLUGIN_ENV", " SMS_TOKEN, ,MAIL_KEY ")]),
+        )
+        .unwrap();
+        assert!(c.plugin_env.allows("SMS_TOKEN") && c.plugin_env.allows("MAIL_KEY"));
+        assert!(c.plugin_env.allows("OTP_PLUGIN_ANYTHING"));
+        assert!(!c.plugin_env.allows("HOME") && !c.plugin_env.allows("OTP_MASTER_KEY"));
+        let c = Config::load(None, &env_of(&[])).unwrap();
+        assert!(!c.plugin_env.allows("SMS_TOKEN"));
+        for list in ["OTP_MASTER_KEY", "A,OTP_MASTER_KEY"] {
+            let err = Config::load(None, &env_of(&[("OTP_PLUGIN_ENV", list)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("plugin_env (OTP_PLUGIN_ENV)") && err.contains("OTP_MASTER_KEY"),
+                "{err}"
+            );
+        }
+        let err = Config::load(None, &env_of(&[("OTP_PLUGIN_ENV", "A-B")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plugin_env") && err.contains("A-B"), "{err}");
     }
 
     #[test]

@@ -75,27 +75,48 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.config),
         Command::Plugins {
             command: PluginsCommand::Check { file },
-        } => match otp_server::plugins::check::check_file(&file) {
-            Ok(report) => {
-                print!("{}", report.text);
-                if report.accepted {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::from(2)
-            }
-        },
+        } => check(&file, cli.config),
         Command::Keys { command } => keys(cli.config, command),
     }
 }
 
+/// The configuration from `--config` / `OTP_CONFIG` and the environment; an error is
+/// printed and becomes exit code 2.
+fn load_config(config_file: Option<PathBuf>) -> Result<otp_server::config::Config, ExitCode> {
+    otp_server::config::Config::load(config_file.as_deref(), &|name| std::env::var(name).ok())
+        .map_err(|error| {
+            eprintln!("otp-server: configuration error: {error}");
+            ExitCode::from(2)
+        })
+}
+
+/// `plugins check`, with the server's configuration: a manifest is judged by the same
+/// rules (`plugin_env`) as in the server.
+fn check(file: &std::path::Path, config_file: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match otp_server::plugins::check::check_file(file, &config.plugin_env) {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn keys(config_file: Option<PathBuf>, command: KeysCommand) -> ExitCode {
-    let Some(config) = load_config(config_file) else {
-        return ExitCode::from(2);
+    let config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let command = match &command {
         KeysCommand::Rotate { revoke_current } => otp_server::key_commands::KeyCommand::Rotate {
@@ -122,20 +143,10 @@ fn keys(config_file: Option<PathBuf>, command: KeysCommand) -> ExitCode {
     }
 }
 
-fn load_config(config_file: Option<PathBuf>) -> Option<otp_server::config::Config> {
-    match otp_server::config::Config::load(config_file.as_deref(), &|name| std::env::var(name).ok())
-    {
-        Ok(config) => Some(config),
-        Err(error) => {
-            eprintln!("otp-server: configuration error: {error}");
-            None
-        }
-    }
-}
-
 fn serve(config_file: Option<PathBuf>) -> ExitCode {
-    let Some(config) = load_config(config_file) else {
-        return ExitCode::from(2);
+    let config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     otp_server::server::init_tracing(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {

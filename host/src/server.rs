@@ -50,7 +50,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.hook_preferences.clone(),
             config.mode == Mode::Production,
         )
-        .with_audit(audit.clone()),
+        .with_audit(audit.clone())
+        .with_env(config.plugin_env.clone()),
     );
     let _delivery = spawn_delivery(audit_queue, registry.clone(), audit.counts().clone());
     let _watcher = PluginWatcher::start(registry.clone())

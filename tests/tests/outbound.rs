@@ -19,13 +19,13 @@ fn webhook_manifest(url: &str, allow: &str) -> String {
     format!(
         "hooks = [\"sending\"]\n\
          [outbound]\nallow = [{allow}]\n\
-         [config]\nurl = \"{url}\"\nsecret = \"${{OTP_WEBHOOK_SECRET}}\"\n"
+         [config]\nurl = \"{url}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n"
     )
 }
 
 fn token_manifest(extra_config: &str) -> String {
     format!(
-        "[config]\nsecret = \"${{OTP_SESSION_SECRET}}\"\nissuer = \"https://login.example.com\"\nttl = 600\n{extra_config}"
+        "[config]\nsecret = \"${{OTP_PLUGIN_SESSION_SECRET}}\"\nissuer = \"https://login.example.com\"\nttl = 600\n{extra_config}"
     )
 }
 
@@ -40,8 +40,8 @@ fn server_with_webhook(manifest: &str, env: &[(&str, &str)]) -> Server {
             "session-token-final",
             &token_manifest("cookie = \"session\"\n"),
         )
-        .env("OTP_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("OTP_SESSION_SECRET", SESSION_SECRET);
+        .env("OTP_PLUGIN_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("OTP_PLUGIN_SESSION_SECRET", SESSION_SECRET);
     for (k, v) in env {
         builder = builder.env(k, v);
     }
@@ -280,7 +280,7 @@ async fn a_plugin_sees_only_its_own_config_and_no_environment() {
             ),
         )
         .manifest("snoop", "[config]\nmine = \"mine\"\n")
-        .env("OTP_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("OTP_PLUGIN_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("HOME", "/home/otp")
         .start();
     let a = server.create("\"carol\"", None).await;
@@ -380,12 +380,13 @@ async fn manifest_changes_reload_the_plugin() {
     let skip = server.log_len();
     server.write_manifest(
         "webhook-sender",
-        &webhook_manifest(&b_side.url, allow).replace("OTP_WEBHOOK_SECRET", "OTP_NOT_SET"),
+        &webhook_manifest(&b_side.url, allow)
+            .replace("OTP_PLUGIN_WEBHOOK_SECRET", "OTP_PLUGIN_NOT_SET"),
     );
     let line = server
         .wait_for_log_after(skip, "plugin manifest rejected", Duration::from_secs(5))
         .unwrap();
-    assert!(line.contains("OTP_NOT_SET is not set"), "{line}");
+    assert!(line.contains("OTP_PLUGIN_NOT_SET is not set"), "{line}");
 
     // An allow-list change: the same URL is now refused, within 2 s; the error is gone.
     server.write_manifest(
@@ -432,7 +433,7 @@ async fn senders_are_routed_by_channel_and_hooks_restricted() {
             &webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
                 .replace("[outbound]", "channels = [\"email\"]\n[outbound]"),
         )
-        .env("OTP_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("OTP_PLUGIN_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .start();
     let ready = server.get("/ready").await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());

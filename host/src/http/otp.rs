@@ -193,12 +193,12 @@ fn new_request_id() -> String {
 /// plugin failure, never a malformed answer; headers that would let a plugin corrupt
 /// framing or the session cookie are dropped.
 fn plugin_response(plugin: crate::plugins::PluginResponse) -> Response {
-    let Ok(status) = StatusCode::from_u16(plugin.status) else {
-        return failed_final("invalid status code");
+    // The plugin layer already refuses statuses outside 200..=599 (naming the plugin);
+    // this keeps the HTTP layer from ever sending one whatever reaches it.
+    let status = match StatusCode::from_u16(plugin.status) {
+        Ok(status) if crate::plugins::runtime::FINAL_STATUSES.contains(&plugin.status) => status,
+        _ => return failed_final("invalid status code"),
     };
-    if !(200..=599).contains(&status.as_u16()) {
-        return failed_final("invalid status code");
-    }
     let mut response = Response::new(Body::from(plugin.body));
     *response.status_mut() = status;
     for (name, value) in plugin.headers {

@@ -2,10 +2,12 @@
 //! provides, for which contract version, what it imports, and why the server would
 //! reject it — before the file goes into the plugins folder. The file is loaded through
 //! the same function the server uses ([`load_plugin`]), so a manifest `FILE.toml` beside
-//! it is checked exactly as the server would (with the current environment for `${VAR}`
-//! references; values are never printed).
+//! it is checked exactly as the server would: `${VAR}` references resolve from the
+//! current environment, only for the variables the configuration makes available to
+//! plugins (`OTP_PLUGIN_*` and `plugin_env`); values are never printed.
 
 use super::load::{load_plugin, manifest_path, PluginFileError};
+use super::manifest::PluginEnv;
 use super::runtime::{LoadError, PluginRuntime, RuntimeOptions};
 use super::versions::{self, ContractVersion, DetectError};
 use std::fmt::Write;
@@ -18,7 +20,7 @@ pub struct CheckReport {
     pub text: String,
 }
 
-pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
+pub fn check_file(path: &Path, env: &PluginEnv) -> anyhow::Result<CheckReport> {
     let runtime = PluginRuntime::new(RuntimeOptions {
         validate_slots: 1,
         send_slots: 1,
@@ -28,8 +30,7 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
     let name = super::registry::plugin_name(path).unwrap_or_else(|| "plugin".to_string());
     let mut text = String::new();
     let _ = writeln!(text, "file: {}", path.display());
-    let env = |v: &str| std::env::var(v).ok();
-    let accepted = match load_plugin(&runtime, &name, path, &env, None) {
+    let accepted = match load_plugin(&runtime, &name, path, env, None) {
         Ok(plugin) => {
             let manifest = &plugin.manifest;
             if !manifest.digest.is_empty() {

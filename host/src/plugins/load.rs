@@ -3,12 +3,9 @@
 //! `otp-server plugins check` load plugins through, so the two can never disagree
 //! about what a file (or an unreadable manifest) means.
 
-use super::manifest::{Manifest, ManifestError};
+use super::manifest::{Manifest, ManifestError, PluginEnv};
 use super::runtime::{LoadError, LoadedPlugin, PluginRuntime};
 use std::path::{Path, PathBuf};
-
-/// Looks up the host environment variables that manifests reference.
-pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 /// Why a plugin's files could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +33,7 @@ pub fn load_plugin(
     runtime: &PluginRuntime,
     name: &str,
     wasm: &Path,
-    env: &EnvLookup,
+    env: &PluginEnv,
     previous: Option<&LoadedPlugin>,
 ) -> Result<LoadedPlugin, PluginFileError> {
     let bytes = match std::fs::read(wasm) {
@@ -75,7 +72,7 @@ fn apply(
 fn read_manifest(
     runtime: &PluginRuntime,
     wasm: &Path,
-    env: &EnvLookup,
+    env: &PluginEnv,
 ) -> Result<Manifest, PluginFileError> {
     let path = manifest_path(wasm);
     let text = match std::fs::read_to_string(&path) {

@@ -10,6 +10,8 @@
 //! - [`allow`]: the allow-list matcher and the special-address classifier.
 //! - [`outbound`]: `wasi:http` requests, deny by default (resolve, check, connect).
 //! - [`store`]: the per-call state — WASI context, memory cap, log capture, config.
+//! - [`output`]: a call's stdout and stderr, kept up to a bound and never an error.
+//! - [`text`]: plugin-provided text escaped and bounded before it reaches the log.
 //! - [`runtime`]: the engine, compiling plugins, and running a call under limits and
 //!   per-hook concurrency budgets.
 //! - [`load`]: making a plugin from `NAME.wasm` and `NAME.toml` — the one loading path
@@ -24,9 +26,11 @@ pub mod hooks;
 pub mod load;
 pub mod manifest;
 pub mod outbound;
+pub mod output;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod text;
 pub mod v0_1_0;
 pub mod v0_2_0;
 pub mod versions;
@@ -36,7 +40,7 @@ pub use hooks::{
     AuditEvent, CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse,
     RequestContext, SendKind,
 };
-pub use manifest::{Manifest, ManifestError};
+pub use manifest::{Manifest, ManifestError, PluginEnv};
 pub use registry::{PluginRegistry, RegistryState};
 pub use runtime::{HookLimits, LoadError, LoadedPlugin, PluginRuntime, RuntimeOptions};
 pub use versions::ContractVersion;

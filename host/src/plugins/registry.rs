@@ -17,7 +17,8 @@
 use super::hooks::{
     CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse, RequestContext,
 };
-use super::load::{load_plugin, EnvLookup, PluginFileError};
+use super::load::{load_plugin, PluginFileError};
+use super::manifest::PluginEnv;
 use super::runtime::{CallSlot, LoadedPlugin, PluginRuntime};
 use crate::events::{AuditEvent, AuditLog, EventSink, Subject};
 use arc_swap::ArcSwap;
@@ -49,8 +50,9 @@ pub struct PluginRegistry {
     preferences: BTreeMap<Hook, String>,
     /// Whether to warn about development-only plugins.
     production: bool,
-    /// Resolves `${NAME}` in manifests (the process environment outside tests).
-    env: Arc<EnvLookup>,
+    /// Resolves `${NAME}` in manifests: `OTP_PLUGIN_*` and the variables the
+    /// configuration lists in `plugin_env`.
+    env: PluginEnv,
     /// Where `plugin.loaded` / `plugin.rejected` go.
     audit: Option<Arc<AuditLog>>,
     state: ArcSwap<RegistryState>,
@@ -70,15 +72,16 @@ impl PluginRegistry {
             dir,
             preferences,
             production,
-            env: Arc::new(|name| std::env::var(name).ok()),
+            env: PluginEnv::default(),
             audit: None,
             state: ArcSwap::from_pointee(RegistryState::default()),
             reload: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Resolves manifest references with `env` instead of the process environment.
-    pub fn with_env(mut self, env: Arc<EnvLookup>) -> PluginRegistry {
+    /// Resolves manifest references with `env` (by default: only `OTP_PLUGIN_*` of the
+    /// process environment).
+    pub fn with_env(mut self, env: PluginEnv) -> PluginRegistry {
         self.env = env;
         self
     }
@@ -158,7 +161,7 @@ impl PluginRegistry {
         );
         let reuse = previous.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            load_plugin(&runtime, &plugin_name, &file, &*env, reuse.as_deref())
+            load_plugin(&runtime, &plugin_name, &file, &env, reuse.as_deref())
         })
         .await;
         let loaded = match loaded {

@@ -16,6 +16,7 @@ use super::hooks::{
 };
 use super::manifest::{Manifest, ManifestError};
 use super::store::PluginState;
+use super::text::loggable;
 use super::versions::{self, Bindings, ContractVersion, DetectError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -331,7 +332,7 @@ impl PluginRuntime {
         let mut store = self.store(plugin, &slot);
         let call = plugin.bindings.validate(&mut store, body, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?
+        finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
     }
 
     pub async fn send(
@@ -345,7 +346,7 @@ impl PluginRuntime {
         let mut store = self.store(plugin, &slot);
         let call = plugin.bindings.send(&mut store, delivery, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?
+        finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
     }
 
     /// Runs the final action in a slot taken beforehand with [`PluginRuntime::reserve`].
@@ -361,14 +362,26 @@ impl PluginRuntime {
         let mut store = self.store(plugin, &slot);
         let call = plugin.bindings.complete(&mut store, credential, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| {
-            let reason = format!("final action returned an error: {reason}");
-            tracing::warn!(plugin = %plugin.name, %reason, "plugin call failed");
+        let failed = |reason: String| {
+            tracing::warn!(plugin = %plugin.name, %hook, %reason, "plugin call failed");
             HookError::Failed {
                 plugin: plugin.name.to_string(),
                 reason,
             }
-        })
+        };
+        match finish(plugin, hook, &mut store, outcome)? {
+            Err(message) => Err(failed(format!(
+                "final action returned an error: {}",
+                loggable(&message)
+            ))),
+            Ok(response) if !FINAL_STATUSES.contains(&response.status) => Err(failed(format!(
+                "final action answered status {}, outside {}..={}",
+                response.status,
+                FINAL_STATUSES.start(),
+                FINAL_STATUSES.end()
+            ))),
+            Ok(response) => Ok(response),
+        }
     }
 
     /// Hands a batch of audit events to an events plugin.
@@ -445,8 +458,22 @@ async fn within<F: std::future::Future>(
     tokio::time::timeout_at(started + limit, call).await
 }
 
+/// The statuses a final action may answer.
+pub const FINAL_STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
+
+/// A plugin's reason for rejecting a credential or failing a send, made safe to log.
+fn loggable_reason(error: HookError) -> HookError {
+    match error {
+        HookError::Rejected(reason) => HookError::Rejected(loggable(&reason)),
+        HookError::Undeliverable(reason) => HookError::Undeliverable(loggable(&reason)),
+        HookError::Unavailable(reason) => HookError::Unavailable(loggable(&reason)),
+        other => other,
+    }
+}
+
 /// Turns the outcome of a call into the hook's result, logging failures with the
-/// plugin's name and the reason.
+/// plugin's name and the reason (escaped and bounded: a trap message can carry a
+/// plugin's own text, function names in its backtrace for one).
 fn finish<R>(
     plugin: &LoadedPlugin,
     hook: Hook,
@@ -463,7 +490,7 @@ fn finish<R>(
             } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
                 "deadline exceeded".to_string()
             } else {
-                format!("{error:#}")
+                loggable(&format!("{error:#}"))
             }
         }
     };

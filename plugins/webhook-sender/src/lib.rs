@@ -2,7 +2,7 @@
 //! the Standard Webhooks specification.
 //!
 //! Manifest `[config]`: `url` (required), `secret` (required, `whsec_<base64>`: reference it
-//! from the environment, e.g. `secret = "${OTP_WEBHOOK_SECRET}"`) and `timeout_ms`
+//! from the environment, e.g. `secret = "${OTP_PLUGIN_WEBHOOK_SECRET}"`) and `timeout_ms`
 //! (optional, shortens the manifest's outbound timeouts). The manifest's `[outbound] allow`
 //! must cover the URL.
 //!

@@ -128,14 +128,14 @@ fn spawn_server(
                 &dir,
                 "webhook-sender",
                 &format!(
-                    "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_WEBHOOK_SECRET}}\"\n",
+                    "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
                     receiver.port, receiver.url
                 ),
             );
             install_manifest(
                 &dir,
                 "session-token-final",
-                "[config]\nsecret = \"${OTP_SESSION_SECRET}\"\nissuer = \"loadgen\"\n",
+                "[config]\nsecret = \"${OTP_PLUGIN_SESSION_SECRET}\"\nissuer = \"loadgen\"\n",
             );
             otp_server_blackbox::install(&plugin("default-credential"), &dir, "default-credential");
             otp_server_blackbox::install(&extra("webhook-sender"), &dir, "webhook-sender");
@@ -161,11 +161,11 @@ fn spawn_server(
         .env("OTP_SESSION_MAX_AGE_SECS", "3600")
         .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "1024")
         .env(
-            "OTP_WEBHOOK_SECRET",
+            "OTP_PLUGIN_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
         .env(
-            "OTP_SESSION_SECRET",
+            "OTP_PLUGIN_SESSION_SECRET",
             "loadgen-session-secret-0123456789abcdef",
         )
         .stdin(Stdio::null())
