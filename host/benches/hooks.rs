@@ -3,6 +3,10 @@
 //! POST to a minimal HTTP responder on 127.0.0.1, new connection each call, as in
 //! production) and `session-token-final` (an HS256 JWT), with their manifests.
 //!
+//! The `contract` group calls the same three plugins built for each contract version
+//! (`plugins/fixtures/v010-*` from the frozen 0.1.0 WIT, the shipped ones on the 0.2.0
+//! guest SDK), so the cost of a version's bindings shows as a ratio within one run.
+//!
 //! Needs the components from `scripts/build-plugins.sh`. Run with
 //! `cargo bench -p otp-server --bench hooks`.
 
@@ -16,6 +20,8 @@ use std::path::PathBuf;
 fn component(name: &str) -> Vec<u8> {
     let folder = if matches!(name, "webhook-sender" | "session-token-final") {
         "../plugins/dist-extra"
+    } else if name.starts_with("v010-") {
+        "../plugins/dist-fixtures"
     } else {
         "../plugins/dist"
     };
@@ -182,5 +188,65 @@ fn hooks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hooks);
+/// The same validator, sender and final action built for 0.1.0 and for 0.2.0.
+fn contract(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("a plugin runtime");
+    let ctx = RequestContext {
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("bench".into()),
+        accept_language: Some("en".into()),
+        request_id: "bench".into(),
+        locale: Some("en".into()),
+    };
+    let delivery = CodeDelivery {
+        credential_id: "someone@example.com".into(),
+        channel: "email".into(),
+        code: "abcdefghij".into(),
+        expires_at_ms: 1_800_000_000_000,
+        kind: SendKind::First,
+    };
+    let credential = Credential {
+        id: "someone@example.com".into(),
+        channel: "email".into(),
+        group: Some("email:example.com".into()),
+    };
+    let mut group = c.benchmark_group("contract");
+    for (version, prefix) in [("0.1.0", "v010-"), ("0.2.0", "")] {
+        let load = |name: &str| {
+            let file = format!("{prefix}{name}");
+            runtime.load(&file, &component(&file)).expect(name)
+        };
+        let validator = load("default-credential");
+        group.bench_function(format!("validate/{version}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                runtime
+                    .validate(&validator, "{\"email\":\"someone@example.com\"}", &ctx)
+                    .await
+                    .expect("valid")
+            })
+        });
+        let sender = load("dev-sender");
+        group.bench_function(format!("send/{version}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { runtime.send(&sender, &delivery, &ctx).await.expect("sent") })
+        });
+        let finalizer = load("json-final");
+        group.bench_function(format!("complete/{version}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let slot = runtime
+                    .reserve(&finalizer, Hook::FinalAction)
+                    .await
+                    .expect("a slot");
+                runtime
+                    .complete(&finalizer, slot, &credential, &ctx)
+                    .await
+                    .expect("done")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hooks, contract);
 criterion_main!(benches);

@@ -2,9 +2,10 @@
 //! memory cap per call across all of a component's memories, stdout cut instead of a
 //! trap, plugin text that cannot forge a log line, `${NAME}` limited to the variables
 //! made available to plugins (never the master key), loopback reached only through an
-//! IP literal or an explicit opt-in, and a final action's status and error handled.
+//! IP literal or an explicit opt-in, a final action's status and error handled, and
+//! per-hook call slots: a flood of slow sends cannot take a verified user's login.
 
-use otp_server_blackbox::webhook::WebhookReceiver;
+use otp_server_blackbox::webhook::{Behaviour, WebhookReceiver};
 use otp_server_blackbox::{
     extra, fixture, plugin, plugins_check, scratch_dir, server_binary, Server, StatusCode,
     TEST_MASTER_KEY,
@@ -489,4 +490,68 @@ async fn a_name_resolving_to_loopback_needs_an_explicit_opt_in() {
         .wait_for_log_after(skip, "plugin manifest rejected", Duration::from_secs(5))
         .unwrap();
     assert!(line.contains("exact host"), "{line}");
+}
+
+/// Sends that wait on a slow provider fill the sending hook's call slots; a user who
+/// already has the right code still logs in, because the final action has slots of its
+/// own (with one budget for all hooks the flood would take them, and the verify would
+/// get 503 with the session spent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_sends_does_not_cost_a_user_with_the_right_code_their_login() {
+    let receiver = WebhookReceiver::start();
+    let server = Server::builder()
+        .plugin_as(plugin("default-credential"), "default-credential")
+        .plugin_as(extra("webhook-sender"), "webhook-sender")
+        .plugin_as(plugin("json-final"), "json-final")
+        .manifest(
+            "webhook-sender",
+            &format!(
+                "hooks = [\"sending\"]\n[outbound]\nallow = [\"http://127.0.0.1:*\"]\n\
+                 [config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
+                receiver.url
+            ),
+        )
+        .env(
+            "OTP_PLUGIN_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "2")
+        .env("OTP_SEND_DEADLINE_MS", "4000")
+        .start();
+
+    let user = server.create("\"patient@example.com\"", None).await;
+    assert_eq!(user.status, StatusCode::OK, "{}", user.text());
+    let code = receiver
+        .take_code("\"patient@example.com\"")
+        .expect("the user's code reached the provider");
+
+    // The provider slows down: every send now holds its slot for 3 s.
+    receiver.behave(Behaviour::Slow(Duration::from_secs(3)));
+    let server = std::sync::Arc::new(server);
+    let flood: Vec<_> = (0..12)
+        .map(|n| {
+            let server = server.clone();
+            tokio::spawn(async move { server.create(&format!("\"flood-{n}\""), None).await })
+        })
+        .collect();
+    assert!(
+        receiver.wait_for(3, Duration::from_secs(10)).is_some(),
+        "two flood sends are at the provider (the user's was the first)"
+    );
+
+    let verified = server.verify(&code, user.cookie().as_deref()).await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.text());
+    assert_eq!(verified.json()["credential"], "\"patient@example.com\"");
+
+    let mut unavailable = 0;
+    for create in flood {
+        let answer = create.await.expect("a flood request");
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(answer.error(), "PLUGIN:UNAVAILABLE", "{}", answer.text());
+            unavailable += 1;
+        } else {
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        }
+    }
+    assert!(unavailable > 0, "the flood saturated the sending slots");
 }

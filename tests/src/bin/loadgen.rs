@@ -20,6 +20,11 @@
 //! (it starts its own `redis-server` on a free port, and for `cluster` a 3-master +
 //! 3-replica Redis Cluster) and prints each mode as a share of the first.
 //!
+//! `--sinks none,hanging,failing` does the same for the audit-events hook: `hanging`
+//! binds `webhook-events` to a receiver that never answers within the sink's deadline,
+//! `failing` to one that answers 500 at once. Each run is compared with the first in
+//! req/s and p99, so "a sink that hangs costs requests nothing" is a figure, not a hope.
+//!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
 //! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
@@ -32,7 +37,7 @@
 //! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
 
 use otp_server_blackbox::redis_cluster::RedisCluster;
-use otp_server_blackbox::webhook::WebhookReceiver;
+use otp_server_blackbox::webhook::{Behaviour, WebhookReceiver};
 use otp_server_blackbox::{
     extra, install_manifest, plugin, scratch_dir, workspace_root, RedisServer, DEFAULT_PLUGINS,
     TEST_MASTER_KEY,
@@ -54,6 +59,7 @@ struct Options {
     env: Vec<(String, String)>,
     endpoints: Vec<String>,
     stores: Vec<String>,
+    sinks: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -71,6 +77,7 @@ fn parse_options() -> Options {
             "verify".into(),
         ],
         stores: vec!["memory".into()],
+        sinks: vec!["none".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -83,6 +90,7 @@ fn parse_options() -> Options {
             "--prefill" => o.prefill = value().parse().expect("--prefill N"),
             "--endpoints" => o.endpoints = value().split(',').map(str::to_string).collect(),
             "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
+            "--sinks" => o.sinks = value().split(',').map(str::to_string).collect(),
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -108,6 +116,7 @@ fn spawn_server(
     o: &Options,
     extra_env: &[(String, String)],
     receiver: Option<&WebhookReceiver>,
+    sink: Option<&WebhookReceiver>,
 ) -> (Spawned, String) {
     let binary = o.binary.clone().unwrap_or_else(|| {
         workspace_root()
@@ -145,6 +154,17 @@ fn spawn_server(
                 "session-token-final",
             );
         }
+    }
+    if let Some(sink) = sink {
+        install_manifest(
+            &dir,
+            "webhook-events",
+            &format!(
+                "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
+                sink.port, sink.url
+            ),
+        );
+        otp_server_blackbox::install(&extra("webhook-events"), &dir, "webhook-events");
     }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -685,46 +705,64 @@ async fn main() {
         run_against(&o, &address, None, None).await;
         return;
     }
-    let mut by_store = Vec::new();
+    let mut runs = Vec::new();
     for store in &o.stores {
-        let shared = |url: String| {
-            vec![
-                ("OTP_STORE".to_string(), url),
-                ("OTP_MASTER_KEY".to_string(), TEST_MASTER_KEY.to_string()),
-            ]
-        };
-        // The store's processes, stopped when dropped after this store's run.
-        let (_store, env): (Option<Box<dyn std::any::Any>>, _) = match store.as_str() {
-            "memory" => (None, Vec::new()),
-            "redis" => {
-                let redis = RedisServer::start();
-                let env = shared(redis.url());
-                (Some(Box::new(redis)), env)
-            }
-            "cluster" => {
-                let cluster = RedisCluster::start();
-                let env = shared(cluster.url());
-                (Some(Box::new(cluster)), env)
-            }
-            other => panic!("unknown store {other}: use memory, redis or cluster"),
-        };
-        let (_server, address) = spawn_server(&o, &env, receiver.as_deref());
-        println!(
-            "\n{store} store — otp-server at {address}: {} connections, {} s per endpoint",
-            o.connections, o.seconds
-        );
-        let results = run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
-        by_store.push((store.clone(), results));
+        for sink_mode in &o.sinks {
+            let shared = |url: String| {
+                vec![
+                    ("OTP_STORE".to_string(), url),
+                    ("OTP_MASTER_KEY".to_string(), TEST_MASTER_KEY.to_string()),
+                ]
+            };
+            // The store's processes, stopped when dropped after this run.
+            let (_store, env): (Option<Box<dyn std::any::Any>>, _) = match store.as_str() {
+                "memory" => (None, Vec::new()),
+                "redis" => {
+                    let redis = RedisServer::start();
+                    let env = shared(redis.url());
+                    (Some(Box::new(redis)), env)
+                }
+                "cluster" => {
+                    let cluster = RedisCluster::start();
+                    let env = shared(cluster.url());
+                    (Some(Box::new(cluster)), env)
+                }
+                other => panic!("unknown store {other}: use memory, redis or cluster"),
+            };
+            let sink = match sink_mode.as_str() {
+                "none" => None,
+                "hanging" => {
+                    let sink = WebhookReceiver::start_for_load(1);
+                    sink.behave(Behaviour::Slow(Duration::from_secs(3600)));
+                    Some(sink)
+                }
+                "failing" => {
+                    let sink = WebhookReceiver::start_for_load(1);
+                    sink.behave(Behaviour::Status(500));
+                    Some(sink)
+                }
+                other => panic!("unknown sink {other}: use none, hanging or failing"),
+            };
+            let (_server, address) = spawn_server(&o, &env, receiver.as_deref(), sink.as_ref());
+            let label = format!("{store} store, {sink_mode} sink");
+            println!(
+                "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
+                o.connections, o.seconds
+            );
+            let results = run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
+            runs.push((label, results));
+        }
     }
-    if let [(first, base), rest @ ..] = by_store.as_slice() {
-        for (store, results) in rest {
-            println!("\n{store} mode as a share of {first} mode (req/s):");
+    if let [(first, base), rest @ ..] = runs.as_slice() {
+        for (label, results) in rest {
+            println!("\n{label} as a share of {first} (req/s, p99):");
             for (endpoint, r) in results {
                 if let Some((_, b)) = base.iter().find(|(e, _)| e == endpoint) {
                     println!(
-                        "  {:<36} {:>5.0} %",
+                        "  {:<36} {:>5.0} % {:>7.0} %",
                         endpoint.name(),
-                        100.0 * r.rate / b.rate
+                        100.0 * r.rate / b.rate,
+                        100.0 * r.p99_us as f64 / b.p99_us.max(1) as f64
                     );
                 }
             }
