@@ -3,7 +3,7 @@
 # (the wasm32-wasip2 target, redis-server, the JavaScript/Python/C plugin toolchains),
 # builds the plugins and the server binary
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
-# the black-box protocol suite twice: on the in-memory store and on Redis.
+# the black-box protocol and limits suites twice: on the in-memory store and on Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,6 @@ else
 fi
 run_tests --workspace
 OTP_BLACKBOX_STORE=redis run_tests -p otp-server-blackbox \
-    --test protocol --test concurrency --test cookie_tampering --test openapi
+    --test protocol --test concurrency --test cookie_tampering --test openapi --test limits
 cargo test --workspace --doc
 (cd plugins && cargo test --quiet)

@@ -45,6 +45,8 @@
 
 pub mod table;
 
+use crate::limits::config::LimitsTable;
+use crate::limits::LimitsConfig;
 use crate::plugins::{Hook, HookLimits, RuntimeOptions};
 use crate::protocol::{Alphabet, Settings};
 use serde::Deserialize;
@@ -184,6 +186,8 @@ settings! {
         master_key: Option<String> { default: None, env: "OTP_MASTER_KEY", parse: some },
         /// a file holding the master key (base64), instead of `master_key`
         master_key_file: Option<PathBuf> { default: None, env: "OTP_MASTER_KEY_FILE", parse: some },
+        /// `[limits]`: abuse controls (declared in `crate::limits::config`)
+        limits: LimitsTable { table },
     }
 }
 
@@ -226,6 +230,7 @@ pub struct Config {
     pub hook_preferences: BTreeMap<Hook, String>,
     pub test_clock: bool,
     pub store: StoreConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Where single-use ids and KEKs live. Debug output never shows the master key.
@@ -392,6 +397,7 @@ impl FileConfig {
             ));
         }
         let store = self.store_config()?;
+        let abuse_limits = self.limits.validate()?;
         let limits = |ms: u64, memory_bytes: usize| HookLimits {
             deadline: Duration::from_millis(ms),
             memory_bytes,
@@ -414,6 +420,7 @@ impl FileConfig {
             hook_preferences,
             test_clock: self.test_clock,
             store,
+            limits: abuse_limits,
         })
     }
 

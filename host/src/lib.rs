@@ -7,6 +7,7 @@
 //!   by AES-256-KW key-encryption keys).
 //! - [`store`]: single-use session ids.
 //! - [`plugins`]: the WebAssembly hook platform (wasmtime), with hot reload.
+//! - [`limits`]: abuse controls — send and guess budgets, the fraud guard, their stores.
 //! - [`service`]: the shell that runs one request through the above.
 //! - [`http`]: routes, middleware and the mapping of errors to HTTP.
 //! - [`config`], [`server`], [`clock`]: configuration, assembly, time.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod limits;
 pub mod os_random;
 pub mod plugins;
 pub mod protocol;

@@ -5,7 +5,11 @@
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, Mode, StoreConfig};
 use crate::crypto::{KeyStore, MasterKey, MemoryKeyStore};
+use crate::http::client::ClientAddresses;
 use crate::http::{router, AppState};
+use crate::limits::memory::MemoryLimiterStore;
+use crate::limits::redis::RedisLimiterStore;
+use crate::limits::{KeyHasher, Limits};
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
 use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
@@ -51,12 +55,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (keys, ids) = open_stores(&config, clock.clone()).await?;
     let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone());
+    let limits = Arc::new(open_limits(&config, clock.clone())?);
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
         keys,
         ids,
         clock,
         registry.clone(),
+        limits,
     ));
     let state = AppState {
         service,
@@ -67,6 +73,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .as_deref()
             .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
         test_clock,
+        clients: Arc::new(ClientAddresses::new(
+            config.limits.trusted_proxies.clone(),
+            config.limits.client_address_header,
+        )),
     };
 
     let shutdown = shutdown_signal();
@@ -139,6 +149,37 @@ async fn open_stores(
             Ok((Arc::new(keys), Arc::new(RedisIdStore::new(redis))))
         }
     }
+}
+
+/// The abuse controls on the store the configuration asks for: in memory (this
+/// process's clock and a random key secret) or in Redis (its own connection, Redis
+/// `TIME`, and a key secret derived from the master key so all instances agree).
+fn open_limits(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Limits> {
+    let limits = config.limits.clone();
+    if !limits.enabled {
+        tracing::warn!("abuse controls are OFF ([limits] enabled = false)");
+    }
+    Ok(match &config.store {
+        StoreConfig::Memory => {
+            let store = Arc::new(MemoryLimiterStore::new(clock, limits.memory_max_keys));
+            store.spawn_sweeper(Duration::from_millis(500));
+            Limits::new(limits, KeyHasher::random(), store)
+        }
+        StoreConfig::Redis {
+            url,
+            prefix,
+            timeout,
+            master_key,
+        } => {
+            let redis = RedisConnection::new(url, prefix, *timeout)?;
+            let secret = MasterKey::from_base64(master_key)?.derive("otp-server limiter keys v1");
+            Limits::new(
+                limits,
+                KeyHasher::new(secret),
+                Arc::new(RedisLimiterStore::new(redis)),
+            )
+        }
+    })
 }
 
 /// Rotates key-encryption keys on schedule, adopts rotations done by other instances

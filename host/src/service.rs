@@ -6,10 +6,16 @@
 //! atomically *before* sending, so a replayed cookie can never trigger another send),
 //! calls the hooks ([`crate::plugins`]) and seals the successor cookie. It knows
 //! nothing about HTTP beyond the [`ApiError`] it returns.
+//!
+//! The abuse controls ([`crate::limits`]) are consulted before anything changes: every
+//! request first (`before_request`), before a send (`before_send`), and around the
+//! comparison of a code (`before_verify` / `after_verify`), so a refused request retires
+//! no id, leaves the cookie as it was, costs no attempt and sends nothing.
 
 use crate::clock::Clock;
 use crate::crypto::{CookieError, KeyStore, SessionCookie};
 use crate::http::error::{ApiError, CookieAction, ErrorCode};
+use crate::limits::{GuessOutcome, Limits};
 use crate::plugins::{
     self, CodeDelivery, HookError, PluginRegistry, PluginResponse, RequestContext,
 };
@@ -37,6 +43,7 @@ pub struct OtpService {
     ids: Arc<dyn IdStore>,
     clock: Arc<dyn Clock>,
     hooks: Arc<PluginRegistry>,
+    limits: Arc<Limits>,
 }
 
 /// Why a cookie could not be used; all of them answer `OTP:INVALID_COOKIE`.
@@ -52,6 +59,7 @@ impl OtpService {
         ids: Arc<dyn IdStore>,
         clock: Arc<dyn Clock>,
         hooks: Arc<PluginRegistry>,
+        limits: Arc<Limits>,
     ) -> OtpService {
         OtpService {
             settings,
@@ -59,7 +67,12 @@ impl OtpService {
             ids,
             clock,
             hooks,
+            limits,
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn settings(&self) -> &Settings {
@@ -82,6 +95,8 @@ impl OtpService {
         body: &str,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ApiError> {
+        let client = context.client_ip.as_deref();
+        self.limits.before_request(client).await?;
         let credential = self.hooks.validate(body, context).await?;
         let now = self.now_ms();
         // An unusable cookie on create simply starts a new session.
@@ -100,6 +115,11 @@ impl OtpService {
             &mut OsCodeSource,
         )?;
         let ttl = ttl_ms(&transition.session, now);
+        if transition.send.is_some() {
+            self.limits
+                .before_send(client, &credential.id, &credential.channel)
+                .await?;
+        }
 
         match &previous {
             Some(old) => {
@@ -124,6 +144,8 @@ impl OtpService {
         cookie: Option<&str>,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ApiError> {
+        let client = context.client_ip.as_deref();
+        self.limits.before_request(client).await?;
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
         let new_id = self.ids.successor_id(Some(&session.id));
@@ -133,6 +155,14 @@ impl OtpService {
                 Err(refused) => return Err(self.refusal(&session, refused, now).await),
             };
         let ttl = ttl_ms(&transition.session, now);
+        if let Some(token) = transition
+            .send
+            .and_then(|send| transition.session.tokens.get(send.token))
+        {
+            self.limits
+                .before_send(client, &token.credential_id, &token.channel)
+                .await?;
+        }
         if !self.ids.replace(session.id, new_id, ttl, now).await? {
             return Err(invalid_cookie().with_cookie(CookieAction::Delete));
         }
@@ -165,12 +195,43 @@ impl OtpService {
         code: &str,
         context: &RequestContext,
     ) -> Result<VerifiedAnswer, ApiError> {
+        let client = context.client_ip.as_deref();
+        self.limits.before_request(client).await?;
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
+        let reservation = match session.current_token() {
+            Some(token) => {
+                self.limits
+                    .before_verify(client, &token.credential_id)
+                    .await?
+            }
+            None => Default::default(),
+        };
+        let result = self.verify_code(&session, code, now, context).await;
+        let guess = match &result {
+            Ok(_) => GuessOutcome::Verified,
+            Err(e) if matches!(e.code, ErrorCode::Incorrect | ErrorCode::TooManyAttempts) => {
+                GuessOutcome::Failed
+            }
+            Err(_) => GuessOutcome::NoGuess,
+        };
+        self.limits.after_verify(reservation, guess).await;
+        result
+    }
+
+    /// Compares the code and records the outcome (the part of verify the failure
+    /// budgets reserve for).
+    async fn verify_code(
+        &self,
+        session: &Session,
+        code: &str,
+        now: u64,
+        context: &RequestContext,
+    ) -> Result<VerifiedAnswer, ApiError> {
         let new_id = self.ids.successor_id(Some(&session.id));
-        let outcome = match protocol::verify(&session, new_id, code, now, &self.settings) {
+        let outcome = match protocol::verify(session, new_id, code, now, &self.settings) {
             Ok(outcome) => outcome,
-            Err(refused) => return Err(self.refusal(&session, refused, now).await),
+            Err(refused) => return Err(self.refusal(session, refused, now).await),
         };
         match outcome {
             protocol::VerifyOutcome::Verified {

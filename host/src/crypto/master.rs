@@ -28,6 +28,34 @@ pub enum MasterKeyError {
     WrongKey,
 }
 
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts` under `key`.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut block = Zeroizing::new([0u8; 64]);
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut ipad = Zeroizing::new([0x36u8; 64]);
+    let mut opad = Zeroizing::new([0x5cu8; 64]);
+    for i in 0..64 {
+        ipad[i] ^= block[i];
+        opad[i] ^= block[i];
+    }
+    let mut inner = Sha256::new();
+    inner.update(ipad.as_ref());
+    for part in parts {
+        inner.update(part);
+    }
+    let mut outer = Sha256::new();
+    outer.update(opad.as_ref());
+    outer.update(inner.finalize());
+    let mut mac = Zeroizing::new([0u8; 32]);
+    mac.copy_from_slice(&outer.finalize());
+    mac
+}
+
 pub struct MasterKey(Zeroizing<[u8; 32]>);
 
 impl std::fmt::Debug for MasterKey {
@@ -52,6 +80,12 @@ impl MasterKey {
             .try_into()
             .map_err(|_| MasterKeyError::BadFormat)?;
         Ok(MasterKey(Zeroizing::new(bytes)))
+    }
+
+    /// A key for another purpose, derived so that it reveals nothing of the master key:
+    /// HMAC-SHA256(master key, `label`). Every instance derives the same one.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        hmac_sha256(self.0.as_ref(), &[label.as_bytes()])
     }
 
     fn cipher(&self) -> KekAes256 {

@@ -27,6 +27,13 @@
 //! its next resend is refused (400 `OTP:RESENT_NOT_ALLOWED`, counted as expected) and
 //! the connection takes the next session made by the create phase.
 //!
+//! The spawned server runs with the abuse controls on but every budget raised far above
+//! what a run can use (`--limits on`, the default), so they cost what they cost without
+//! refusing anything. `--limits off,on` runs every store twice in the same run: with the abuse controls
+//! switched off (`OTP_LIMITS_ENABLED=false`) and on with every budget raised so that
+//! nothing is refused (the fraud guard in `record` mode with high floors), and prints
+//! "on" as a share of "off" per endpoint: what the limits cost.
+//!
 //! When loadgen starts the server it also reports the server's CPU time per request
 //! (user + system, from `/proc/PID/stat`): loadgen and the server share the machine, so
 //! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
@@ -53,6 +60,7 @@ struct Options {
     env: Vec<(String, String)>,
     endpoints: Vec<String>,
     stores: Vec<String>,
+    limits: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -70,6 +78,7 @@ fn parse_options() -> Options {
             "verify".into(),
         ],
         stores: vec!["memory".into()],
+        limits: vec!["on".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -82,6 +91,7 @@ fn parse_options() -> Options {
             "--prefill" => o.prefill = value().parse().expect("--prefill N"),
             "--endpoints" => o.endpoints = value().split(',').map(str::to_string).collect(),
             "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
+            "--limits" => o.limits = value().split(',').map(str::to_string).collect(),
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -661,6 +671,37 @@ async fn run_against(
     results
 }
 
+/// The settings of a `--limits` mode: `off`, `on` (every budget far above what a run
+/// can use, so the cost is measured without refusals) or `default` (the server's own).
+fn limits_env(mode: &str) -> Vec<(String, String)> {
+    let set = |k: &str, v: &str| (k.to_string(), v.to_string());
+    match mode {
+        "default" => Vec::new(),
+        "off" => vec![set("OTP_LIMITS_ENABLED", "false")],
+        "on" => {
+            let huge = "50000000/1d";
+            let mut env: Vec<_> = [
+                "SENDS_PER_CREDENTIAL",
+                "SENDS_PER_CREDENTIAL_DAILY",
+                "SENDS_PER_NETWORK",
+                "REQUESTS_PER_NETWORK",
+                "FAILED_VERIFIES_PER_NETWORK",
+                "FAILED_VERIFIES_PER_CREDENTIAL_NETWORK",
+                "GLOBAL_SENDS",
+            ]
+            .iter()
+            .map(|k| set(&format!("OTP_LIMITS_{k}"), huge))
+            .collect();
+            env.push(set("OTP_LIMITS_ENABLED", "true"));
+            env.push(set("OTP_LIMITS_FRAUD_GUARD", "record"));
+            env.push(set("OTP_LIMITS_FRAUD_HOURLY_FLOOR", "1000000000"));
+            env.push(set("OTP_LIMITS_FRAUD_DAILY_FLOOR", "1000000000"));
+            env
+        }
+        other => panic!("unknown --limits mode {other}: use off, on or default"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let o = parse_options();
@@ -698,13 +739,39 @@ async fn main() {
             }
             other => panic!("unknown store {other}: use memory or redis"),
         };
-        let (_server, address) = spawn_server(&o, &env, receiver.as_deref());
-        println!(
-            "\n{store} store — otp-server at {address}: {} connections, {} s per endpoint",
-            o.connections, o.seconds
-        );
-        let results = run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
-        by_store.push((store.clone(), results));
+        let mut by_limits = Vec::new();
+        for limits in &o.limits {
+            let mut env = env.clone();
+            env.extend(limits_env(limits));
+            let (_server, address) = spawn_server(&o, &env, receiver.as_deref());
+            println!(
+                "\n{store} store, limits {limits} — otp-server at {address}: {} connections, {} s per endpoint",
+                o.connections, o.seconds
+            );
+            let results = run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
+            by_limits.push((limits.clone(), results));
+        }
+        if let [(first, base), rest @ ..] = by_limits.as_slice() {
+            for (limits, results) in rest {
+                println!(
+                    "\n{store} store: limits {limits} as a share of limits {first} (req/s; p99):"
+                );
+                for (endpoint, r) in results {
+                    if let Some((_, b)) = base.iter().find(|(e, _)| e == endpoint) {
+                        println!(
+                            "  {:<36} {:>5.0} %   p99 {:.2} ms vs {:.2} ms",
+                            endpoint.name(),
+                            100.0 * r.rate / b.rate,
+                            r.p99_us as f64 / 1000.0,
+                            b.p99_us as f64 / 1000.0
+                        );
+                    }
+                }
+            }
+        }
+        if let Some((_, results)) = by_limits.into_iter().next() {
+            by_store.push((store.clone(), results));
+        }
     }
     if let [(first, base), rest @ ..] = by_store.as_slice() {
         for (store, results) in rest {
