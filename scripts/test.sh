@@ -4,7 +4,8 @@
 # builds the plugins and the server binary
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
 # the black-box protocol suite three times: on the in-memory store, on Redis and on a
-# Redis Cluster (tests/tests/redis_cluster.rs and keys.rs add failover and key-store tests).
+# Redis Cluster (tests/tests/redis_cluster.rs and keys.rs add failover and key-store tests);
+# the limits suite on memory and on Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ else
 fi
 run_tests --workspace
 OTP_BLACKBOX_STORE=redis run_tests -p otp-server-blackbox \
-    --test protocol --test concurrency --test cookie_tampering --test openapi
+    --test protocol --test concurrency --test cookie_tampering --test openapi --test limits
 # Plugins built for contract 0.1.0 (frozen wit/v0.1.0) must keep passing the protocol suite.
 OTP_BLACKBOX_CONTRACT=0.1.0 run_tests -p otp-server-blackbox --test protocol --test concurrency
 # The protocol and concurrency suites once more on one 3-master + 3-replica Redis Cluster
@@ -37,7 +38,7 @@ cargo build -q -p otp-server-blackbox --bin redis-cluster
 coproc CLUSTER { "${CARGO_TARGET_DIR:-target}/debug/redis-cluster"; }
 read -r cluster_url <&"${CLUSTER[0]}"
 OTP_BLACKBOX_STORE=cluster OTP_BLACKBOX_CLUSTER_URL="$cluster_url" run_tests -p otp-server-blackbox \
-    --test protocol --test concurrency
+    --test protocol --test concurrency --test limits
 exec {CLUSTER[1]}>&-
 wait "$CLUSTER_PID" || true
 cargo test --workspace --doc

@@ -46,6 +46,8 @@
 pub mod table;
 
 use crate::events::EventOptions;
+use crate::limits::config::LimitsTable;
+use crate::limits::LimitsConfig;
 use crate::plugins::{Hook, HookLimits, PluginEnv, RuntimeOptions};
 use crate::protocol::{Alphabet, Settings};
 use serde::Deserialize;
@@ -223,6 +225,8 @@ settings! {
         master_key_previous: Option<String> { default: None, env: "OTP_MASTER_KEY_PREVIOUS", parse: some },
         /// a file holding the previous master key, instead of `master_key_previous`
         master_key_previous_file: Option<PathBuf> { default: None, env: "OTP_MASTER_KEY_PREVIOUS_FILE", parse: some },
+        /// `[limits]`: abuse controls (declared in `crate::limits::config`)
+        limits: LimitsTable { table },
     }
 }
 
@@ -280,6 +284,7 @@ pub struct Config {
     pub test_clock: bool,
     pub store: StoreConfig,
     pub events: EventOptions,
+    pub limits: LimitsConfig,
 }
 
 /// Where single-use ids and KEKs live. Debug output never shows the master key.
@@ -474,6 +479,7 @@ impl FileConfig {
         let store = self.store_config()?;
         let plugin_env = PluginEnv::from_process(self.plugin_env.iter().cloned())
             .map_err(|e| invalid(Setting::plugin_env.label(), e.to_string()))?;
+        let abuse_limits = self.limits.validate()?;
         let limits = |ms: u64, memory_bytes: usize| HookLimits {
             deadline: Duration::from_millis(ms),
             memory_bytes,
@@ -505,6 +511,7 @@ impl FileConfig {
                 plain_credentials: self.events_plain_credentials,
                 queue: self.events_queue,
             },
+            limits: abuse_limits,
         })
     }
 

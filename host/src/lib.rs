@@ -8,6 +8,7 @@
 //! - [`store`]: single-use session ids.
 //! - [`plugins`]: the WebAssembly hook platform (wasmtime), with hot reload.
 //! - [`events`]: audit events, queued off the request path for the `events` hook.
+//! - [`limits`]: abuse controls — send and guess budgets, the fraud guard, their stores.
 //! - [`service`]: the shell that runs one request through the above.
 //! - [`http`]: routes, middleware and the mapping of errors to HTTP.
 //! - [`config`], [`server`], [`clock`]: configuration, assembly, time.
@@ -20,6 +21,7 @@ pub mod crypto;
 pub mod events;
 pub mod http;
 pub mod key_commands;
+pub mod limits;
 pub mod os_random;
 pub mod plugins;
 pub mod protocol;

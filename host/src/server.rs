@@ -6,7 +6,11 @@ use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, Mode, StoreConfig};
 use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
 use crate::events::{spawn_delivery, AuditLog, Subject};
+use crate::http::client::ClientAddresses;
 use crate::http::{router, AppState};
+use crate::limits::memory::MemoryLimiterStore;
+use crate::limits::redis::RedisLimiterStore;
+use crate::limits::{KeyHasher, Limits};
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
 use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
@@ -63,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (keys, ids) = open_stores(&config, clock.clone()).await?;
     let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone(), audit.clone());
+    let limits = Arc::new(open_limits(&config, clock.clone())?);
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
         keys,
@@ -70,6 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock,
         registry.clone(),
         audit.clone(),
+        limits,
     ));
     let state = AppState {
         service,
@@ -81,6 +87,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .as_deref()
             .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
         test_clock,
+        clients: Arc::new(ClientAddresses::new(
+            config.limits.trusted_proxies.clone(),
+            config.limits.client_address_header,
+        )),
     };
 
     let shutdown = shutdown_signal();
@@ -167,6 +177,38 @@ fn audit_subject_key(config: &Config) -> anyhow::Result<[u8; 32]> {
             let mut key = [0u8; 32];
             crate::os_random::fill(&mut key);
             key
+        }
+    })
+}
+
+/// The abuse controls on the store the configuration asks for: in memory (this
+/// process's clock and a random key secret) or in Redis (its own connection, Redis
+/// `TIME`, and a key secret derived from the master key so all instances agree).
+fn open_limits(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Limits> {
+    let limits = config.limits.clone();
+    if !limits.enabled {
+        tracing::warn!("abuse controls are OFF ([limits] enabled = false)");
+    }
+    Ok(match &config.store {
+        StoreConfig::Memory => {
+            let store = Arc::new(MemoryLimiterStore::new(clock, limits.memory_max_keys));
+            store.spawn_sweeper(Duration::from_millis(500));
+            Limits::new(limits, KeyHasher::random(), store)
+        }
+        StoreConfig::Redis {
+            url,
+            prefix,
+            timeout,
+            master_key,
+            ..
+        } => {
+            let redis = RedisConnection::new(url, prefix, *timeout)?;
+            let secret = MasterKey::from_base64(master_key)?.derive("otp-server limiter keys v1");
+            Limits::new(
+                limits,
+                KeyHasher::new(zeroize::Zeroizing::new(secret)),
+                Arc::new(RedisLimiterStore::new(redis)),
+            )
         }
     })
 }

@@ -9,6 +9,12 @@
 //! through the [`Hooks`] trait and seals the successor cookie, and records what
 //! happened as audit events ([`crate::events`]).
 //!
+//! The abuse controls ([`crate::limits`]) are consulted before anything changes: every
+//! request first (requests per client network), before a send (the destination group's
+//! lists, the send budgets, the fraud guard), and around the comparison of a code (a
+//! failure reserved before, given back after a right code or no guess), so a refused
+//! request retires no id, leaves the cookie as it was, costs no attempt and sends nothing.
+//!
 //! It speaks its own vocabulary: a [`ServiceError`] says what went wrong and what to do
 //! with the cookie ([`CookieAction`]); only the HTTP layer turns that into statuses and
 //! wire codes.
@@ -16,6 +22,7 @@
 use crate::clock::Clock;
 use crate::crypto::{CookieError, KeyStore, SessionCookie};
 use crate::events::{AuditLog, Subject};
+use crate::limits::{GuessOutcome, LimitError, Limits, RateLimited};
 use crate::plugins::{self, CodeDelivery, Hook, HookError, Hooks, PluginResponse, RequestContext};
 use crate::protocol::{
     self, OsCodeSource, ProtocolError, Session, SessionId, SessionState, Settings, Transition,
@@ -80,9 +87,15 @@ pub enum ServiceErrorKind {
     /// No plugin serves the hook, or all its call slots are busy.
     #[error("the {hook} hook cannot run now")]
     PluginUnavailable { hook: Hook, busy: bool },
-    /// The session store did not answer.
+    /// The session store (or the limiter store, failing closed) did not answer.
     #[error("the session store is unavailable")]
     StoreUnavailable,
+    /// A send or guess budget ran out; nothing changed.
+    #[error("rate limited: {}", .0.policy)]
+    RateLimited(RateLimited),
+    /// The credential's destination group is denied (or not on the allow list).
+    #[error("the destination is not allowed")]
+    CredentialNotAllowed,
 }
 
 impl ServiceError {
@@ -100,6 +113,16 @@ impl ServiceError {
 
     fn invalid_cookie() -> ServiceError {
         ServiceError::new(ServiceErrorKind::InvalidCookie)
+    }
+
+    /// Whether a code was compared and was wrong (the guess counts against the
+    /// failure budgets).
+    fn is_wrong_code(&self) -> bool {
+        matches!(
+            self.kind,
+            ServiceErrorKind::Refused(ProtocolError::Incorrect(_))
+                | ServiceErrorKind::Refused(ProtocolError::TooManyAttempts(_))
+        )
     }
 }
 
@@ -148,6 +171,7 @@ pub struct OtpService {
     clock: Arc<dyn Clock>,
     hooks: Arc<dyn Hooks>,
     audit: Arc<AuditLog>,
+    limits: Arc<Limits>,
 }
 
 /// Why a cookie could not be used; all of them answer "invalid cookie".
@@ -164,6 +188,7 @@ impl OtpService {
         clock: Arc<dyn Clock>,
         hooks: Arc<dyn Hooks>,
         audit: Arc<AuditLog>,
+        limits: Arc<Limits>,
     ) -> OtpService {
         OtpService {
             settings,
@@ -172,6 +197,31 @@ impl OtpService {
             clock,
             hooks,
             audit,
+            limits,
+        }
+    }
+
+    /// The abuse controls (for `/ready`).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A limits refusal in the service's words, recorded as an audit event.
+    fn limited(&self, error: LimitError, context: &RequestContext) -> ServiceError {
+        match error {
+            LimitError::Limited(limited) => {
+                self.audit
+                    .emit("otp.rate_limited", Subject::Plain("-"), || {
+                        serde_json::json!({
+                            "policy": limited.policy,
+                            "retryAfter": limited.retry_after_secs,
+                            "requestId": context.request_id,
+                        })
+                    });
+                ServiceError::new(ServiceErrorKind::RateLimited(limited))
+            }
+            LimitError::NotAllowed => ServiceError::new(ServiceErrorKind::CredentialNotAllowed),
+            LimitError::Unavailable(error) => error.into(),
         }
     }
 
@@ -195,6 +245,11 @@ impl OtpService {
         body: &str,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ServiceError> {
+        let client = context.client_ip.as_deref();
+        self.limits
+            .before_request(client)
+            .await
+            .map_err(|e| self.limited(e, context))?;
         let credential = self.hooks.validate(body, context).await?;
         let now = self.now_ms();
         // An unusable cookie on create simply starts a new session.
@@ -213,6 +268,13 @@ impl OtpService {
             &mut OsCodeSource,
         )?;
         let ttl = ttl_ms(&transition.session, now);
+        if transition.send.is_some() {
+            let group = credential.group.as_deref().unwrap_or(&credential.channel);
+            self.limits
+                .before_send(client, &credential.id, group)
+                .await
+                .map_err(|e| self.limited(e, context))?;
+        }
 
         match &previous {
             Some(old) => {
@@ -237,6 +299,11 @@ impl OtpService {
         cookie: Option<&str>,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ServiceError> {
+        let client = context.client_ip.as_deref();
+        self.limits
+            .before_request(client)
+            .await
+            .map_err(|e| self.limited(e, context))?;
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
         let new_id = self.ids.successor_id(Some(&session.id));
@@ -246,6 +313,16 @@ impl OtpService {
                 Err(refused) => return Err(self.refusal(&session, refused, now).await),
             };
         let ttl = ttl_ms(&transition.session, now);
+        if let Some(token) = transition
+            .send
+            .and_then(|send| transition.session.tokens.get(send.token))
+        {
+            // The cookie keeps no destination group: a resend counts under the channel.
+            self.limits
+                .before_send(client, &token.credential_id, &token.channel)
+                .await
+                .map_err(|e| self.limited(e, context))?;
+        }
         if !self.ids.replace(session.id, new_id, ttl, now).await? {
             return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
         }
@@ -292,14 +369,46 @@ impl OtpService {
         code: &str,
         context: &RequestContext,
     ) -> Result<VerifiedAnswer, ServiceError> {
+        let client = context.client_ip.as_deref();
+        self.limits
+            .before_request(client)
+            .await
+            .map_err(|e| self.limited(e, context))?;
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
+        let reservation = match session.current_token() {
+            Some(token) => self
+                .limits
+                .before_verify(client, &token.credential_id)
+                .await
+                .map_err(|e| self.limited(e, context))?,
+            None => Default::default(),
+        };
+        let result = self.verify_code(&session, code, now, context).await;
+        let guess = match &result {
+            Ok(_) => GuessOutcome::Verified,
+            Err(e) if e.is_wrong_code() => GuessOutcome::Failed,
+            Err(_) => GuessOutcome::NoGuess,
+        };
+        self.limits.after_verify(reservation, guess).await;
+        result
+    }
+
+    /// Compares the code and acts on the outcome: the part of a verify that the failure
+    /// budgets reserve for.
+    async fn verify_code(
+        &self,
+        session: &Session,
+        code: &str,
+        now: u64,
+        context: &RequestContext,
+    ) -> Result<VerifiedAnswer, ServiceError> {
         let new_id = self.ids.successor_id(Some(&session.id));
-        let outcome = match protocol::verify(&session, new_id, code, now, &self.settings) {
+        let outcome = match protocol::verify(session, new_id, code, now, &self.settings) {
             Ok(outcome) => outcome,
             Err(refused) => {
-                self.verification_failed(&session, &refused, context);
-                return Err(self.refusal(&session, refused, now).await);
+                self.verification_failed(session, &refused, context);
+                return Err(self.refusal(session, refused, now).await);
             }
         };
         match outcome {
@@ -341,7 +450,7 @@ impl OtpService {
                 if !self.ids.replace(session.id, new_id, ttl, now).await? {
                     return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
-                self.verification_failed(&session, &error, context);
+                self.verification_failed(session, &error, context);
                 let cookie = self.seal_session(&next);
                 Err(ServiceError::from(error).with_cookie(cookie))
             }

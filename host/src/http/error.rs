@@ -2,9 +2,12 @@
 //!
 //! Error bodies are `{"error": CODE, "message": text}`, plus the session state fields
 //! (`expires`, `resendBlock`, `otpBlock`, `blocked`) when the error is about a session
-//! the client still holds. The service's [`ServiceError`] and the protocol's refusals
-//! are mapped to wire codes and statuses here and nowhere else.
+//! the client still holds, and `retryAfter` (whole seconds) on `RATE:LIMITED`, whose
+//! answers also carry `Retry-After`, `RateLimit-Policy` and `RateLimit` headers
+//! (draft-ietf-httpapi-ratelimit-headers). The service's [`ServiceError`] and the
+//! protocol's refusals are mapped to wire codes and statuses here and nowhere else.
 
+use crate::limits::RateLimited;
 use crate::protocol::{ProtocolError, SessionState};
 pub use crate::service::CookieAction;
 use crate::service::{ServiceError, ServiceErrorKind};
@@ -29,6 +32,8 @@ pub enum ErrorCode {
     PluginFailed,
     PluginUnavailable,
     StoreUnavailable,
+    RateLimited,
+    CredentialNotAllowed,
 }
 
 impl ErrorCode {
@@ -50,6 +55,8 @@ impl ErrorCode {
             ErrorCode::PluginFailed => "PLUGIN:FAILED",
             ErrorCode::PluginUnavailable => "PLUGIN:UNAVAILABLE",
             ErrorCode::StoreUnavailable => "STORE:UNAVAILABLE",
+            ErrorCode::RateLimited => "RATE:LIMITED",
+            ErrorCode::CredentialNotAllowed => "CREDENTIAL:NOT_ALLOWED",
         }
     }
 
@@ -58,7 +65,9 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Incorrect
             | ErrorCode::TooManyAttempts
-            | ErrorCode::VerificationNotAllowed => StatusCode::FORBIDDEN,
+            | ErrorCode::VerificationNotAllowed
+            | ErrorCode::CredentialNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Server | ErrorCode::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::SendUnavailable
             | ErrorCode::PluginUnavailable
@@ -88,6 +97,8 @@ impl ErrorCode {
             ErrorCode::PluginFailed => "a plugin failed",
             ErrorCode::PluginUnavailable => "no plugin serves this hook right now",
             ErrorCode::StoreUnavailable => "the session store is unavailable; try again",
+            ErrorCode::RateLimited => "too many requests; try again later",
+            ErrorCode::CredentialNotAllowed => "codes cannot be sent to this destination",
         }
     }
 }
@@ -99,6 +110,8 @@ pub struct ApiError {
     pub message: String,
     pub state: Option<SessionState>,
     pub cookie: CookieAction,
+    /// Set on `RATE:LIMITED`: the policy that refused and when to come back.
+    pub rate_limited: Option<Box<RateLimited>>,
 }
 
 impl ApiError {
@@ -108,6 +121,7 @@ impl ApiError {
             message: code.default_message().to_string(),
             state: None,
             cookie: CookieAction::Keep,
+            rate_limited: None,
         }
     }
 
@@ -134,6 +148,9 @@ impl ApiError {
         };
         body.insert("error".into(), self.code.as_str().into());
         body.insert("message".into(), self.message.clone().into());
+        if let Some(limited) = &self.rate_limited {
+            body.insert("retryAfter".into(), limited.retry_after_secs.into());
+        }
         serde_json::Value::Object(body)
     }
 }
@@ -169,6 +186,14 @@ impl From<ServiceError> for ApiError {
                     .with_message(format!("too many {hook} calls are running; try again"))
             }
             ServiceErrorKind::StoreUnavailable => ApiError::new(ErrorCode::StoreUnavailable),
+            ServiceErrorKind::RateLimited(limited) => {
+                let mut api = ApiError::new(ErrorCode::RateLimited).with_message(limited.message);
+                api.rate_limited = Some(Box::new(limited));
+                api
+            }
+            ServiceErrorKind::CredentialNotAllowed => {
+                ApiError::new(ErrorCode::CredentialNotAllowed)
+            }
         };
         api.with_cookie(error.cookie)
     }

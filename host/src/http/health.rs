@@ -1,5 +1,6 @@
 //! `/health` (the process is up) and `/ready` (it can serve OTP requests: every hook
-//! is bound, and which plugin version serves it, senders per channel included).
+//! is bound, and which plugin version serves it, senders per channel included; the
+//! abuse controls' state and counters).
 
 use super::AppState;
 use crate::plugins::Hook;
@@ -76,11 +77,13 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         Ok(()) => "ok",
         Err(_) => "unavailable",
     };
-    let ready = missing.is_empty() && store == "ok";
+    let limits = app.service.limits();
+    let ready = missing.is_empty() && store == "ok" && limits.ready().await;
     let counts = app.audit.counts();
     let body = serde_json::json!({
         "ready": ready,
         "store": store,
+        "limits": limits.status().await,
         "hooks": hooks,
         "channels": channels,
         "missing": missing,

@@ -5,6 +5,7 @@
 //! plain values to the [`OtpService`](crate::service::OtpService), and render what it
 //! returns. Unknown routes and methods get 404 with an empty body.
 
+pub mod client;
 pub mod cookie;
 pub mod error;
 mod health;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub mode: Mode,
     pub cors_origin: Option<HeaderValue>,
     pub test_clock: Option<Arc<crate::clock::OffsetClock>>,
+    /// Who the client is: the peer, or what a trusted proxy says.
+    pub clients: Arc<client::ClientAddresses>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -72,7 +75,30 @@ pub fn error_response(error: ApiError, mode: Mode) -> Response {
     }
     let mut response = (error.code.status(), axum::Json(error.body())).into_response();
     apply_cookie(&mut response, &error.cookie, mode);
+    if let Some(limited) = &error.rate_limited {
+        rate_limit_headers(&mut response, limited);
+    }
     response
+}
+
+/// `Retry-After` and the draft-ietf-httpapi-ratelimit-headers fields of a 429:
+/// `RateLimit-Policy: "NAME";q=QUOTA;w=WINDOW` and `RateLimit: "NAME";r=0;t=SECONDS`.
+fn rate_limit_headers(response: &mut Response, limited: &crate::limits::RateLimited) {
+    let h = response.headers_mut();
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(limited.retry_after_secs),
+    );
+    let policy = format!(
+        "\"{}\";q={};w={}",
+        limited.policy, limited.quota, limited.window_secs
+    );
+    let state = format!("\"{}\";r=0;t={}", limited.policy, limited.retry_after_secs);
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            h.insert(name, value);
+        }
+    }
 }
 
 pub fn apply_cookie(response: &mut Response, action: &CookieAction, mode: Mode) {

@@ -40,7 +40,7 @@ pub async fn create(
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(ErrorCode::Generic))?;
         let cookie = read_cookie(&headers, mode);
         app.service
-            .create(cookie.as_deref(), text, &context(&headers, peer))
+            .create(cookie.as_deref(), text, &context(&app, &headers, peer))
             .await
             .map_err(ApiError::from)
     }
@@ -59,7 +59,7 @@ pub async fn resend(
         read_body(body).await?;
         let cookie = read_cookie(&headers, mode);
         app.service
-            .resend(cookie.as_deref(), &context(&headers, peer))
+            .resend(cookie.as_deref(), &context(&app, &headers, peer))
             .await
             .map_err(ApiError::from)
     }
@@ -83,7 +83,7 @@ pub async fn verify(
         }
         let cookie = read_cookie(&headers, mode);
         app.service
-            .verify(cookie.as_deref(), &code, &context(&headers, peer))
+            .verify(cookie.as_deref(), &code, &context(&app, &headers, peer))
             .await
             .map_err(ApiError::from)
     }
@@ -163,7 +163,7 @@ fn is_json(media_type: &str) -> bool {
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
-fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
+fn context(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
     let text = |name: HeaderName| {
         headers
             .get(name)
@@ -172,7 +172,7 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
     };
     let accept_language = text(header::ACCEPT_LANGUAGE);
     RequestContext {
-        client_ip: Some(peer.ip().to_string()),
+        client_ip: Some(app.clients.resolve(peer.ip(), headers).to_string()),
         user_agent: text(header::USER_AGENT),
         locale: accept_language
             .as_deref()

@@ -5,6 +5,8 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::crypto::MemoryKeyStore;
 use crate::events::EventOptions;
+use crate::limits::memory::MemoryLimiterStore;
+use crate::limits::{KeyHasher, LimitsConfig};
 use crate::plugins::{Credential, FinalAction};
 use crate::store::MemoryIdStore;
 use async_trait::async_trait;
@@ -94,6 +96,7 @@ fn fixture() -> Fixture {
         queue: 100,
     };
     let (audit, events) = AuditLog::new(options, [1; 32], clock.clone());
+    let clock_for_service: Arc<dyn crate::clock::Clock> = clock.clone();
     audit.set_sink_bound(true);
     let settings = Settings {
         resend_cooldown_ms: 0,
@@ -103,9 +106,14 @@ fn fixture() -> Fixture {
         settings,
         keys.clone(),
         ids.clone(),
-        clock,
+        clock_for_service,
         hooks.clone(),
         Arc::new(audit),
+        Arc::new(Limits::new(
+            LimitsConfig::default(),
+            KeyHasher::random(),
+            Arc::new(MemoryLimiterStore::new(clock.clone(), 1 << 12)),
+        )),
     );
     Fixture {
         service,
@@ -315,4 +323,39 @@ async fn wrong_codes_are_recorded_and_the_block_is_an_event() {
             "otp.session.blocked"
         ]
     );
+}
+
+#[tokio::test]
+async fn a_send_over_budget_changes_nothing_and_sends_nothing() {
+    let f = fixture();
+    // Five sends per credential per ten minutes (the default), whatever the cookie.
+    for _ in 0..5 {
+        f.service.create(None, "\"bob\"", &ctx()).await.unwrap();
+    }
+    let mut previous = f.service.create(None, "\"carol\"", &ctx()).await.unwrap();
+    let carol = f.session_of(&previous.cookie);
+    let refused = f
+        .service
+        .create(Some(value(&previous.cookie)), "\"bob\"", &ctx())
+        .await
+        .unwrap_err();
+    match &refused.kind {
+        ServiceErrorKind::RateLimited(limited) => {
+            assert!(limited.retry_after_secs >= 1, "{limited:?}");
+        }
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    assert!(matches!(refused.cookie, CookieAction::Keep));
+    assert_eq!(
+        f.hooks.sends.lock().len(),
+        6,
+        "the sixth send to bob went out"
+    );
+    assert!(
+        f.live(carol.id).await,
+        "the refused create retired the session id"
+    );
+    // Another credential is not affected.
+    previous = f.service.create(None, "\"dave\"", &ctx()).await.unwrap();
+    assert!(f.live(f.session_of(&previous.cookie).id).await);
 }

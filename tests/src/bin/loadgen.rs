@@ -32,6 +32,13 @@
 //! its next resend is refused (400 `OTP:RESENT_NOT_ALLOWED`, counted as expected) and
 //! the connection takes the next session made by the create phase.
 //!
+//! The spawned server runs with the abuse controls on but every budget raised far above
+//! what a run can use (`--limits on`, the default), so they cost what they cost without
+//! refusing anything. `--limits off,on` runs every store twice in the same run: with the abuse controls
+//! switched off (`OTP_LIMITS_ENABLED=false`) and on with every budget raised so that
+//! nothing is refused (the fraud guard in `record` mode with high floors), and prints
+//! "on" as a share of "off" per endpoint: what the limits cost.
+//!
 //! When loadgen starts the server it also reports the server's CPU time per request
 //! (user + system, from `/proc/PID/stat`): loadgen and the server share the machine, so
 //! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
@@ -60,6 +67,7 @@ struct Options {
     endpoints: Vec<String>,
     stores: Vec<String>,
     sinks: Vec<String>,
+    limits: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -78,6 +86,7 @@ fn parse_options() -> Options {
         ],
         stores: vec!["memory".into()],
         sinks: vec!["none".into()],
+        limits: vec!["on".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -91,6 +100,7 @@ fn parse_options() -> Options {
             "--endpoints" => o.endpoints = value().split(',').map(str::to_string).collect(),
             "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
             "--sinks" => o.sinks = value().split(',').map(str::to_string).collect(),
+            "--limits" => o.limits = value().split(',').map(str::to_string).collect(),
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -682,6 +692,37 @@ async fn run_against(
     results
 }
 
+/// The settings of a `--limits` mode: `off`, `on` (every budget far above what a run
+/// can use, so the cost is measured without refusals) or `default` (the server's own).
+fn limits_env(mode: &str) -> Vec<(String, String)> {
+    let set = |k: &str, v: &str| (k.to_string(), v.to_string());
+    match mode {
+        "default" => Vec::new(),
+        "off" => vec![set("OTP_LIMITS_ENABLED", "false")],
+        "on" => {
+            let huge = "50000000/1d";
+            let mut env: Vec<_> = [
+                "SENDS_PER_CREDENTIAL",
+                "SENDS_PER_CREDENTIAL_DAILY",
+                "SENDS_PER_NETWORK",
+                "REQUESTS_PER_NETWORK",
+                "FAILED_VERIFIES_PER_NETWORK",
+                "FAILED_VERIFIES_PER_CREDENTIAL_NETWORK",
+                "GLOBAL_SENDS",
+            ]
+            .iter()
+            .map(|k| set(&format!("OTP_LIMITS_{k}"), huge))
+            .collect();
+            env.push(set("OTP_LIMITS_ENABLED", "true"));
+            env.push(set("OTP_LIMITS_FRAUD_GUARD", "record"));
+            env.push(set("OTP_LIMITS_FRAUD_HOURLY_FLOOR", "1000000000"));
+            env.push(set("OTP_LIMITS_FRAUD_DAILY_FLOOR", "1000000000"));
+            env
+        }
+        other => panic!("unknown --limits mode {other}: use off, on or default"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let o = parse_options();
@@ -743,14 +784,19 @@ async fn main() {
                 }
                 other => panic!("unknown sink {other}: use none, hanging or failing"),
             };
-            let (_server, address) = spawn_server(&o, &env, receiver.as_deref(), sink.as_ref());
-            let label = format!("{store} store, {sink_mode} sink");
-            println!(
-                "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
-                o.connections, o.seconds
-            );
-            let results = run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
-            runs.push((label, results));
+            for limits in &o.limits {
+                let mut env = env.clone();
+                env.extend(limits_env(limits));
+                let (_server, address) = spawn_server(&o, &env, receiver.as_deref(), sink.as_ref());
+                let label = format!("{store} store, {sink_mode} sink, limits {limits}");
+                println!(
+                    "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
+                    o.connections, o.seconds
+                );
+                let results =
+                    run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
+                runs.push((label, results));
+            }
         }
     }
     if let [(first, base), rest @ ..] = runs.as_slice() {
