@@ -206,6 +206,25 @@ impl OtpService {
         &self.limits
     }
 
+    /// Every OTP request is charged to its network's request budget exactly once, before
+    /// it changes anything: folded into its send or verify charge, or — when it ended
+    /// before those (a rejected credential, an unusable cookie, a protocol refusal) —
+    /// here, alone; a refusal then answers instead of the request's own error.
+    async fn charge_unless_charged<T>(
+        &self,
+        charged: bool,
+        result: Result<T, ServiceError>,
+        context: &RequestContext,
+    ) -> Result<T, ServiceError> {
+        if charged {
+            return result;
+        }
+        match self.limits.before_request(context.client_ip.as_deref()).await {
+            Err(refused) if result.is_err() => Err(self.limited(refused, context)),
+            _ => result,
+        }
+    }
+
     /// A limits refusal in the service's words, recorded as an audit event.
     fn limited(&self, error: LimitError, context: &RequestContext) -> ServiceError {
         match error {
@@ -245,11 +264,19 @@ impl OtpService {
         body: &str,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ServiceError> {
+        let mut charged = false;
+        let result = self.create_once(cookie, body, context, &mut charged).await;
+        self.charge_unless_charged(charged, result, context).await
+    }
+
+    async fn create_once(
+        &self,
+        cookie: Option<&str>,
+        body: &str,
+        context: &RequestContext,
+        charged: &mut bool,
+    ) -> Result<SessionAnswer, ServiceError> {
         let client = context.client_ip.as_deref();
-        self.limits
-            .before_request(client)
-            .await
-            .map_err(|e| self.limited(e, context))?;
         let credential = self.hooks.validate(body, context).await?;
         let now = self.now_ms();
         // An unusable cookie on create simply starts a new session.
@@ -268,13 +295,15 @@ impl OtpService {
             &mut OsCodeSource,
         )?;
         let ttl = ttl_ms(&transition.session, now);
-        if transition.send.is_some() {
-            let group = credential.group.as_deref().unwrap_or(&credential.channel);
-            self.limits
-                .before_send(client, &credential.id, group)
-                .await
-                .map_err(|e| self.limited(e, context))?;
-        }
+        *charged = true;
+        let charge = match transition.send {
+            Some(_) => {
+                let group = credential.group.as_deref().unwrap_or(&credential.channel);
+                self.limits.before_send(client, &credential.id, group).await
+            }
+            None => self.limits.before_request(client).await,
+        };
+        charge.map_err(|e| self.limited(e, context))?;
 
         match &previous {
             Some(old) => {
@@ -299,11 +328,18 @@ impl OtpService {
         cookie: Option<&str>,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ServiceError> {
+        let mut charged = false;
+        let result = self.resend_once(cookie, context, &mut charged).await;
+        self.charge_unless_charged(charged, result, context).await
+    }
+
+    async fn resend_once(
+        &self,
+        cookie: Option<&str>,
+        context: &RequestContext,
+        charged: &mut bool,
+    ) -> Result<SessionAnswer, ServiceError> {
         let client = context.client_ip.as_deref();
-        self.limits
-            .before_request(client)
-            .await
-            .map_err(|e| self.limited(e, context))?;
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
         let new_id = self.ids.successor_id(Some(&session.id));
@@ -313,16 +349,20 @@ impl OtpService {
                 Err(refused) => return Err(self.refusal(&session, refused, now).await),
             };
         let ttl = ttl_ms(&transition.session, now);
-        if let Some(token) = transition
+        *charged = true;
+        let charge = match transition
             .send
             .and_then(|send| transition.session.tokens.get(send.token))
         {
             // The cookie keeps no destination group: a resend counts under the channel.
-            self.limits
-                .before_send(client, &token.credential_id, &token.channel)
-                .await
-                .map_err(|e| self.limited(e, context))?;
-        }
+            Some(token) => {
+                self.limits
+                    .before_send(client, &token.credential_id, &token.channel)
+                    .await
+            }
+            None => self.limits.before_request(client).await,
+        };
+        charge.map_err(|e| self.limited(e, context))?;
         if !self.ids.replace(session.id, new_id, ttl, now).await? {
             return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
         }
@@ -370,20 +410,21 @@ impl OtpService {
         context: &RequestContext,
     ) -> Result<VerifiedAnswer, ServiceError> {
         let client = context.client_ip.as_deref();
-        self.limits
-            .before_request(client)
-            .await
-            .map_err(|e| self.limited(e, context))?;
         let now = self.now_ms();
-        let session = self.open_required(cookie, now).await?;
-        let reservation = match session.current_token() {
-            Some(token) => self
-                .limits
-                .before_verify(client, &token.credential_id)
-                .await
-                .map_err(|e| self.limited(e, context))?,
-            None => Default::default(),
+        let session = match self.open_required(cookie, now).await {
+            Ok(session) => session,
+            Err(error) => return self.charge_unless_charged(false, Err(error), context).await,
         };
+        // The request's charge goes with the failure reservation (one store call).
+        let reservation = match session.current_token() {
+            Some(token) => self.limits.before_verify(client, &token.credential_id).await,
+            None => self
+                .limits
+                .before_request(client)
+                .await
+                .map(|()| Default::default()),
+        }
+        .map_err(|e| self.limited(e, context))?;
         let result = self.verify_code(&session, code, now, context).await;
         let guess = match &result {
             Ok(_) => GuessOutcome::Verified,

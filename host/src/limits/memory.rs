@@ -6,9 +6,11 @@
 //! writes: all or nothing. Every entry has an expiry (a GCRA entry is useless once its
 //! TAT has passed; fraud-guard windows after two days; a pending send after a day); a
 //! background task sweeps one shard per tick, so the request path never walks the map.
-//! The store is bounded: a shard at its share of `max_keys` drops an arbitrary entry
-//! to admit a new one — reaching the bound takes a flood of distinct networks, which
-//! the bound's size (a million entries by default) makes costly.
+//! The store is bounded: a shard at its share of `max_keys` first drops its expired
+//! entries, and if all are live, the one that expires soonest (the least restrictive)
+//! to admit a new one — never an arbitrary one, which could be a budget an attacker
+//! wants gone. Reaching the bound takes a flood of distinct networks, which the
+//! bound's size (a million entries by default) makes costly.
 
 use super::fraud::{FraudMode, GroupWindows, DAY_MS};
 use super::gcra::{self, Decision};
@@ -19,6 +21,7 @@ use crate::store::StoreError;
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -46,7 +49,32 @@ impl Entry {
     }
 }
 
-type Shard = HashMap<EntryKey, Entry>;
+type Shard = HashMap<EntryKey, Entry, BuildHasherDefault<EntryHasher>>;
+
+/// Entries each shard has room for from the start, so a busy store does not spend its
+/// first minutes rehashing growing tables.
+const INITIAL_SHARD_CAPACITY: usize = 1024;
+
+/// The hash of an entry key: FxHash-style mixing, eight bytes at a time. A limiter key
+/// is HMAC output under a secret the client does not know, so it cannot be chosen to
+/// collide; SipHash's protection against chosen keys would be paid for nothing.
+#[derive(Default)]
+struct EntryHasher(u64);
+
+impl Hasher for EntryHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(SEED);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 pub struct MemoryLimiterStore {
     shards: Vec<Mutex<Shard>>,
@@ -57,7 +85,14 @@ pub struct MemoryLimiterStore {
 impl MemoryLimiterStore {
     pub fn new(clock: Arc<dyn Clock>, max_keys: usize) -> MemoryLimiterStore {
         MemoryLimiterStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(HashMap::with_capacity_and_hasher(
+                        INITIAL_SHARD_CAPACITY,
+                        BuildHasherDefault::default(),
+                    ))
+                })
+                .collect(),
             per_shard: (max_keys / SHARDS).max(16),
             clock,
         }
@@ -130,12 +165,22 @@ impl Locked<'_> {
             .filter(|e| e.expires() > now)
     }
 
-    fn put(&mut self, key: EntryKey, entry: Entry) {
+    fn put(&mut self, key: EntryKey, entry: Entry, now: u64) {
         let per_shard = self.per_shard;
         let shard = self.shard(&key.1);
         if shard.len() >= per_shard && !shard.contains_key(&key) {
-            if let Some(victim) = shard.keys().next().copied() {
-                shard.remove(&victim);
+            // Full: drop what has expired; if every entry is live, the one that expires
+            // soonest restricts least. Both walk the shard, which only a flood of
+            // distinct keys as large as the bound makes happen more than rarely.
+            shard.retain(|_, e| e.expires() > now);
+            if shard.len() >= per_shard {
+                let soonest = shard
+                    .iter()
+                    .min_by_key(|(_, e)| e.expires())
+                    .map(|(k, _)| *k);
+                if let Some(victim) = soonest {
+                    shard.remove(&victim);
+                }
             }
         }
         shard.insert(key, entry);
@@ -203,6 +248,7 @@ impl LimiterStore for MemoryLimiterStore {
                     windows,
                     expires: now + 2 * DAY_MS,
                 },
+                now,
             );
             locked.put(
                 (PENDING, fraud.credential),
@@ -210,10 +256,11 @@ impl LimiterStore for MemoryLimiterStore {
                     group: fraud.group,
                     expires: now + DAY_MS,
                 },
+                now,
             );
         }
         for (check, tat) in checks.iter().zip(tats) {
-            locked.put((check.kind.tag(), check.key), Entry::Tat(tat));
+            locked.put((check.kind.tag(), check.key), Entry::Tat(tat), now);
         }
         Ok(Verdict::Allowed { fraud_tripped })
     }
@@ -228,7 +275,7 @@ impl LimiterStore for MemoryLimiterStore {
         for check in refunds {
             let key = (check.kind.tag(), check.key);
             match gcra::refund(locked.tat(check, now), now, check.rate) {
-                Some(tat) => locked.put(key, Entry::Tat(tat)),
+                Some(tat) => locked.put(key, Entry::Tat(tat), now),
                 None => locked.remove(key),
             }
         }
@@ -250,6 +297,7 @@ impl LimiterStore for MemoryLimiterStore {
                     windows,
                     expires: now + 2 * DAY_MS,
                 },
+                now,
             );
         }
         Ok(())
@@ -360,6 +408,39 @@ mod tests {
             store.charge(&[c], None).await.unwrap();
         }
         assert!(store.len() <= 1024, "{}", store.len());
+    }
+
+    #[tokio::test]
+    async fn a_full_shard_evicts_the_least_restrictive_entry_never_a_spent_budget() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        // 16 entries per shard; every key below falls in shard 0.
+        let store = MemoryLimiterStore::new(clock, 16 * SHARDS);
+        let in_shard_0 = |i: u8| {
+            let mut bytes = [0u8; 16];
+            bytes[1] = i;
+            LimiterKey(bytes)
+        };
+        let spent = Check {
+            kind: BudgetKind::CredentialSends,
+            key: in_shard_0(255),
+            rate: Rate::per(1, DAY_MS),
+        };
+        let allowed = |v: Verdict| matches!(v, Verdict::Allowed { .. });
+        assert!(allowed(store.charge(&[spent], None).await.unwrap()));
+        // A flood of other keys, each restricting for seconds only.
+        for i in 0..64 {
+            let c = Check {
+                kind: BudgetKind::NetworkRequests,
+                key: in_shard_0(i),
+                rate: Rate::per(10, 60_000),
+            };
+            store.charge(&[c], None).await.unwrap();
+        }
+        assert!(store.len() <= 16, "{}", store.len());
+        assert!(
+            !allowed(store.charge(&[spent], None).await.unwrap()),
+            "the flood evicted a spent day budget"
+        );
     }
 
     #[tokio::test]

@@ -6,8 +6,10 @@
 //! ([`memory`] for one instance, [`redis`] for many). The service calls it at a few
 //! points of each request, always *before* anything changes, so a refused request
 //! changes nothing — no id retired, the cookie untouched, no attempt spent, nothing sent:
-//! - [`Limits::before_request`]: every OTP request, first: requests per client network
-//!   (bounds the CPU one client can use);
+//! - requests per client network (bounds the CPU one client can use): every OTP
+//!   request is charged once, before it changes anything — folded into the send or
+//!   verify charge below when it gets that far (one store call, one Redis round trip),
+//!   alone ([`Limits::before_request`]) when it ends earlier;
 //! - [`Limits::before_send`]: create and resend, before the send: the destination
 //!   group's allow/deny lists (403 `CREDENTIAL:NOT_ALLOWED`), sends per credential (per
 //!   10 minutes and per day), per client network, globally, and the fraud guard;
@@ -154,17 +156,21 @@ impl Limits {
         Some(Network::of(address))
     }
 
-    /// Requests per client network, at the start of every OTP request.
-    pub async fn before_request(&self, client_ip: Option<&str>) -> Result<(), LimitError> {
-        let (Some(network), Some(rate)) =
-            (self.network(client_ip), self.config.requests_per_network)
-        else {
-            return Ok(());
-        };
-        let check = Check {
+    /// The requests-per-network budget of one request.
+    fn request_check(&self, network: Network) -> Option<Check> {
+        self.config.requests_per_network.map(|rate| Check {
             kind: BudgetKind::NetworkRequests,
             key: self.hasher.network(network),
             rate,
+        })
+    }
+
+    /// Requests per client network, charged alone: for a request that ends before it
+    /// would send or compare a code (the others fold this budget into
+    /// [`Limits::before_send`] or [`Limits::before_verify`], one store call each).
+    pub async fn before_request(&self, client_ip: Option<&str>) -> Result<(), LimitError> {
+        let Some(check) = self.network(client_ip).and_then(|n| self.request_check(n)) else {
+            return Ok(());
         };
         self.charge(&[check], None, None).await
     }
@@ -196,7 +202,11 @@ impl Limits {
         credential_id: &str,
         group: &str,
     ) -> Result<(), LimitError> {
-        self.check_group(group)?;
+        if let Err(refused) = self.check_group(group) {
+            // Refused for its destination, it still counts as a request.
+            self.before_request(client_ip).await?;
+            return Err(refused);
+        }
         let Some(network) = self.network(client_ip) else {
             return Ok(());
         };
@@ -206,6 +216,7 @@ impl Limits {
         }
         let c = &self.config;
         let network_key = self.hasher.network(network);
+        let request = self.request_check(network);
         let checks: Vec<Check> = [
             (
                 BudgetKind::CredentialSends,
@@ -222,6 +233,7 @@ impl Limits {
         ]
         .into_iter()
         .filter_map(|(kind, key, rate)| rate.map(|rate| Check { kind, key, rate }))
+        .chain(request)
         .collect();
         let fraud = c.fraud_guard.map(|mode| FraudCheck {
             group: self.hasher.group(group),
@@ -229,7 +241,28 @@ impl Limits {
             thresholds: c.fraud,
             mode,
         });
-        self.charge(&checks, fraud.as_ref(), Some(group)).await
+        let charged = self.charge(&checks, fraud.as_ref(), Some(group)).await;
+        self.count_refused_request(charged, request, client_ip).await
+    }
+
+    /// A charge is all or nothing, so a request refused by another budget has not been
+    /// counted as a request yet: count it alone, so refused requests still use up the
+    /// network's request budget (only refusals pay the second store call).
+    async fn count_refused_request(
+        &self,
+        charged: Result<(), LimitError>,
+        request: Option<Check>,
+        client_ip: Option<&str>,
+    ) -> Result<(), LimitError> {
+        match charged {
+            Err(LimitError::Limited(limited))
+                if request.is_some() && limited.policy != BudgetKind::NetworkRequests.policy() =>
+            {
+                let _ = self.before_request(client_ip).await;
+                Err(LimitError::Limited(limited))
+            }
+            other => other,
+        }
     }
 
     /// Reserves one failure of each failure budget before a code is compared.
@@ -261,11 +294,20 @@ impl Limits {
         .into_iter()
         .filter_map(|(kind, key, rate)| rate.map(|rate| Check { kind, key, rate }))
         .collect();
-        if checks.is_empty() && c.fraud_guard.is_none() {
+        // This request's requests-per-network charge goes with the reservation (one
+        // store call) but is never given back.
+        let charged: Vec<Check> = checks
+            .iter()
+            .copied()
+            .chain(self.request_check(network))
+            .collect();
+        if charged.is_empty() && c.fraud_guard.is_none() {
             return Ok(Reservation::default());
         }
-        if !checks.is_empty() {
-            self.charge(&checks, None, None).await?;
+        if !charged.is_empty() {
+            let result = self.charge(&charged, None, None).await;
+            self.count_refused_request(result, self.request_check(network), client_ip)
+                .await?;
         }
         Ok(Reservation {
             checks,
