@@ -75,7 +75,8 @@ pub struct AuditLog {
     queue: mpsc::Sender<AuditEvent>,
     clock: Arc<dyn Clock>,
     options: EventOptions,
-    subject_key: Zeroizing<[u8; 32]>,
+    /// Keys the credential pseudonyms (HMAC-SHA256, its padded states computed once).
+    subject_key: ring::hmac::Key,
     /// Whether a sink is bound; events are neither built nor queued without one.
     sink_bound: AtomicBool,
     counts: Arc<EventCounts>,
@@ -94,7 +95,10 @@ impl AuditLog {
             queue,
             clock,
             options,
-            subject_key: Zeroizing::new(subject_key),
+            subject_key: ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                Zeroizing::new(subject_key).as_slice(),
+            ),
             sink_bound: AtomicBool::new(false),
             counts: Arc::new(EventCounts::default()),
         };
@@ -111,11 +115,21 @@ impl AuditLog {
     }
 
     /// Queues an event without waiting; drops it (and counts it) when the queue is full.
-    /// `data` is only called when a sink is bound, so an unheard event costs nothing.
+    /// Nothing is built unless a sink is bound and the queue has room, so an event that
+    /// nobody hears — no sink, or one that hangs — costs next to nothing.
     pub fn emit(&self, kind: &str, subject: Subject<'_>, data: impl FnOnce() -> serde_json::Value) {
         if !self.sink_bound.load(Ordering::Relaxed) {
             return;
         }
+        let permit = match self.queue.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // The delivery task is gone (shutdown): nothing to deliver to.
+            Err(mpsc::error::TrySendError::Closed(())) => return,
+        };
         let data = data();
         let subject = match subject {
             Subject::Credential(id) if self.options.plain_credentials => Some(id.to_string()),
@@ -131,20 +145,12 @@ impl AuditLog {
             subject,
             data: data.to_string(),
         };
-        match self.queue.try_send(event) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            // The delivery task is gone (shutdown): nothing to deliver to.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+        permit.send(event);
     }
 
     /// `cred_` and the first 16 bytes of HMAC-SHA256(subject key, id), in hex.
     pub fn credential_pseudonym(&self, id: &str) -> String {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.subject_key[..]);
-        let tag = ring::hmac::sign(&key, id.as_bytes());
+        let tag = ring::hmac::sign(&self.subject_key, id.as_bytes());
         format!("cred_{}", hex::encode(&tag.as_ref()[..16]))
     }
 }

@@ -219,7 +219,11 @@ impl OtpService {
         if charged {
             return result;
         }
-        match self.limits.before_request(context.client_ip.as_deref()).await {
+        match self
+            .limits
+            .before_request(context.client_ip.as_deref())
+            .await
+        {
             Err(refused) if result.is_err() => Err(self.limited(refused, context)),
             _ => result,
         }
@@ -229,14 +233,13 @@ impl OtpService {
     fn limited(&self, error: LimitError, context: &RequestContext) -> ServiceError {
         match error {
             LimitError::Limited(limited) => {
-                self.audit
-                    .emit("otp.rate_limited", Subject::Plain("-"), || {
-                        serde_json::json!({
-                            "policy": limited.policy,
-                            "retryAfter": limited.retry_after_secs,
-                            "requestId": context.request_id,
-                        })
-                    });
+                self.audit.emit("otp.rate_limited", Subject::None, || {
+                    serde_json::json!({
+                        "policy": limited.policy,
+                        "retryAfter": limited.retry_after_secs,
+                        "requestId": context.request_id,
+                    })
+                });
                 ServiceError::new(ServiceErrorKind::RateLimited(limited))
             }
             LimitError::NotAllowed => ServiceError::new(ServiceErrorKind::CredentialNotAllowed),
@@ -417,7 +420,11 @@ impl OtpService {
         };
         // The request's charge goes with the failure reservation (one store call).
         let reservation = match session.current_token() {
-            Some(token) => self.limits.before_verify(client, &token.credential_id).await,
+            Some(token) => {
+                self.limits
+                    .before_verify(client, &token.credential_id)
+                    .await
+            }
             None => self
                 .limits
                 .before_request(client)

@@ -157,10 +157,10 @@ impl Limits {
     }
 
     /// The requests-per-network budget of one request.
-    fn request_check(&self, network: Network) -> Option<Check> {
+    fn request_check(&self, network_key: LimiterKey) -> Option<Check> {
         self.config.requests_per_network.map(|rate| Check {
             kind: BudgetKind::NetworkRequests,
-            key: self.hasher.network(network),
+            key: network_key,
             rate,
         })
     }
@@ -169,7 +169,10 @@ impl Limits {
     /// would send or compare a code (the others fold this budget into
     /// [`Limits::before_send`] or [`Limits::before_verify`], one store call each).
     pub async fn before_request(&self, client_ip: Option<&str>) -> Result<(), LimitError> {
-        let Some(check) = self.network(client_ip).and_then(|n| self.request_check(n)) else {
+        let Some(check) = self
+            .network(client_ip)
+            .and_then(|n| self.request_check(self.hasher.network(n)))
+        else {
             return Ok(());
         };
         self.charge(&[check], None, None).await
@@ -216,7 +219,7 @@ impl Limits {
         }
         let c = &self.config;
         let network_key = self.hasher.network(network);
-        let request = self.request_check(network);
+        let request = self.request_check(network_key);
         let checks: Vec<Check> = [
             (
                 BudgetKind::CredentialSends,
@@ -242,7 +245,8 @@ impl Limits {
             mode,
         });
         let charged = self.charge(&checks, fraud.as_ref(), Some(group)).await;
-        self.count_refused_request(charged, request, client_ip).await
+        self.count_refused_request(charged, request, client_ip)
+            .await
     }
 
     /// A charge is all or nothing, so a request refused by another budget has not been
@@ -279,10 +283,12 @@ impl Limits {
             return Ok(Reservation::default());
         }
         let c = &self.config;
+        let network_key = self.hasher.network(network);
+        let request = self.request_check(network_key);
         let checks: Vec<Check> = [
             (
                 BudgetKind::NetworkFailures,
-                self.hasher.network(network),
+                network_key,
                 c.failed_verifies_per_network,
             ),
             (
@@ -296,17 +302,13 @@ impl Limits {
         .collect();
         // This request's requests-per-network charge goes with the reservation (one
         // store call) but is never given back.
-        let charged: Vec<Check> = checks
-            .iter()
-            .copied()
-            .chain(self.request_check(network))
-            .collect();
+        let charged: Vec<Check> = checks.iter().copied().chain(request).collect();
         if charged.is_empty() && c.fraud_guard.is_none() {
             return Ok(Reservation::default());
         }
         if !charged.is_empty() {
             let result = self.charge(&charged, None, None).await;
-            self.count_refused_request(result, self.request_check(network), client_ip)
+            self.count_refused_request(result, request, client_ip)
                 .await?;
         }
         Ok(Reservation {

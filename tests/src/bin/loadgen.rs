@@ -33,8 +33,8 @@
 //! the connection takes the next session made by the create phase.
 //!
 //! The spawned server runs with the abuse controls on but every budget raised far above
-//! what a run can use (`--limits on`, the default), so they cost what they cost without
-//! refusing anything. `--limits off,on` runs every store twice in the same run: with the abuse controls
+//! what a run can use (`--limits on`, the default; the global circuit breaker stays off,
+//! as it is by default), so they cost what they cost without refusing anything. `--limits off,on` runs every store twice in the same run: with the abuse controls
 //! switched off (`OTP_LIMITS_ENABLED=false`) and on with every budget raised so that
 //! nothing is refused (the fraud guard in `record` mode with high floors), and prints
 //! "on" as a share of "off" per endpoint: what the limits cost.
@@ -693,7 +693,8 @@ async fn run_against(
 }
 
 /// The settings of a `--limits` mode: `off`, `on` (every budget far above what a run
-/// can use, so the cost is measured without refusals) or `default` (the server's own).
+/// can use, so the cost is measured without refusals; the global breaker off, its
+/// default) or `default` (the server's own).
 fn limits_env(mode: &str) -> Vec<(String, String)> {
     let set = |k: &str, v: &str| (k.to_string(), v.to_string());
     match mode {
@@ -708,7 +709,6 @@ fn limits_env(mode: &str) -> Vec<(String, String)> {
                 "REQUESTS_PER_NETWORK",
                 "FAILED_VERIFIES_PER_NETWORK",
                 "FAILED_VERIFIES_PER_CREDENTIAL_NETWORK",
-                "GLOBAL_SENDS",
             ]
             .iter()
             .map(|k| set(&format!("OTP_LIMITS_{k}"), huge))
