@@ -51,11 +51,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/otp/resend", post(otp::resend))
         .route("/api/otp/verify", post(otp::verify));
     if state.test_clock.is_some() {
-        router = router.route("/test/clock", post(test_clock::advance));
+        router = router
+            .route("/test/clock", post(test_clock::advance))
+            .route("/test/panic", post(test_clock::panic));
     }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        // A panic in a handler answers 500 `SERVER` (and is logged) instead of dropping
+        // the connection; the server goes on serving.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -66,6 +73,19 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found() -> StatusCode {
     StatusCode::NOT_FOUND
+}
+
+/// The answer to a handler that panicked. The panic's message is logged (it is the
+/// server's own text, never a request's), the client gets the documented error.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    let error = ApiError::new(ErrorCode::Server);
+    (error.code.status(), axum::Json(error.body())).into_response()
 }
 
 /// Renders an error answer, with its cookie action.

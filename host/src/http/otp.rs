@@ -26,10 +26,16 @@ pub async fn create(
     let mode = app.mode;
     let result = async {
         let bytes = read_body(body).await?;
-        if bytes.is_empty() || !has_media_type(&headers, is_json) {
+        if !has_media_type(&headers, is_json) {
             return Err(ApiError::new(ErrorCode::CredentialInvalid).with_message(
                 "send the credential as a JSON body with Content-Type: application/json",
             ));
+        }
+        // A JSON body that is empty is malformed JSON, as the reference server says.
+        if bytes.is_empty() {
+            return Err(
+                ApiError::new(ErrorCode::Generic).with_message("malformed JSON: the body is empty")
+            );
         }
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
             return Err(
@@ -111,22 +117,50 @@ fn session_response(result: Result<SessionAnswer, ApiError>, mode: Mode) -> Resp
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes whether or not the
-/// client sent a `Content-Length`.
+/// client sent a `Content-Length` (chunked or not). An oversized body is read to its
+/// end and discarded (up to [`MAX_DRAIN`] bytes and [`MAX_DRAIN_TIME`]) before the 413
+/// goes out: a server that answers mid-upload and closes makes the client's next write
+/// fail, and the client never reads the answer.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => Ok(bytes),
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(ApiError::new(ErrorCode::BodyTooLarge))
-            } else {
-                Err(ApiError::new(ErrorCode::Generic)
-                    .with_message("could not read the request body"))
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::new();
+    let mut too_large = false;
+    let mut drained = 0usize;
+    let started = std::time::Instant::now();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(
+                ApiError::new(ErrorCode::Generic).with_message("could not read the request body")
+            );
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if too_large {
+            // Read and discard the rest, so the client is not cut off mid-upload and
+            // reads the 413; past the bounds the connection closes after the answer.
+            drained += data.len();
+            if drained > MAX_DRAIN || started.elapsed() > MAX_DRAIN_TIME {
+                break;
             }
+        } else if bytes.len() + data.len() > MAX_BODY {
+            too_large = true;
+            drained = bytes.len() + data.len();
+            bytes = Vec::new();
+        } else {
+            bytes.extend_from_slice(&data);
         }
     }
+    if too_large {
+        return Err(ApiError::new(ErrorCode::BodyTooLarge));
+    }
+    Ok(Bytes::from(bytes))
 }
+
+/// How much of an oversized body is read and discarded before the 413 is answered.
+const MAX_DRAIN: usize = 4 * 1024 * 1024;
+const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn invalid_format() -> ApiError {
     ApiError::new(ErrorCode::InvalidFormat)
