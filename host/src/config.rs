@@ -46,6 +46,7 @@
 pub mod table;
 
 use crate::events::EventOptions;
+use crate::http::edge::EdgeLimits;
 use crate::limits::config::LimitsTable;
 use crate::limits::LimitsConfig;
 use crate::plugins::{Hook, HookLimits, PluginEnv, RuntimeOptions};
@@ -107,6 +108,14 @@ settings! {
         cache_dir: Option<PathBuf> { default: default_cache_dir(), env: "OTP_CACHE_DIR", parse: path_or_none },
         /// log filter (`tracing` `EnvFilter` syntax)
         log: String { default: "info".into(), env: "OTP_LOG", parse: parsed },
+        /// time a client has to send a request's headers; also closes idle keep-alive connections
+        header_read_timeout_ms: u64 { default: 10_000, env: "OTP_HEADER_READ_TIMEOUT_MS", parse: parsed },
+        /// time a client has to send a request's body, from the end of its headers
+        body_read_timeout_ms: u64 { default: 10_000, env: "OTP_BODY_READ_TIMEOUT_MS", parse: parsed },
+        /// open connections at most; more clients wait in the listen backlog (logged when reached)
+        max_connections: usize { default: 10_000, env: "OTP_MAX_CONNECTIONS", parse: parsed },
+        /// on shutdown, how long in-flight requests may take to finish
+        shutdown_grace_ms: u64 { default: 10_000, env: "OTP_SHUTDOWN_GRACE_MS", parse: parsed },
         /// code length (4–64)
         code_length: usize { default: Settings::default().code_length, env: "OTP_CODE_LENGTH", parse: parsed },
         /// `alphanumeric` (a–z0–9) or `digits` (0–9)
@@ -277,6 +286,7 @@ pub struct Config {
     pub log: String,
     pub otp: Settings,
     pub kek_rotation: Duration,
+    pub edge: EdgeLimits,
     pub runtime: RuntimeOptions,
     pub hook_preferences: BTreeMap<Hook, String>,
     /// What `${NAME}` in a manifest may read.
@@ -404,6 +414,20 @@ impl FileConfig {
                 ));
             }
         }
+        for (key, ms) in [
+            (Setting::header_read_timeout_ms, self.header_read_timeout_ms),
+            (Setting::body_read_timeout_ms, self.body_read_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return Err(invalid(key.label(), "must be between 100 and 600000 ms"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(
+                Setting::max_connections.label(),
+                "must be at least 1",
+            ));
+        }
         if self.kek_rotation_secs < 60 {
             return Err(invalid(
                 Setting::kek_rotation_secs.label(),
@@ -492,6 +516,12 @@ impl FileConfig {
             log: self.log,
             otp,
             kek_rotation: Duration::from_secs(self.kek_rotation_secs),
+            edge: EdgeLimits {
+                header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+                body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+                max_connections: self.max_connections,
+                shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            },
             runtime: RuntimeOptions {
                 validate: limits(self.validate_deadline_ms, validate_memory),
                 send: limits(self.send_deadline_ms, send_memory),

@@ -16,7 +16,6 @@ use crate::service::OtpService;
 use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
 use crate::store::{IdStore, MemoryIdStore};
 use anyhow::Context;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,12 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, mode = ?config.mode, plugins = %config.plugins_dir.display(), "otp-server listening");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    crate::http::edge::serve(listener, router(state), config.edge, shutdown).await;
     tracing::info!("otp-server stopped");
     Ok(())
 }

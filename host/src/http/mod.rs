@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod cookie;
+pub mod edge;
 pub mod error;
 mod health;
 mod locale;
