@@ -92,6 +92,26 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("use text or json".into()),
+        }
+    }
+}
+
 settings! {
     /// The whole configuration as the TOML file spells it. All fields are optional in the
     /// file; `Default` gives the documented defaults.
@@ -108,6 +128,10 @@ settings! {
         cache_dir: Option<PathBuf> { default: default_cache_dir(), env: "OTP_CACHE_DIR", parse: path_or_none },
         /// log filter (`tracing` `EnvFilter` syntax)
         log: String { default: "info".into(), env: "OTP_LOG", parse: parsed },
+        /// `text`, or `json` (one JSON object per line, with the request's span fields)
+        log_format: LogFormat { default: LogFormat::Text, env: "OTP_LOG_FORMAT", parse: parsed },
+        /// one log line per request: method, route, status, duration, request id (never the cookie or the body)
+        access_log: bool { default: true, env: "OTP_ACCESS_LOG", parse: flag },
         /// time a client has to send a request's headers; also closes idle keep-alive connections
         header_read_timeout_ms: u64 { default: 10_000, env: "OTP_HEADER_READ_TIMEOUT_MS", parse: parsed },
         /// time a client has to send a request's body, from the end of its headers
@@ -284,6 +308,8 @@ pub struct Config {
     pub cors_origin: Option<String>,
     pub plugins_dir: PathBuf,
     pub log: String,
+    pub log_format: LogFormat,
+    pub access_log: bool,
     pub otp: Settings,
     pub kek_rotation: Duration,
     pub edge: EdgeLimits,
@@ -514,6 +540,8 @@ impl FileConfig {
             cors_origin: self.cors_origin,
             plugins_dir: self.plugins_dir,
             log: self.log,
+            log_format: self.log_format,
+            access_log: self.access_log,
             otp,
             kek_rotation: Duration::from_secs(self.kek_rotation_secs),
             edge: EdgeLimits {

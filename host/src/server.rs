@@ -3,7 +3,7 @@
 //! shutdown on SIGTERM or Ctrl-C.
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
-use crate::config::{Config, Mode, StoreConfig};
+use crate::config::{Config, LogFormat, Mode, StoreConfig};
 use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
 use crate::events::{spawn_delivery, AuditLog, Subject};
 use crate::http::client::ClientAddresses;
@@ -20,14 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Logs go to stderr, filtered by `OTP_LOG` / `log` (an `EnvFilter` directive).
-pub fn init_tracing(filter: &str) {
+pub fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -86,6 +89,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .as_deref()
             .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
         test_clock,
+        access_log: config.access_log,
         clients: Arc::new(ClientAddresses::new(
             config.limits.trusted_proxies.clone(),
             config.limits.client_address_header,

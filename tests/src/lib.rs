@@ -389,10 +389,16 @@ impl ServerBuilder {
         let line = server
             .wait_for_log("otp-server listening", Duration::from_secs(60))
             .unwrap_or_else(|| panic!("the server did not start:\n{}", server.log_text()));
+        // `address=A` in text logs, `"address":"A"` in JSON logs.
         let address = line
             .split("address=")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
+            .or_else(|| {
+                line.split("\"address\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+            })
             .expect("the listening line names the address")
             .to_string();
         server.base = format!("http://{address}");

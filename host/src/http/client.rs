@@ -38,7 +38,10 @@ impl ClientAddresses {
         }
     }
 
-    fn trusted(&self, address: IpAddr) -> bool {
+    /// Whether `address` is one of the trusted proxies (whose forwarding header and
+    /// `x-request-id` are believed).
+    pub fn is_trusted_proxy(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
         self.trusted.iter().any(|net| net.contains(&address))
     }
 
@@ -48,7 +51,7 @@ impl ClientAddresses {
         let Some(header) = self.header else {
             return current;
         };
-        if !self.trusted(current) {
+        if !self.is_trusted_proxy(current) {
             return current;
         }
         let name = match header {
@@ -67,7 +70,7 @@ impl ClientAddresses {
                 ForwardedHeader::Forwarded => forwarded_for(text).and_then(parse_node),
             };
             match address {
-                Some(address) if self.trusted(address) => current = address,
+                Some(address) if self.is_trusted_proxy(address) => current = address,
                 Some(address) => return address,
                 None => return current,
             }

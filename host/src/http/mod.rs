@@ -11,6 +11,7 @@ pub mod edge;
 pub mod error;
 mod health;
 mod locale;
+pub mod observe;
 mod otp;
 mod test_clock;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub test_clock: Option<Arc<crate::clock::OffsetClock>>,
     /// Who the client is: the peer, or what a trusted proxy says.
     pub clients: Arc<client::ClientAddresses>,
+    /// One access-log line per request (`access_log`).
+    pub access_log: bool,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,6 +71,12 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers,
+        ))
+        // Outermost: the request id, span and access-log line cover everything below,
+        // a caught panic's 500 included.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
         ))
         .with_state(state)
 }

@@ -6,6 +6,7 @@
 
 use super::cookie::read_cookie;
 use super::error::{ApiError, ErrorCode};
+use super::observe::RequestId;
 use super::{apply_cookie, error_response, AppState, MAX_BODY};
 use crate::config::Mode;
 use crate::plugins::RequestContext;
@@ -14,12 +15,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use std::net::SocketAddr;
 
 pub async fn create(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -46,7 +49,11 @@ pub async fn create(
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(ErrorCode::Generic))?;
         let cookie = read_cookie(&headers, mode);
         app.service
-            .create(cookie.as_deref(), text, &context(&app, &headers, peer))
+            .create(
+                cookie.as_deref(),
+                text,
+                &context(&app, &headers, peer, request_id),
+            )
             .await
             .map_err(ApiError::from)
     }
@@ -57,6 +64,7 @@ pub async fn create(
 pub async fn resend(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -65,7 +73,10 @@ pub async fn resend(
         read_body(body).await?;
         let cookie = read_cookie(&headers, mode);
         app.service
-            .resend(cookie.as_deref(), &context(&app, &headers, peer))
+            .resend(
+                cookie.as_deref(),
+                &context(&app, &headers, peer, request_id),
+            )
             .await
             .map_err(ApiError::from)
     }
@@ -76,6 +87,7 @@ pub async fn resend(
 pub async fn verify(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -89,7 +101,11 @@ pub async fn verify(
         }
         let cookie = read_cookie(&headers, mode);
         app.service
-            .verify(cookie.as_deref(), &code, &context(&app, &headers, peer))
+            .verify(
+                cookie.as_deref(),
+                &code,
+                &context(&app, &headers, peer, request_id),
+            )
             .await
             .map_err(ApiError::from)
     }
@@ -197,7 +213,12 @@ fn is_json(media_type: &str) -> bool {
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
-fn context(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
+fn context(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    request_id: Option<Extension<RequestId>>,
+) -> RequestContext {
     let text = |name: HeaderName| {
         headers
             .get(name)
@@ -212,15 +233,9 @@ fn context(app: &AppState, headers: &HeaderMap, peer: SocketAddr) -> RequestCont
             .as_deref()
             .and_then(super::locale::preferred),
         accept_language,
-        request_id: new_request_id(),
+        // Set by the `observe` middleware (a trusted proxy's, or a fresh one).
+        request_id: request_id.map_or_else(super::observe::generate_id, |Extension(id)| id.0),
     }
-}
-
-/// A fresh request id: 16 random bytes in hex.
-fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    crate::os_random::fill(&mut bytes);
-    hex::encode(bytes)
 }
 
 /// The final action's response. Invalid status codes or headers from a plugin are a
