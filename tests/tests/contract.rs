@@ -251,7 +251,9 @@ async fn a_hanging_event_sink_holds_up_no_request() {
         "the sink was called"
     );
     let events = &server.get("/ready").await.json()["events"];
-    // 24 events; the sink holds one batch, the queue at most 4: the rest are dropped.
+    // 24 events; the sink holds the first batch (however many had arrived when it was
+    // taken), the queue at most 4 more: the rest are dropped, none delivered.
     assert_eq!(events["delivered"], 0, "{events}");
-    assert!(events["dropped"].as_u64().unwrap() >= 10, "{events}");
+    let dropped = events["dropped"].as_u64().unwrap();
+    assert!((1..=23).contains(&dropped), "{events}");
 }
