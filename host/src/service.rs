@@ -302,7 +302,9 @@ impl OtpService {
         let charge = match transition.send {
             Some(_) => {
                 let group = credential.group.as_deref().unwrap_or(&credential.channel);
-                self.limits.before_send(client, &credential.id, group).await
+                self.limits
+                    .before_send(client, &credential.id, Some(group))
+                    .await
             }
             None => self.limits.before_request(client).await,
         };
@@ -357,10 +359,11 @@ impl OtpService {
             .send
             .and_then(|send| transition.session.tokens.get(send.token))
         {
-            // The cookie keeps no destination group: a resend counts under the channel.
+            // The cookie keeps no destination group: the group's lists and the fraud
+            // guard were applied when the session was created.
             Some(token) => {
                 self.limits
-                    .before_send(client, &token.credential_id, &token.channel)
+                    .before_send(client, &token.credential_id, None)
                     .await
             }
             None => self.limits.before_request(client).await,
@@ -435,7 +438,11 @@ impl OtpService {
         let result = self.verify_code(&session, code, now, context).await;
         let guess = match &result {
             Ok(_) => GuessOutcome::Verified,
-            Err(e) if e.is_wrong_code() => GuessOutcome::Failed,
+            // A spent cookie state replayed with a code counts as a guess too, right or
+            // wrong: otherwise old cookies would be free guesses.
+            Err(e) if e.is_wrong_code() || matches!(e.kind, ServiceErrorKind::InvalidCookie) => {
+                GuessOutcome::Failed
+            }
             Err(_) => GuessOutcome::NoGuess,
         };
         self.limits.after_verify(reservation, guess).await;
@@ -464,7 +471,13 @@ impl OtpService {
                 credential_id,
                 channel,
             } => {
-                // The slot first: if the final action cannot run now (no plugin, all
+                // A spent cookie state answers as a spent cookie whatever the code, before
+                // anything else could tell a right code from a wrong one (a 503 for a
+                // busy final action would).
+                if !self.ids.contains(session.id, now).await? {
+                    return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
+                }
+                // The slot next: if the final action cannot run now (no plugin, all
                 // slots busy), the session stays as it is and the client may simply
                 // send the same code again.
                 let action = self.hooks.reserve_final_action().await?;

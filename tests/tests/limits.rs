@@ -494,6 +494,32 @@ async fn a_denied_group_answers_403_and_nothing_is_sent() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(server.codes_for("+447700900123").is_empty());
     assert_eq!(server.codes_for("+15550000177").len(), 1);
+
+    // An allow list: a resend of an allowed destination is not judged by its channel
+    // (the cookie carries no group).
+    let server = Server::builder()
+        .env("OTP_LIMITS_ENABLED", "true")
+        .env("OTP_LIMITS_ALLOW_GROUPS", "sms:+1*")
+        .env("OTP_RESEND_COOLDOWN_SECS", "0")
+        .plugin_as(
+            otp_server_blackbox::plugin("email-phone-credential"),
+            "validator",
+        )
+        .plugin_as(otp_server_blackbox::plugin("dev-sender"), "dev-sender")
+        .plugin_as(otp_server_blackbox::plugin("json-final"), "json-final")
+        .start();
+    let client = Client::from(&server, "127.0.0.42");
+    let created = client.create("+15550000188", &[]).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let resent = server.resend(created.cookie().as_deref()).await;
+    assert_eq!(resent.status, StatusCode::OK, "{}", resent.text());
+    let answer = client.create("someone@example.com", &[]).await;
+    assert_eq!(
+        answer.error(),
+        "CREDENTIAL:NOT_ALLOWED",
+        "{}",
+        answer.text()
+    );
 }
 
 #[tokio::test]

@@ -199,13 +199,19 @@ impl Limits {
     }
 
     /// Every send budget and the fraud guard, charged together, before a code is sent.
+    ///
+    /// `group` is the destination group when it is known (a create: the validator's
+    /// group, or the channel). A resend passes `None`: the session does not carry the
+    /// group, and checking it against a stand-in would refuse or count the wrong group;
+    /// its credential was checked against its real group when the session was created,
+    /// and the send budgets still apply.
     pub async fn before_send(
         &self,
         client_ip: Option<&str>,
         credential_id: &str,
-        group: &str,
+        group: Option<&str>,
     ) -> Result<(), LimitError> {
-        if let Err(refused) = self.check_group(group) {
+        if let Some(Err(refused)) = group.map(|g| self.check_group(g)) {
             // Refused for its destination, it still counts as a request.
             self.before_request(client_ip).await?;
             return Err(refused);
@@ -215,7 +221,8 @@ impl Limits {
         };
         let credential = self.hasher.credential(credential_id);
         if self.safe_credentials.contains(&credential) {
-            return Ok(());
+            // Exempt from the send budgets, not from the network's request budget.
+            return self.before_request(client_ip).await;
         }
         let c = &self.config;
         let network_key = self.hasher.network(network);
@@ -238,13 +245,13 @@ impl Limits {
         .filter_map(|(kind, key, rate)| rate.map(|rate| Check { kind, key, rate }))
         .chain(request)
         .collect();
-        let fraud = c.fraud_guard.map(|mode| FraudCheck {
+        let fraud = c.fraud_guard.zip(group).map(|(mode, group)| FraudCheck {
             group: self.hasher.group(group),
             credential,
             thresholds: c.fraud,
             mode,
         });
-        let charged = self.charge(&checks, fraud.as_ref(), Some(group)).await;
+        let charged = self.charge(&checks, fraud.as_ref(), group).await;
         self.count_refused_request(charged, request, client_ip)
             .await
     }
@@ -280,6 +287,8 @@ impl Limits {
         };
         let credential = self.hasher.credential(credential_id);
         if self.safe_credentials.contains(&credential) {
+            // Exempt from the failure budgets, not from the network's request budget.
+            self.before_request(client_ip).await?;
             return Ok(Reservation::default());
         }
         let c = &self.config;

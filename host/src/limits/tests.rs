@@ -25,9 +25,13 @@ async fn five_sends_per_credential_then_429_until_the_window_passes() {
     let (clock, limits) = limits(LimitsConfig::default());
     let ip = Some("192.0.2.1");
     for _ in 0..5 {
-        limits.before_send(ip, "bob", "default").await.unwrap();
+        limits
+            .before_send(ip, "bob", Some("default"))
+            .await
+            .unwrap();
     }
-    let Err(LimitError::Limited(answer)) = limits.before_send(ip, "bob", "default").await else {
+    let Err(LimitError::Limited(answer)) = limits.before_send(ip, "bob", Some("default")).await
+    else {
         panic!("the sixth send is refused");
     };
     assert_eq!(answer.policy, "sends-per-credential");
@@ -37,14 +41,17 @@ async fn five_sends_per_credential_then_429_until_the_window_passes() {
     assert_eq!(
         policy(
             limits
-                .before_send(Some("198.51.100.9"), "bob", "default")
+                .before_send(Some("198.51.100.9"), "bob", Some("default"))
                 .await
         ),
         "sends-per-credential"
     );
     clock.advance(600_000);
     for _ in 0..5 {
-        limits.before_send(ip, "bob", "default").await.unwrap();
+        limits
+            .before_send(ip, "bob", Some("default"))
+            .await
+            .unwrap();
     }
     assert_eq!(limits.counters().rate_limited.load(Ordering::Relaxed), 2);
 }
@@ -56,7 +63,7 @@ async fn a_network_spraying_credentials_is_capped_and_others_are_not() {
     let mut sent = 0;
     for n in 0..100 {
         if limits
-            .before_send(attacker, &format!("victim{n}"), "default")
+            .before_send(attacker, &format!("victim{n}"), Some("default"))
             .await
             .is_ok()
         {
@@ -65,7 +72,7 @@ async fn a_network_spraying_credentials_is_capped_and_others_are_not() {
     }
     assert_eq!(sent, 10, "the burst of sends per network");
     limits
-        .before_send(Some("203.0.113.6"), "victim0", "default")
+        .before_send(Some("203.0.113.6"), "victim0", Some("default"))
         .await
         .unwrap();
 }
@@ -123,17 +130,17 @@ async fn safe_lists_groups_and_switching_off() {
     let (_clock, limits) = limits(config);
     for _ in 0..50 {
         limits
-            .before_send(Some("192.0.2.1"), "+15550000000", "sms:+1")
+            .before_send(Some("192.0.2.1"), "+15550000000", Some("sms:+1"))
             .await
             .unwrap();
         limits
-            .before_send(Some("10.1.2.3"), "alice", "sms:+1")
+            .before_send(Some("10.1.2.3"), "alice", Some("sms:+1"))
             .await
             .unwrap();
     }
     for group in ["sms:+7", "sms:+991"] {
         assert!(matches!(
-            limits.before_send(Some("10.1.2.3"), "x", group).await,
+            limits.before_send(Some("10.1.2.3"), "x", Some(group)).await,
             Err(LimitError::NotAllowed)
         ));
     }
@@ -151,7 +158,7 @@ async fn safe_lists_groups_and_switching_off() {
     });
     for _ in 0..200 {
         off.before_request(Some("192.0.2.1")).await.unwrap();
-        off.before_send(Some("192.0.2.1"), "bob", "x")
+        off.before_send(Some("192.0.2.1"), "bob", Some("x"))
             .await
             .unwrap();
     }
@@ -209,7 +216,7 @@ async fn a_failing_store_fails_closed_or_open() {
         Arc::new(FailingStore),
     );
     open.before_request(Some("192.0.2.1")).await.unwrap();
-    open.before_send(Some("192.0.2.1"), "bob", "g")
+    open.before_send(Some("192.0.2.1"), "bob", Some("g"))
         .await
         .unwrap();
     assert!(open.ready().await);

@@ -359,3 +359,31 @@ async fn a_send_over_budget_changes_nothing_and_sends_nothing() {
     previous = f.service.create(None, "\"dave\"", &ctx()).await.unwrap();
     assert!(f.live(f.session_of(&previous.cookie).id).await);
 }
+
+#[tokio::test]
+async fn a_spent_cookie_with_the_right_code_answers_like_any_spent_cookie() {
+    let f = fixture();
+    let created = f.service.create(None, "\"erin\"", &ctx()).await.unwrap();
+    let code = f.hooks.sends.lock()[0].0.clone();
+    // A wrong code spends this cookie state and hands out its successor.
+    let wrong = "0".repeat(code.len());
+    let error = f
+        .service
+        .verify(Some(value(&created.cookie)), &wrong, &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(error.kind, ServiceErrorKind::Refused(_)));
+    // The spent state with the right code, while the final action is busy: still only
+    // "invalid cookie" — a 503 would tell the replayer the code was right.
+    *f.hooks.final_busy.lock() = true;
+    let replayed = f
+        .service
+        .verify(Some(value(&created.cookie)), &code, &ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(replayed.kind, ServiceErrorKind::InvalidCookie),
+        "{:?}",
+        replayed.kind
+    );
+}
