@@ -136,6 +136,8 @@ settings! {
         header_read_timeout_ms: u64 { default: 10_000, env: "OTP_HEADER_READ_TIMEOUT_MS", parse: parsed },
         /// time a client has to send a request's body, from the end of its headers
         body_read_timeout_ms: u64 { default: 10_000, env: "OTP_BODY_READ_TIMEOUT_MS", parse: parsed },
+        /// time a write to a client may stay blocked (a client that stops reading is disconnected)
+        write_timeout_ms: u64 { default: 10_000, env: "OTP_WRITE_TIMEOUT_MS", parse: parsed },
         /// open connections at most; more clients wait in the listen backlog (logged when reached)
         max_connections: usize { default: 10_000, env: "OTP_MAX_CONNECTIONS", parse: parsed },
         /// on shutdown, how long in-flight requests may take to finish
@@ -443,6 +445,7 @@ impl FileConfig {
         for (key, ms) in [
             (Setting::header_read_timeout_ms, self.header_read_timeout_ms),
             (Setting::body_read_timeout_ms, self.body_read_timeout_ms),
+            (Setting::write_timeout_ms, self.write_timeout_ms),
         ] {
             if !(100..=600_000).contains(&ms) {
                 return Err(invalid(key.label(), "must be between 100 and 600000 ms"));
@@ -547,6 +550,7 @@ impl FileConfig {
             edge: EdgeLimits {
                 header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
                 body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+                write_timeout: Duration::from_millis(self.write_timeout_ms),
                 max_connections: self.max_connections,
                 shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             },

@@ -113,3 +113,42 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let server = Server::builder()
+        .default_plugins()
+        .env("OTP_MAX_CONNECTIONS", "1")
+        .env("OTP_WRITE_TIMEOUT_MS", "1000")
+        // Idle keep-alive connections (the harness's own, if its pool kept one) close
+        // after this, so the test cannot depend on the order slots free up in.
+        .env("OTP_HEADER_READ_TIMEOUT_MS", "3000")
+        .start();
+    let address = address(&server);
+    // Pipelined requests, whose answers are never read: the server's writes block once
+    // the socket buffers are full, and it stops reading our requests.
+    let hog = TcpStream::connect(&address).await.unwrap();
+    let (_reader, mut writer) = hog.into_split();
+    let requests = b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n".repeat(200_000);
+    let writing = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(30), writer.write_all(&requests)).await;
+        writer
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // With one connection allowed, someone else is served once the hog is cut off.
+    let started = Instant::now();
+    let mut other = TcpStream::connect(&address).await.unwrap();
+    other
+        .write_all(b"GET /health HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), other.read_to_end(&mut answer))
+        .await
+        .expect("served once the client that stopped reading was cut off")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    drop(writing);
+}

@@ -5,7 +5,10 @@
 //! timeout): a client must send its headers within `header_read_timeout` (hyper starts
 //! that timer whenever it waits for a request, so it also closes idle keep-alive
 //! connections); its body must arrive within `body_read_timeout` ([`TimedBody`]); at most
-//! `max_connections` are open, further clients wait in the listen backlog and the
+//! a write to the client may stay blocked for `write_timeout` at most ([`WriteTimeout`]:
+//! a client that pipelines requests and never reads the answers would otherwise hold its
+//! connection forever); at most `max_connections` are open, further clients wait in the
+//! listen backlog and the
 //! moment is logged; on shutdown the listener closes and in-flight requests get
 //! `shutdown_grace` to finish.
 //!
@@ -36,6 +39,8 @@ pub struct EdgeLimits {
     pub header_read_timeout: Duration,
     /// Time to send a request's body, from the end of its headers.
     pub body_read_timeout: Duration,
+    /// Time a write to the client may stay blocked (a client that stops reading).
+    pub write_timeout: Duration,
     pub max_connections: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
@@ -91,6 +96,7 @@ pub async fn serve(
             let mut router = router.clone();
             async move { router.call(request).await }
         });
+        let stream = WriteTimeout::new(stream, limits.write_timeout);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -154,5 +160,100 @@ impl HttpBody for TimedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A connection whose writes fail once one has been blocked for `timeout`: hyper stops
+/// reading a connection whose answers cannot be written, so without this a client that
+/// never reads would hold its connection (and its slot) forever.
+struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    /// Armed while a write is blocked.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> WriteTimeout<S> {
+        WriteTimeout {
+            inner,
+            timeout,
+            blocked: None,
+        }
+    }
+
+    /// Passes a finished write through (disarming the timer); for a blocked one, arms
+    /// the timer and fails the write once it has run out.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.blocked = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let timer = self
+                    .blocked
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
