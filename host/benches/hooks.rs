@@ -12,8 +12,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otp_server::plugins::{
-    CodeDelivery, Credential, Hook, Manifest, PluginEnv, PluginRuntime, RequestContext,
-    RuntimeOptions, SendKind,
+    CodeDelivery, Credential, Hook, LoadedPlugin, Manifest, PluginEnv, PluginResponse,
+    PluginRuntime, RequestContext, RuntimeOptions, SendKind,
 };
 use std::path::PathBuf;
 
@@ -30,6 +30,23 @@ fn component(name: &str) -> Vec<u8> {
         .join(format!("{name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins.sh)", path.display()))
+}
+
+/// One final-action call as the service makes it: a slot, then the call.
+async fn complete(
+    runtime: &PluginRuntime,
+    plugin: &LoadedPlugin,
+    credential: &Credential,
+    ctx: &RequestContext,
+) -> PluginResponse {
+    let slot = runtime
+        .reserve(plugin, Hook::FinalAction)
+        .await
+        .expect("a slot");
+    runtime
+        .complete(plugin, slot, credential, ctx)
+        .await
+        .expect("a response")
 }
 
 fn hooks(c: &mut Criterion) {
@@ -84,20 +101,8 @@ fn hooks(c: &mut Criterion) {
         group: None,
     };
     group.bench_function("json-final/complete", |b| {
-        b.to_async(&rt).iter(|| async {
-            runtime
-                .complete(
-                    &finalizer,
-                    runtime
-                        .reserve(&finalizer, Hook::FinalAction)
-                        .await
-                        .expect("a slot"),
-                    &credential,
-                    &ctx,
-                )
-                .await
-                .expect("done")
-        })
+        b.to_async(&rt)
+            .iter(|| async { complete(&runtime, &finalizer, &credential, &ctx).await })
     });
 
     // A responder that answers every request on a connection with 204.
@@ -170,20 +175,8 @@ fn hooks(c: &mut Criterion) {
         ))
         .expect("session-token-final manifest");
     group.bench_function("session-token-final/complete", |b| {
-        b.to_async(&rt).iter(|| async {
-            runtime
-                .complete(
-                    &token,
-                    runtime
-                        .reserve(&token, Hook::FinalAction)
-                        .await
-                        .expect("a slot"),
-                    &credential,
-                    &ctx,
-                )
-                .await
-                .expect("a token")
-        })
+        b.to_async(&rt)
+            .iter(|| async { complete(&runtime, &token, &credential, &ctx).await })
     });
     group.finish();
 }
@@ -233,16 +226,8 @@ fn contract(c: &mut Criterion) {
         });
         let finalizer = load("json-final");
         group.bench_function(format!("complete/{version}"), |b| {
-            b.to_async(&rt).iter(|| async {
-                let slot = runtime
-                    .reserve(&finalizer, Hook::FinalAction)
-                    .await
-                    .expect("a slot");
-                runtime
-                    .complete(&finalizer, slot, &credential, &ctx)
-                    .await
-                    .expect("done")
-            })
+            b.to_async(&rt)
+                .iter(|| complete(&runtime, &finalizer, &credential, &ctx))
         });
     }
     group.finish();

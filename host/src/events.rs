@@ -138,7 +138,7 @@ impl AuditLog {
             Subject::None => None,
         };
         let event = AuditEvent {
-            id: random_id(),
+            id: crate::os_random::hex_id(),
             kind: kind.to_string(),
             time: rfc3339_ms(self.clock.now_ms()),
             source: self.options.source.clone(),
@@ -201,12 +201,6 @@ pub fn spawn_delivery(
 }
 
 /// 32 random hex digits.
-fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    crate::os_random::fill(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds.
 pub fn rfc3339_ms(ms: u64) -> String {
     let secs = ms / 1000;

@@ -132,6 +132,9 @@ pub fn install(file: &Path, dir: &Path, name: &str) {
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).expect("renaming a plugin into place");
 }
 
+/// The Standard Webhooks secret of the audit sink [`ServerBuilder::event_sink`] binds.
+pub const EVENTS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 /// The master key every test server uses in Redis mode (base64 of 32 bytes).
 pub const TEST_MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLWxvbmc=";
 
@@ -275,6 +278,18 @@ impl ServerBuilder {
     pub fn manifest(mut self, name: &str, text: &str) -> Self {
         self.manifests.push((name.to_string(), text.to_string()));
         self
+    }
+
+    /// Binds `webhook-events` as the audit sink, posting to `url` (on 127.0.0.1), signed
+    /// with [`EVENTS_SECRET`]; `outbound` adds lines to its `[outbound]` table.
+    pub fn event_sink(self, url: &str, outbound: &str) -> Self {
+        let manifest = format!(
+            "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:*\"]\n{outbound}\
+             [config]\nurl = \"{url}\"\nsecret = \"${{OTP_PLUGIN_EVENTS_SECRET}}\"\n"
+        );
+        self.plugin_as(extra("webhook-events"), "webhook-events")
+            .manifest("webhook-events", &manifest)
+            .env("OTP_PLUGIN_EVENTS_SECRET", EVENTS_SECRET)
     }
 
     pub fn default_plugins(mut self) -> Self {

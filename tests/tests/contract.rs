@@ -5,10 +5,8 @@
 //! holds up no request (its events are dropped and counted).
 
 use otp_server_blackbox::webhook::{verify_signature, Behaviour, WebhookReceiver};
-use otp_server_blackbox::{extra, fixture, plugin, Server, StatusCode, DEFAULT_PLUGINS};
+use otp_server_blackbox::{fixture, plugin, Server, StatusCode, DEFAULT_PLUGINS, EVENTS_SECRET};
 use std::time::Duration;
-
-const EVENTS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_may_mix_contract_versions() {
@@ -40,16 +38,9 @@ async fn a_folder_may_mix_contract_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_reaches_the_event_sink_in_order_without_secrets() {
     let receiver = WebhookReceiver::start();
-    let manifest = format!(
-        "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:*\"]\n\
-         [config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_EVENTS_SECRET}}\"\n",
-        receiver.url
-    );
     let server = Server::builder()
         .default_plugins()
-        .plugin_as(extra("webhook-events"), "webhook-events")
-        .manifest("webhook-events", &manifest)
-        .env("OTP_PLUGIN_EVENTS_SECRET", EVENTS_SECRET)
+        .event_sink(&receiver.url, "")
         .start();
     let ready = server.get("/ready").await.json();
     assert_eq!(
@@ -223,17 +214,12 @@ async fn replacing_0_1_0_plugins_by_their_0_2_0_builds_under_load_fails_no_reque
 async fn a_hanging_event_sink_holds_up_no_request() {
     let receiver = WebhookReceiver::start();
     receiver.behave(Behaviour::Slow(Duration::from_secs(30)));
-    let manifest = format!(
-        "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:*\"]\n\
-         total_timeout_ms = 60000\nfirst_byte_timeout_ms = 60000\n\
-         [config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_EVENTS_SECRET}}\"\n",
-        receiver.url
-    );
     let server = Server::builder()
         .default_plugins()
-        .plugin_as(extra("webhook-events"), "webhook-events")
-        .manifest("webhook-events", &manifest)
-        .env("OTP_PLUGIN_EVENTS_SECRET", EVENTS_SECRET)
+        .event_sink(
+            &receiver.url,
+            "total_timeout_ms = 60000\nfirst_byte_timeout_ms = 60000\n",
+        )
         .env("OTP_EVENTS_QUEUE", "4")
         .env("OTP_EVENTS_DEADLINE_MS", "30000")
         .start();

@@ -129,6 +129,19 @@ fn builder() -> ServerBuilder {
         .env("OTP_LIMITS_ENABLED", "true")
 }
 
+/// Limits on, with `email-phone-credential` as validator: credentials get real
+/// destination groups (`sms:+44`, `email:example.com`).
+fn grouped_builder() -> ServerBuilder {
+    Server::builder()
+        .env("OTP_LIMITS_ENABLED", "true")
+        .plugin_as(
+            otp_server_blackbox::plugin("email-phone-credential"),
+            "validator",
+        )
+        .plugin_as(otp_server_blackbox::plugin("dev-sender"), "dev-sender")
+        .plugin_as(otp_server_blackbox::plugin("json-final"), "json-final")
+}
+
 /// Lets a window of `memory_ms` (test clock) or `redis_secs` (real time) pass.
 async fn let_window_pass(server: &Server, memory_ms: u64, redis_secs: u64) {
     if on_redis_time() {
@@ -423,14 +436,7 @@ async fn fraud_guard_records_by_default_and_denies_one_group_in_deny_mode() {
     );
 
     // Deny: two groups (channels of email-phone-credential); only the tripped one stops.
-    let server = Server::builder()
-        .env("OTP_LIMITS_ENABLED", "true")
-        .plugin_as(
-            otp_server_blackbox::plugin("email-phone-credential"),
-            "validator",
-        )
-        .plugin_as(otp_server_blackbox::plugin("dev-sender"), "dev-sender")
-        .plugin_as(otp_server_blackbox::plugin("json-final"), "json-final")
+    let server = grouped_builder()
         .env("OTP_LIMITS_FRAUD_GUARD", "deny")
         .start();
     let mut first = None;
@@ -469,15 +475,8 @@ async fn a_denied_group_answers_403_and_nothing_is_sent() {
     assert!(server.codes_for(&id("dave")).is_empty());
 
     // Groups named by the validator (contract 0.2.0): one country refused, another served.
-    let server = Server::builder()
-        .env("OTP_LIMITS_ENABLED", "true")
+    let server = grouped_builder()
         .env("OTP_LIMITS_DENY_GROUPS", "sms:+44,email:spam.example")
-        .plugin_as(
-            otp_server_blackbox::plugin("email-phone-credential"),
-            "validator",
-        )
-        .plugin_as(otp_server_blackbox::plugin("dev-sender"), "dev-sender")
-        .plugin_as(otp_server_blackbox::plugin("json-final"), "json-final")
         .start();
     let client = Client::from(&server, "127.0.0.41");
     for denied in ["+447700900123", "bob@spam.example"] {
@@ -497,16 +496,9 @@ async fn a_denied_group_answers_403_and_nothing_is_sent() {
 
     // An allow list: a resend of an allowed destination is not judged by its channel
     // (the cookie carries no group).
-    let server = Server::builder()
-        .env("OTP_LIMITS_ENABLED", "true")
+    let server = grouped_builder()
         .env("OTP_LIMITS_ALLOW_GROUPS", "sms:+1*")
         .env("OTP_RESEND_COOLDOWN_SECS", "0")
-        .plugin_as(
-            otp_server_blackbox::plugin("email-phone-credential"),
-            "validator",
-        )
-        .plugin_as(otp_server_blackbox::plugin("dev-sender"), "dev-sender")
-        .plugin_as(otp_server_blackbox::plugin("json-final"), "json-final")
         .start();
     let client = Client::from(&server, "127.0.0.42");
     let created = client.create("+15550000188", &[]).await;

@@ -3,10 +3,9 @@
 //! only from a trusted proxy; a valid `traceparent` is carried on.
 
 use otp_server_blackbox::webhook::{verify_signature, WebhookReceiver};
-use otp_server_blackbox::{extra, Server, StatusCode};
+use otp_server_blackbox::{Server, StatusCode, EVENTS_SECRET};
 use std::time::Duration;
 
-const EVENTS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 async fn create(server: &Server, credential: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -34,16 +33,9 @@ fn request_id(response: &reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_id_is_in_the_answer_the_log_and_the_events() {
     let receiver = WebhookReceiver::start();
-    let manifest = format!(
-        "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:*\"]\n\
-         [config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_EVENTS_SECRET}}\"\n",
-        receiver.url
-    );
     let server = Server::builder()
         .default_plugins()
-        .plugin_as(extra("webhook-events"), "webhook-events")
-        .manifest("webhook-events", &manifest)
-        .env("OTP_PLUGIN_EVENTS_SECRET", EVENTS_SECRET)
+        .event_sink(&receiver.url, "")
         .start();
 
     // Untrusted peer: its x-request-id is ignored, a fresh one is made.

@@ -39,7 +39,7 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
         .get(&REQUEST_ID)
         .filter(|_| peer.is_some_and(|p| app.clients.is_trusted_proxy(p)))
         .and_then(|v| acceptable_id(v.as_bytes()));
-    let id = given.unwrap_or_else(generate_id);
+    let id = given.unwrap_or_else(crate::os_random::hex_id);
     let traceparent = request
         .headers()
         .get(&TRACEPARENT)
@@ -49,12 +49,14 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
         .as_ref()
         .and_then(|v| trace_id(v.as_bytes()))
         .unwrap_or_default();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().clone();
+    // What the access-log line needs, taken only when there is one.
+    let access = app.access_log.then(|| {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        (request.method().clone(), route)
+    });
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = if trace.is_empty() {
         tracing::info_span!("request", request_id = %id)
@@ -62,9 +64,9 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
         tracing::info_span!("request", request_id = %id, trace_id = %trace)
     };
     let mut response = next.run(request).instrument(span.clone()).await;
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    if app.access_log {
+    if let Some((method, route)) = access {
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
         span.in_scope(|| {
             tracing::info!(
                 target: "otp_server::access",
@@ -89,12 +91,6 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
 fn acceptable_id(value: &[u8]) -> Option<String> {
     let ok = (1..=128).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b));
     ok.then(|| String::from_utf8_lossy(value).into_owned())
-}
-
-pub fn generate_id() -> String {
-    let mut bytes = [0u8; 16];
-    crate::os_random::fill(&mut bytes);
-    hex::encode(bytes)
 }
 
 /// The trace id of a valid version-00 `traceparent` (`00-TRACE-PARENT-FLAGS`, lowercase
@@ -150,8 +146,8 @@ mod tests {
         assert_eq!(acceptable_id(b"has space"), None);
         assert_eq!(acceptable_id(&[b'a'; 129]), None);
         assert_eq!(acceptable_id("é".as_bytes()), None);
-        let a = generate_id();
+        let a = crate::os_random::hex_id();
         assert_eq!(a.len(), 32);
-        assert_ne!(a, generate_id());
+        assert_ne!(a, crate::os_random::hex_id());
     }
 }

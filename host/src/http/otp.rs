@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 pub async fn create(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -64,7 +64,7 @@ pub async fn create(
 pub async fn resend(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -87,7 +87,7 @@ pub async fn resend(
 pub async fn verify(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -217,7 +217,7 @@ fn context(
     app: &AppState,
     headers: &HeaderMap,
     peer: SocketAddr,
-    request_id: Option<Extension<RequestId>>,
+    request_id: RequestId,
 ) -> RequestContext {
     let text = |name: HeaderName| {
         headers
@@ -234,7 +234,7 @@ fn context(
             .and_then(super::locale::preferred),
         accept_language,
         // Set by the `observe` middleware (a trusted proxy's, or a fresh one).
-        request_id: request_id.map_or_else(super::observe::generate_id, |Extension(id)| id.0),
+        request_id: request_id.0,
     }
 }
 
