@@ -24,9 +24,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 poly="$root/plugins/polyglot"
 dist="$root/plugins/dist-polyglot"
-# The polyglot examples target the frozen contract 0.1.0, which the server keeps serving
-# beside 0.2.0: they double as proof that 0.1.0 plugins in any language keep working.
-wit="$root/wit/v0.1.0"
+# The polyglot examples target the current contract, 0.2.0, like every shipped plugin
+# (0.1.0 keeps its own Rust fixtures in plugins/fixtures/v010-*).
+wit="$root/wit/v0.2.0"
 build="$poly/target"
 cache="${OTP_POLYGLOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/otp-server-polyglot}"
 

@@ -135,7 +135,8 @@ pub trait FinalAction {
 /// Export an implementation with [`export_event_sink!`].
 pub trait EventSink {
     /// Receives a batch of events, oldest first. An `Err` loses the batch (the server logs
-    /// the message and counts the events as failed); the next batch comes as usual.
+    /// the message and counts the events as failed); the next batch comes after a short
+    /// pause that grows while failures continue (up to 5 s).
     fn deliver(batch: &[AuditEvent]) -> Result<(), String>;
 }
 

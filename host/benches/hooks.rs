@@ -5,7 +5,10 @@
 //!
 //! The `contract` group calls the same three plugins built for each contract version
 //! (`plugins/fixtures/v010-*` from the frozen 0.1.0 WIT, the shipped ones on the 0.2.0
-//! guest SDK), so the cost of a version's bindings shows as a ratio within one run.
+//! guest SDK). Benchmarks run one after another, and this machine's speed drifts by
+//! several per cent between them, so each `contract/<hook>` interleaves the two builds —
+//! one call of each per iteration, in alternating order — and reports the pair's time,
+//! then prints each version's mean per call and the ratio of the two.
 //!
 //! Needs the components from `scripts/build-plugins.sh`. Run with
 //! `cargo bench -p otp-server --bench hooks`.
@@ -15,7 +18,10 @@ use otp_server::plugins::{
     CodeDelivery, Credential, Hook, LoadedPlugin, Manifest, PluginEnv, PluginResponse,
     PluginRuntime, RequestContext, RuntimeOptions, SendKind,
 };
+use std::cell::Cell;
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 fn component(name: &str) -> Vec<u8> {
     let folder = if matches!(name, "webhook-sender" | "session-token-final") {
@@ -204,33 +210,96 @@ fn contract(c: &mut Criterion) {
         channel: "email".into(),
         group: Some("email:example.com".into()),
     };
+    let load = |name: &str| runtime.load(name, &component(name)).expect(name);
+    let builds = |name: &str| [load(&format!("v010-{name}")), load(name)];
+    let validators = builds("default-credential");
+    let senders = builds("dev-sender");
+    let finalizers = builds("json-final");
+    // References, so that each call's `async move` copies them.
+    let (runtime, ctx, delivery, credential) = (&runtime, &ctx, &delivery, &credential);
+    let (validators, senders, finalizers) = (&validators, &senders, &finalizers);
     let mut group = c.benchmark_group("contract");
-    for (version, prefix) in [("0.1.0", "v010-"), ("0.2.0", "")] {
-        let load = |name: &str| {
-            let file = format!("{prefix}{name}");
-            runtime.load(&file, &component(&file)).expect(name)
-        };
-        let validator = load("default-credential");
-        group.bench_function(format!("validate/{version}"), |b| {
-            b.to_async(&rt).iter(|| async {
+    let totals = PairTotals::default();
+    group.bench_function("validate", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
                 runtime
-                    .validate(&validator, "{\"email\":\"someone@example.com\"}", &ctx)
+                    .validate(&validators[v], "{\"email\":\"someone@example.com\"}", ctx)
                     .await
-                    .expect("valid")
+                    .expect("valid");
             })
-        });
-        let sender = load("dev-sender");
-        group.bench_function(format!("send/{version}"), |b| {
-            b.to_async(&rt)
-                .iter(|| async { runtime.send(&sender, &delivery, &ctx).await.expect("sent") })
-        });
-        let finalizer = load("json-final");
-        group.bench_function(format!("complete/{version}"), |b| {
-            b.to_async(&rt)
-                .iter(|| complete(&runtime, &finalizer, &credential, &ctx))
-        });
-    }
+        })
+    });
+    totals.report("validate");
+    let totals = PairTotals::default();
+    group.bench_function("send", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                runtime
+                    .send(&senders[v], delivery, ctx)
+                    .await
+                    .expect("sent");
+            })
+        })
+    });
+    totals.report("send");
+    let totals = PairTotals::default();
+    group.bench_function("complete", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                complete(runtime, &finalizers[v], credential, ctx).await;
+            })
+        })
+    });
+    totals.report("complete");
     group.finish();
+}
+
+/// Time spent in each build's calls (`[0.1.0, 0.2.0]`) over a benchmark's iterations.
+#[derive(Default)]
+struct PairTotals {
+    iterations: Cell<u64>,
+    spent: [Cell<Duration>; 2],
+}
+
+impl PairTotals {
+    /// Prints the means and their ratio (nothing when the benchmark was filtered out).
+    fn report(&self, hook: &str) {
+        if self.iterations.get() == 0 {
+            return;
+        }
+        let n = self.iterations.get() as f64;
+        let [old, new] = [0, 1].map(|v| self.spent[v].get().as_secs_f64() * 1e6 / n);
+        println!(
+            "contract/{hook}: 0.1.0 {old:.2} µs, 0.2.0 {new:.2} µs per call; 0.2.0 {:+.1} % \
+             ({} interleaved calls of each)",
+            (new / old - 1.0) * 100.0,
+            self.iterations.get()
+        );
+    }
+}
+
+/// Runs `iters` iterations of one call of each build (`call(0)` is 0.1.0, `call(1)` 0.2.0),
+/// alternating which goes first; adds each build's time to `totals` and returns the sum.
+async fn interleaved<F, Fut>(iters: u64, totals: &PairTotals, call: F) -> Duration
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut spent = [Duration::ZERO; 2];
+    for i in 0..iters {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for v in order {
+            let started = Instant::now();
+            call(v).await;
+            spent[v] += started.elapsed();
+        }
+    }
+    totals.iterations.set(totals.iterations.get() + iters);
+    for (total, more) in totals.spent.iter().zip(spent) {
+        total.set(total.get() + more);
+    }
+    spent[0] + spent[1]
 }
 
 criterion_group!(benches, hooks, contract);

@@ -5,8 +5,12 @@
 //! bounded queue and never waits. When the queue is full the event is dropped and
 //! counted. A background task ([`spawn_delivery`]) takes events off the queue in
 //! batches and hands each batch to an [`EventSink`] (the events plugin); a sink that
-//! fails, traps or overruns its deadline loses that batch (logged and counted), and the
-//! next batch goes out as usual. With no sink bound nothing is built at all.
+//! fails, traps or overruns its deadline loses that batch (logged and counted). After a
+//! failure the task pauses before the next batch — 100 ms, doubling per failure in a row
+//! up to 5 s, back to none after a success — so a sink that keeps failing is called a
+//! few times a second at most instead of once per batch: meanwhile events wait in the
+//! queue, and once it is full they are dropped and counted, which costs a request one
+//! atomic operation. With no sink bound nothing is built at all.
 //!
 //! Events are CloudEvents-shaped (`id`, `type`, `time`, `source`, `subject`, JSON
 //! `data`). They never carry a code, a key or a secret. An event about a credential
@@ -25,6 +29,20 @@ use zeroize::Zeroizing;
 const MAX_BATCH: usize = 100;
 /// How long the delivery task waits for a batch to fill once it has one event.
 const LINGER: Duration = Duration::from_millis(20);
+/// The pause after a failed batch; it doubles with each failure in a row…
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// …up to this.
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+
+/// The pause before the next batch after `failures` failed batches in a row.
+fn pause_after(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => FIRST_PAUSE
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(LONGEST_PAUSE),
+    }
+}
 
 /// One audit event.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,7 +181,8 @@ pub trait EventSink: Send + Sync + 'static {
 }
 
 /// Takes events off the queue in batches of up to [`MAX_BATCH`] and hands them to
-/// `sink`, one batch at a time, until the log is dropped.
+/// `sink`, one batch at a time, pausing after failures (see the module doc), until the
+/// log is dropped.
 pub fn spawn_delivery(
     mut queue: mpsc::Receiver<AuditEvent>,
     sink: Arc<dyn EventSink>,
@@ -171,6 +190,7 @@ pub fn spawn_delivery(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut failures: u32 = 0;
         while let Some(first) = queue.recv().await {
             batch.push(first);
             let linger = tokio::time::sleep(LINGER);
@@ -188,14 +208,29 @@ pub fn spawn_delivery(
             match sink.deliver(&batch).await {
                 Ok(true) => {
                     counts.delivered.fetch_add(n, Ordering::Relaxed);
+                    if failures > 0 {
+                        tracing::info!(
+                            failed_batches = failures,
+                            "audit events delivered again after failures"
+                        );
+                    }
+                    failures = 0;
                 }
-                Ok(false) => {}
+                Ok(false) => failures = 0,
                 Err(reason) => {
                     counts.failed.fetch_add(n, Ordering::Relaxed);
-                    tracing::warn!(events = n, %reason, "audit events lost: the events plugin failed");
+                    failures = failures.saturating_add(1);
+                    let pause = pause_after(failures);
+                    tracing::warn!(
+                        events = n,
+                        %reason,
+                        pause_ms = pause.as_millis() as u64,
+                        "audit events lost: the events plugin failed"
+                    );
                 }
             }
             batch.clear();
+            tokio::time::sleep(pause_after(failures)).await;
         }
     })
 }
@@ -313,6 +348,79 @@ mod tests {
                 Ok(true)
             }
         }
+    }
+
+    #[test]
+    fn failures_in_a_row_pause_deliveries_longer_up_to_a_bound() {
+        let pauses: Vec<u128> = (0..9).map(|n| pause_after(n).as_millis()).collect();
+        assert_eq!(pauses, [0, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(pause_after(u32::MAX), LONGEST_PAUSE);
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_is_called_less_often_and_recovers_at_once() {
+        struct Flaky {
+            calls: Mutex<Vec<std::time::Instant>>,
+            failing: AtomicBool,
+        }
+        #[async_trait]
+        impl EventSink for Flaky {
+            async fn deliver(&self, _batch: &[AuditEvent]) -> Result<bool, String> {
+                self.calls.lock().unwrap().push(std::time::Instant::now());
+                if self.failing.load(Ordering::Relaxed) {
+                    Err("sink down".into())
+                } else {
+                    Ok(true)
+                }
+            }
+        }
+        let (log, rx) = AuditLog::new(options(4), [7; 32], Arc::new(ManualClock::new(0)));
+        log.set_sink_bound(true);
+        let sink = Arc::new(Flaky {
+            calls: Mutex::new(Vec::new()),
+            failing: AtomicBool::new(true),
+        });
+        let _task = spawn_delivery(rx, sink.clone(), log.counts().clone());
+        // Events keep coming for 1.2 s while the sink fails. Without pauses it would be
+        // called every 20 ms or so; with them after 100, 200, 400 ms, ...: 5 calls at most.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(1200) {
+            log.emit("a", Subject::None, || serde_json::json!({}));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let calls = sink.calls.lock().unwrap().clone();
+        assert!((2..=5).contains(&calls.len()), "{} calls", calls.len());
+        for (pair, pause) in calls.windows(2).zip([100, 200, 400, 800]) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(pause),
+                "{gap:?} after {pause} ms"
+            );
+        }
+        assert!(log.counts().dropped.load(Ordering::Relaxed) > 0);
+        // Once the sink works, the pending batch goes out after the current pause (1.6 s
+        // at most) and the next one follows without a pause.
+        sink.failing.store(false, Ordering::Relaxed);
+        let delivered = |n| log.counts().delivered.load(Ordering::Relaxed) >= n;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !delivered(1) {
+            assert!(std::time::Instant::now() < deadline, "never delivered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let recovered = std::time::Instant::now();
+        log.emit("b", Subject::None, || serde_json::json!({}));
+        while !delivered(5) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the next batch never came"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            recovered.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! the URL. The body is `{"events": [CloudEvent, …]}`, each event in the CloudEvents 1.0
 //! JSON format (`specversion`, `id`, `type`, `time`, `source`, `subject`,
 //! `datacontenttype`, `data`). A 2xx answer delivers the batch; anything else fails it
-//! (the server logs and counts the lost events and goes on with the next batch).
+//! (the server logs and counts the lost events and goes on with the next batch after a pause).
 
 use otp_plugin_sdk::{config, AuditEvent, EventSink};
 

@@ -20,10 +20,12 @@
 //! (it starts its own `redis-server` on a free port, and for `cluster` a 3-master +
 //! 3-replica Redis Cluster) and prints each mode as a share of the first.
 //!
-//! `--sinks none,hanging,failing` does the same for the audit-events hook: `hanging`
-//! binds `webhook-events` to a receiver that never answers within the sink's deadline,
-//! `failing` to one that answers 500 at once. Each run is compared with the first in
-//! req/s and p99, so "a sink that hangs costs requests nothing" is a figure, not a hope.
+//! `--sinks none,hanging,failing,trapping` does the same for the audit-events hook:
+//! `hanging` binds `webhook-events` to a receiver that never answers within the sink's
+//! deadline, `failing` to one that answers 500 at once, and `trapping` binds the
+//! `fixture-trap` component, whose every delivery traps. Each run is compared with the
+//! first in req/s and p99, so "a sink that hangs or traps costs requests nothing" is a
+//! figure, not a hope.
 //!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
@@ -46,8 +48,8 @@
 use otp_server_blackbox::redis_cluster::RedisCluster;
 use otp_server_blackbox::webhook::{Behaviour, WebhookReceiver};
 use otp_server_blackbox::{
-    extra, install_manifest, plugin, scratch_dir, workspace_root, RedisServer, DEFAULT_PLUGINS,
-    TEST_MASTER_KEY,
+    extra, fixture, install_manifest, plugin, scratch_dir, workspace_root, RedisServer,
+    DEFAULT_PLUGINS, TEST_MASTER_KEY,
 };
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
@@ -122,11 +124,19 @@ impl Drop for Spawned {
     }
 }
 
+/// The audit-events sink a spawned server gets (`--sinks`).
+enum EventSink {
+    /// `webhook-events`, posting to this receiver.
+    Webhook(WebhookReceiver),
+    /// `fixture-trap`, whose every delivery traps.
+    Trapping,
+}
+
 fn spawn_server(
     o: &Options,
     extra_env: &[(String, String)],
     receiver: Option<&WebhookReceiver>,
-    sink: Option<&WebhookReceiver>,
+    sink: Option<&EventSink>,
 ) -> (Spawned, String) {
     let binary = o.binary.clone().unwrap_or_else(|| {
         workspace_root()
@@ -165,16 +175,23 @@ fn spawn_server(
             );
         }
     }
-    if let Some(sink) = sink {
-        install_manifest(
-            &dir,
-            "webhook-events",
-            &format!(
-                "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
-                sink.port, sink.url
-            ),
-        );
-        otp_server_blackbox::install(&extra("webhook-events"), &dir, "webhook-events");
+    match sink {
+        None => {}
+        Some(EventSink::Webhook(sink)) => {
+            install_manifest(
+                &dir,
+                "webhook-events",
+                &format!(
+                    "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
+                    sink.port, sink.url
+                ),
+            );
+            otp_server_blackbox::install(&extra("webhook-events"), &dir, "webhook-events");
+        }
+        Some(EventSink::Trapping) => {
+            install_manifest(&dir, "fixture-trap", "hooks = [\"events\"]\n");
+            otp_server_blackbox::install(&fixture("fixture-trap"), &dir, "fixture-trap");
+        }
     }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -775,14 +792,15 @@ async fn main() {
                 "hanging" => {
                     let sink = WebhookReceiver::start_for_load(1);
                     sink.behave(Behaviour::Slow(Duration::from_secs(3600)));
-                    Some(sink)
+                    Some(EventSink::Webhook(sink))
                 }
                 "failing" => {
                     let sink = WebhookReceiver::start_for_load(1);
                     sink.behave(Behaviour::Status(500));
-                    Some(sink)
+                    Some(EventSink::Webhook(sink))
                 }
-                other => panic!("unknown sink {other}: use none, hanging or failing"),
+                "trapping" => Some(EventSink::Trapping),
+                other => panic!("unknown sink {other}: use none, hanging, failing or trapping"),
             };
             for limits in &o.limits {
                 let mut env = env.clone();
