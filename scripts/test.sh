@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need
-# (the wasm32-wasip2 target, redis-server, the JavaScript/Python/C plugin toolchains),
+# (the wasm32-wasip2 target, redis-server, promtool, the JavaScript/Python/C plugin toolchains),
 # builds the plugins and the server binary
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
 # the black-box protocol suite three times: on the in-memory store, on Redis and on a
@@ -16,6 +16,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
     "${sudo_if_needed[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq redis-server >/dev/null
     # The package starts a system-wide instance on port 6379; the tests start their own.
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+    # deploy/'s alert rules are checked with `promtool check rules` (tests/tests/operations.rs).
+    echo "test.sh: installing promtool (Debian package prometheus)" >&2
+    sudo_if_needed=()
+    [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
+    "${sudo_if_needed[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 scripts/build-plugins.sh

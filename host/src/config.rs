@@ -142,6 +142,10 @@ settings! {
         max_connections: usize { default: 10_000, env: "OTP_MAX_CONNECTIONS", parse: parsed },
         /// on shutdown, how long in-flight requests may take to finish
         shutdown_grace_ms: u64 { default: 10_000, env: "OTP_SHUTDOWN_GRACE_MS", parse: parsed },
+        /// the admin listener (`/metrics`, the detailed `/ready`, `POST /admin/keys/rotate`); empty turns it and the metrics off
+        admin_listen: String { default: "127.0.0.1:9090".into(), env: "OTP_ADMIN_LISTEN", parse: parsed },
+        /// bearer token the admin listener requires (and must have) when it listens beyond loopback; 16 characters at least
+        admin_token: Option<String> { default: None, env: "OTP_ADMIN_TOKEN", parse: some },
         /// code length (4–64)
         code_length: usize { default: Settings::default().code_length, env: "OTP_CODE_LENGTH", parse: parsed },
         /// `alphanumeric` (a–z0–9) or `digits` (0–9)
@@ -315,6 +319,8 @@ pub struct Config {
     pub otp: Settings,
     pub kek_rotation: Duration,
     pub edge: EdgeLimits,
+    /// The admin listener; `None` when off (and then metrics are off too).
+    pub admin: Option<AdminConfig>,
     pub runtime: RuntimeOptions,
     pub hook_preferences: BTreeMap<Hook, String>,
     /// What `${NAME}` in a manifest may read.
@@ -323,6 +329,31 @@ pub struct Config {
     pub store: StoreConfig,
     pub events: EventOptions,
     pub limits: LimitsConfig,
+}
+
+/// Where the admin listener listens and the token it requires. Debug output never shows
+/// the token.
+#[derive(Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Required (and then present) when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+impl AdminConfig {
+    /// Whether requests must carry the token: the listener is reachable beyond this host.
+    pub fn requires_token(&self) -> bool {
+        !self.listen.ip().is_loopback()
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// Where single-use ids and KEKs live. Debug output never shows the master key.
@@ -396,6 +427,7 @@ impl FileConfig {
             .listen
             .parse()
             .map_err(|e| invalid(Setting::listen.label(), format!("{:?}: {e}", self.listen)))?;
+        let admin = self.admin_config()?;
         let alphabet = match self.code_alphabet.as_str() {
             "alphanumeric" => Alphabet::LowerAlnum,
             "digits" => Alphabet::Digits,
@@ -547,6 +579,7 @@ impl FileConfig {
             access_log: self.access_log,
             otp,
             kek_rotation: Duration::from_secs(self.kek_rotation_secs),
+            admin,
             edge: EdgeLimits {
                 header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
                 body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
@@ -575,6 +608,41 @@ impl FileConfig {
             },
             limits: abuse_limits,
         })
+    }
+
+    /// The admin listener's address and token, checked: beyond loopback it needs a token
+    /// of 16 characters or more, so metrics and key rotation are never open to the network.
+    fn admin_config(&self) -> Result<Option<AdminConfig>, ConfigError> {
+        let listen = self.admin_listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        let listen: SocketAddr = listen.parse().map_err(|e| {
+            invalid(
+                Setting::admin_listen.label(),
+                format!(
+                    "{:?}: {e} (empty turns the admin listener off)",
+                    self.admin_listen
+                ),
+            )
+        })?;
+        let token = self.admin_token.clone().filter(|t| !t.is_empty());
+        if let Some(token) = &token {
+            if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace()) {
+                return Err(invalid(
+                    Setting::admin_token.label(),
+                    "must be at least 16 characters, without spaces",
+                ));
+            }
+        }
+        let admin = AdminConfig { listen, token };
+        if admin.requires_token() && admin.token.is_none() {
+            return Err(invalid(
+                Setting::admin_token.label(),
+                format!("required: the admin listener {listen} is reachable beyond loopback"),
+            ));
+        }
+        Ok(Some(admin))
     }
 
     fn store_config(&self) -> Result<StoreConfig, ConfigError> {

@@ -156,10 +156,15 @@ fn serve(config_file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(otp_server::server::run(config)) {
+    let result = runtime.block_on(otp_server::server::run(config));
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
+    }
+    // The log's last lines, before anything else reaches stderr.
+    otp_server::logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("otp-server: {error:#}");
             ExitCode::FAILURE
         }

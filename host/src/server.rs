@@ -1,31 +1,34 @@
 //! Assembling and running the server: logging, the plugin runtime and hot reload,
-//! keys and stores with their background tasks, the HTTP listener, and graceful
-//! shutdown on SIGTERM or Ctrl-C.
+//! keys and stores with their background tasks, the public HTTP listener and the admin
+//! listener (metrics are on when it is), and graceful shutdown on SIGTERM or Ctrl-C.
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, LogFormat, Mode, StoreConfig};
 use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
 use crate::events::{spawn_delivery, AuditLog, Subject};
+use crate::http::admin::AdminState;
 use crate::http::client::ClientAddresses;
-use crate::http::{router, AppState};
+use crate::http::{edge, router, App, AppState};
 use crate::limits::memory::MemoryLimiterStore;
 use crate::limits::redis::RedisLimiterStore;
 use crate::limits::{KeyHasher, Limits};
+use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
 use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
-use crate::store::{IdStore, MemoryIdStore};
+use crate::store::{IdStore, MeasuredIdStore, MemoryIdStore};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Logs go to stderr, filtered by `OTP_LOG` / `log` (an `EnvFilter` directive).
+/// Logs go to stderr, in batches ([`crate::logging`]), filtered by `OTP_LOG` / `log` (an
+/// `EnvFilter` directive).
 pub fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logging::BatchedStderr::get())
         .with_ansi(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -40,6 +43,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => Arc::new(SystemClock),
     };
 
+    // Metrics are recorded only when the admin listener can serve them (from the start,
+    // so the first plugin loads are counted).
+    let metrics = config.admin.as_ref().map(|_| Metrics::install());
     std::fs::create_dir_all(&config.plugins_dir)
         .with_context(|| format!("plugins folder {}", config.plugins_dir.display()))?;
     let (audit, audit_queue) = AuditLog::new(
@@ -68,18 +74,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", config.plugins_dir.display()))?;
 
     let (keys, ids) = open_stores(&config, clock.clone()).await?;
+    let ids: Arc<dyn IdStore> = match metrics {
+        Some(_) => Arc::new(MeasuredIdStore::new(ids)),
+        None => ids,
+    };
     let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone(), audit.clone());
     let limits = Arc::new(open_limits(&config, clock.clone())?);
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
-        keys,
+        keys.clone(),
         ids,
-        clock,
+        clock.clone(),
         registry.clone(),
         audit.clone(),
         limits,
     ));
-    let state = AppState {
+    let state = AppState::new(App {
         service,
         registry,
         audit,
@@ -94,15 +104,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.limits.trusted_proxies.clone(),
             config.limits.client_address_header,
         )),
-    };
+    });
 
-    let shutdown = shutdown_signal();
+    // One signal stops both listeners; each drains its own connections.
+    let signal = shutdown_signal();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let admin = match (&config.admin, metrics) {
+        (Some(admin), Some(metrics)) => {
+            let listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("admin listener: cannot listen on {}", admin.listen))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, token = admin.requires_token(), "admin listener");
+            let state = AdminState::new(state.clone(), keys, clock, metrics, admin);
+            Some(tokio::spawn(edge::serve(
+                listener,
+                crate::http::admin::router(state),
+                config.edge,
+                shutdown(stopped.clone()),
+            )))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, mode = ?config.mode, plugins = %config.plugins_dir.display(), "otp-server listening");
-    crate::http::edge::serve(listener, router(state), config.edge, shutdown).await;
+    let public = tokio::spawn(edge::serve(
+        listener,
+        router(state),
+        config.edge,
+        shutdown(stopped),
+    ));
+    signal.await;
+    let _ = stop.send(true);
+    let _ = public.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     tracing::info!("otp-server stopped");
     Ok(())
 }
@@ -225,11 +268,15 @@ fn spawn_key_maintenance(
         loop {
             tick.tick().await;
             let before = keys.current().id();
-            if let Err(error) = keys.maintain(clock.now_ms()).await {
+            let started = std::time::Instant::now();
+            let result = keys.maintain(clock.now_ms()).await;
+            crate::metrics::store_call("key_maintenance", started.elapsed(), result.is_err());
+            if let Err(error) = result {
                 tracing::warn!(%error, "key maintenance failed; retrying");
             }
             let after = keys.current().id();
             if after != before {
+                crate::metrics::kek_rotated();
                 audit.emit(
                     "kek.rotated",
                     Subject::None,

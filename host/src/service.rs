@@ -233,6 +233,7 @@ impl OtpService {
     fn limited(&self, error: LimitError, context: &RequestContext) -> ServiceError {
         match error {
             LimitError::Limited(limited) => {
+                crate::metrics::rate_limited(limited.policy);
                 self.audit.emit("otp.rate_limited", Subject::None, || {
                     serde_json::json!({
                         "policy": limited.policy,
@@ -242,7 +243,10 @@ impl OtpService {
                 });
                 ServiceError::new(ServiceErrorKind::RateLimited(limited))
             }
-            LimitError::NotAllowed => ServiceError::new(ServiceErrorKind::CredentialNotAllowed),
+            LimitError::NotAllowed => {
+                crate::metrics::rate_limited("group_not_allowed");
+                ServiceError::new(ServiceErrorKind::CredentialNotAllowed)
+            }
             LimitError::Unavailable(error) => error.into(),
         }
     }
@@ -484,6 +488,7 @@ impl OtpService {
                 if !self.ids.consume(session.id, now).await? {
                     return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
+                crate::metrics::verification("ok");
                 self.audit.emit(
                     "otp.verification.succeeded",
                     Subject::Credential(&credential_id),
@@ -535,6 +540,7 @@ impl OtpService {
             ProtocolError::VerificationNotAllowed(_) => "not_allowed",
             _ => "refused",
         };
+        crate::metrics::verification(reason);
         let subject = Subject::Credential(&token.credential_id);
         self.audit.emit("otp.verification.failed", subject, || {
             serde_json::json!({
@@ -598,6 +604,7 @@ impl OtpService {
             }
             Err(_) => ("otp.code.send_failed", Some("plugin_failed")),
         };
+        crate::metrics::code_sent(&token.channel, kind.as_str(), reason.unwrap_or("ok"));
         self.audit
             .emit(event, Subject::Credential(&token.credential_id), || {
                 let mut data = serde_json::json!({

@@ -362,6 +362,7 @@ impl ServerBuilder {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("OTP_LISTEN", "127.0.0.1:0")
+            .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
             .env("OTP_PLUGINS_DIR", &plugins_dir)
             .env("OTP_CACHE_DIR", &cache)
             .env("OTP_LOG", "info")
@@ -395,6 +396,7 @@ impl ServerBuilder {
             _cluster: own_cluster,
             log,
             base: String::new(),
+            admin_base: None,
             plugins_dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -404,21 +406,31 @@ impl ServerBuilder {
         let line = server
             .wait_for_log("otp-server listening", Duration::from_secs(60))
             .unwrap_or_else(|| panic!("the server did not start:\n{}", server.log_text()));
-        // `address=A` in text logs, `"address":"A"` in JSON logs.
-        let address = line
-            .split("address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .or_else(|| {
-                line.split("\"address\":\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-            })
-            .expect("the listening line names the address")
-            .to_string();
+        let address = log_field(&line, "address").expect("the listening line names the address");
         server.base = format!("http://{address}");
+        // Logged before the "listening" line when the admin listener is on.
+        server.admin_base = server
+            .log_lines()
+            .iter()
+            .find(|l| l.contains("admin listener"))
+            .and_then(|l| log_field(l, "address"))
+            .map(|address| format!("http://{address}"));
         server
     }
+}
+
+/// A field of a log line: `name=value` in text logs, `"name":"value"` in JSON logs.
+fn log_field(line: &str, name: &str) -> Option<String> {
+    let text = line
+        .split(&format!("{name}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next());
+    let json = || {
+        line.split(&format!("\"{name}\":\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+    };
+    text.or_else(json).map(str::to_string)
 }
 
 pub struct Server {
@@ -427,6 +439,9 @@ pub struct Server {
     _cluster: Option<redis_cluster::RedisCluster>,
     log: Arc<Log>,
     pub base: String,
+    /// The admin listener (`/metrics`, the detailed `/ready`): a free loopback port unless
+    /// the test sets `OTP_ADMIN_LISTEN` itself; `None` when it is off.
+    pub admin_base: Option<String>,
     pub plugins_dir: PathBuf,
     pub http: reqwest::Client,
 }
@@ -594,6 +609,27 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> Answer {
         self.request("GET", path, Body::None, None).await
+    }
+
+    /// A request to the admin listener, with an optional bearer token.
+    pub async fn admin(&self, method: &str, path: &str, token: Option<&str>) -> Answer {
+        let base = self.admin_base.as_ref().expect("the admin listener is on");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = self.http.request(method, format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the admin listener answers");
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("reading the body").to_vec(),
+        }
+    }
+
+    /// The detailed readiness report (the admin listener's `/ready`).
+    pub async fn ready_details(&self) -> Answer {
+        self.admin("GET", "/ready", None).await
     }
 
     /// Moves the server's clock forward (the server runs with `OTP_TEST_CLOCK=1`).

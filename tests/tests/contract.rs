@@ -15,7 +15,7 @@ async fn a_folder_may_mix_contract_versions() {
         .plugin_as(plugin("dev-sender"), "dev-sender")
         .plugin_as(plugin("json-final"), "json-final")
         .start();
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(
         ready["plugins"]["default-credential"]["contract"], "0.1.0",
@@ -42,7 +42,7 @@ async fn a_flow_reaches_the_event_sink_in_order_without_secrets() {
         .default_plugins()
         .event_sink(&receiver.url, "")
         .start();
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert_eq!(
         ready["hooks"]["events"]["plugin"], "webhook-events",
         "{ready}"
@@ -123,7 +123,7 @@ async fn replacing_0_1_0_plugins_by_their_0_2_0_builds_under_load_fails_no_reque
             })
             .collect()
     };
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert_eq!(contracts(&ready), ["0.1.0"; 3], "{ready}");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -186,7 +186,7 @@ async fn replacing_0_1_0_plugins_by_their_0_2_0_builds_under_load_fails_no_reque
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = server.get("/ready").await.json();
+        let ready = server.ready_details().await.json();
         if contracts(&ready) == ["0.2.0"; 3] {
             break;
         }
@@ -236,7 +236,7 @@ async fn a_hanging_event_sink_holds_up_no_request() {
         receiver.wait_for(1, Duration::from_secs(10)).is_some(),
         "the sink was called"
     );
-    let events = &server.get("/ready").await.json()["events"];
+    let events = &server.ready_details().await.json()["events"];
     // 24 events; the sink holds the first batch (however many had arrived when it was
     // taken), the queue at most 4 more: the rest are dropped, none delivered.
     assert_eq!(events["delivered"], 0, "{events}");

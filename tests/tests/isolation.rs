@@ -136,7 +136,7 @@ async fn the_memory_cap_holds_across_all_memories_of_a_call() {
             "[limits.credential-validation]\nmemory_mib = 16\n",
         )
         .start();
-    let ready = server.get("/ready").await;
+    let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
 
     // Two ballast memories (6 MiB and the main one): within the cap.
@@ -337,7 +337,7 @@ async fn a_manifest_never_reads_the_master_key_or_unlisted_variables() {
         .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
         .env("SOME_SECRET", "not-for-plugins")
         .start();
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     let rejected = &ready["rejected"];
     let echo = rejected[ECHO].as_str().unwrap_or_else(|| panic!("{ready}"));
     assert!(
@@ -399,7 +399,7 @@ async fn plugin_env_lists_variables_but_never_the_master_key() {
         .env("SOME_SECRET", "for-the-echo-plugin")
         .env("OTP_PLUGIN_ENV", "OTHER, SOME_SECRET")
         .start();
-    let ready = server.get("/ready").await;
+    let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
     assert!(ready.json()["rejected"].as_object().unwrap().is_empty());
     assert!(!server.log_text().contains("for-the-echo-plugin"));
@@ -409,6 +409,7 @@ async fn plugin_env_lists_variables_but_never_the_master_key() {
         .env("OTP_PLUGIN_ENV", "SOME_SECRET,OTP_MASTER_KEY")
         .env("OTP_PLUGINS_DIR", scratch_dir("master-key-listed"))
         .env("OTP_LISTEN", "127.0.0.1:0")
+        .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
         .output()
         .expect("running otp-server");
     assert_eq!(output.status.code(), Some(2));

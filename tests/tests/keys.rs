@@ -206,6 +206,7 @@ async fn rewrap_moves_to_a_new_master_key_without_ending_sessions() {
         .env("OTP_STORE", redis.url())
         .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
         .env("OTP_LISTEN", "127.0.0.1:0")
+        .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
         .env("OTP_PLUGINS_DIR", &plugins)
         .output()
         .unwrap();

@@ -429,7 +429,7 @@ async fn fraud_guard_records_by_default_and_denies_one_group_in_deny_mode() {
     server
         .wait_for_log("otp.fraud_guard", Duration::from_secs(5))
         .expect("a warning line");
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(
         ready["limits"]["fraudGuardTripped"].as_u64() >= Some(1),
         "{ready}"
@@ -591,7 +591,7 @@ async fn redis_holds_no_plaintext_credential_or_address_and_fails_closed_or_open
     server
         .wait_for_log("refusing (fail closed)", Duration::from_secs(5))
         .expect("the limits refused");
-    let ready = server.get("/ready").await;
+    let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["limits"]["store"], "unavailable");
 
@@ -599,7 +599,7 @@ async fn redis_holds_no_plaintext_credential_or_address_and_fails_closed_or_open
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     open.wait_for_log("serving WITHOUT limits", Duration::from_secs(5))
         .expect("the log says the limits are off");
-    let ready = open.get("/ready").await.json();
+    let ready = open.ready_details().await.json();
     assert_eq!(ready["limits"]["failOpen"], true);
     assert_eq!(
         ready["limits"]["store"],

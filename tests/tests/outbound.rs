@@ -78,7 +78,7 @@ async fn passwordless_login_through_a_signed_webhook_and_a_session_token() {
         &webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\""),
         &[("OTP_RESEND_COOLDOWN_SECS", "0")],
     );
-    assert_eq!(server.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(server.ready_details().await.status, StatusCode::OK);
 
     let a = server.create("\"alice@example.com\"", None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
@@ -342,7 +342,7 @@ async fn manifest_changes_reload_the_plugin() {
     })
     .await;
     eprintln!("config change served after {took:?}");
-    let before = server.get("/ready").await.json();
+    let before = server.ready_details().await.json();
     let digest = before["plugins"]["webhook-sender"]["manifest"].clone();
     assert!(digest.is_string(), "{before}");
 
@@ -353,7 +353,7 @@ async fn manifest_changes_reload_the_plugin() {
         .wait_for_log_after(skip, "plugin manifest rejected", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("not reported:\n{}", server.log_text()));
     assert!(line.contains("webhook-sender.toml"), "{line}");
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(
         ready["rejected"]["webhook-sender"]
             .as_str()
@@ -398,7 +398,7 @@ async fn manifest_changes_reload_the_plugin() {
     })
     .await;
     eprintln!("allow-list change served after {took:?}");
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(ready["rejected"].as_object().unwrap().is_empty(), "{ready}");
 
     // Removing the manifest leaves the plugin without config (and network): it fails
@@ -409,7 +409,7 @@ async fn manifest_changes_reload_the_plugin() {
         a.error() == "SEND:UNAVAILABLE" && server.log_text().contains("has no \"url\"")
     })
     .await;
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(
         ready["plugins"]["webhook-sender"]["manifest"].is_null(),
         "{ready}"
@@ -435,7 +435,7 @@ async fn senders_are_routed_by_channel_and_hooks_restricted() {
         )
         .env("OTP_PLUGIN_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .start();
-    let ready = server.get("/ready").await;
+    let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
     let ready = ready.json();
     assert_eq!(

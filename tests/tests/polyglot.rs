@@ -53,7 +53,7 @@ async fn start(plugins: &[(PathBuf, &str)], hooks: &[(&str, &str)]) -> Server {
 async fn wait_ready(server: &Server, hooks: &[(&str, &str)]) {
     let deadline = Instant::now() + LOAD_TIMEOUT;
     loop {
-        let a = server.get("/ready").await;
+        let a = server.ready_details().await;
         let body = a.json();
         let bound = hooks
             .iter()
@@ -395,7 +395,7 @@ async fn three_languages_serve_one_flow_together() {
 
 /// The version (`/ready`'s hash of the file) of the plugin serving `hook`.
 async fn version(server: &Server, hook: &str) -> String {
-    server.get("/ready").await.json()["hooks"][hook]["version"]
+    server.ready_details().await.json()["hooks"][hook]["version"]
         .as_str()
         .unwrap_or_default()
         .to_string()

@@ -168,7 +168,7 @@ async fn speaks_the_providers_api(provider: Provider) {
     let name = provider.plugin();
     let fake = FakeProvider::start(provider);
     let server = server(provider, &manifest(provider, &fake.url, ""));
-    assert_eq!(server.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(server.ready_details().await.status, StatusCode::OK);
     let mut codes = Vec::new();
 
     // Delivered in the reader's language, and the code from the provider verifies.

@@ -114,7 +114,7 @@ async fn redis_down_fails_closed_and_recovers() {
     let server = on(&redis, &plugins);
     let created = server.create("\"a@example.com\"", None).await;
     assert_eq!(created.status, StatusCode::OK);
-    assert_eq!(server.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(server.ready_details().await.status, StatusCode::OK);
 
     redis.stop();
     for _ in 0..3 {
@@ -130,7 +130,7 @@ async fn redis_down_fails_closed_and_recovers() {
         assert_eq!(v.error(), "STORE:UNAVAILABLE", "{}", v.text());
     }
     assert_eq!(server.get("/health").await.status, StatusCode::OK);
-    let ready = server.get("/ready").await;
+    let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["store"], "unavailable");
 
@@ -270,6 +270,7 @@ fn redis_mode_needs_the_right_master_key() {
         command
             .env("OTP_STORE", redis.url())
             .env("OTP_LISTEN", "127.0.0.1:0")
+            .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
             .env("OTP_PLUGINS_DIR", scratch_dir("masterkey"))
             .env("OTP_CACHE_DIR", "");
         if let Some(key) = key {

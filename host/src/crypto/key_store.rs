@@ -29,6 +29,11 @@ pub trait KeyStore: KeySource {
     /// Periodic upkeep: rotate when due, pick up rotations done elsewhere, forget keys
     /// no live cookie can use.
     async fn maintain(&self, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Makes a fresh key current now, here and (at their next upkeep, within a second)
+    /// on every instance sharing this store. Cookies sealed before keep opening until
+    /// they expire. Returns the new key's id.
+    async fn rotate(&self, now_ms: u64) -> Result<KekId, StoreError>;
 }
 
 /// The in-memory ring with its rotation schedule.
@@ -79,6 +84,10 @@ impl KeyStore for MemoryKeyStore {
         self.ring.prune(now_ms);
         Ok(())
     }
+
+    async fn rotate(&self, now_ms: u64) -> Result<KekId, StoreError> {
+        Ok(self.ring.rotate(now_ms).id())
+    }
 }
 
 #[cfg(test)]
@@ -102,5 +111,18 @@ mod tests {
         );
         assert!(store.fetch(&second, 60_003).await.unwrap().is_none());
         assert!(store.get(&first).is_some(), "other keys are untouched");
+    }
+
+    #[tokio::test]
+    async fn a_requested_rotation_makes_a_fresh_key_current_and_keeps_the_old_one() {
+        let store = MemoryKeyStore::new(0, 180_000, 60_000);
+        let first = store.current().id();
+        let fresh = store.rotate(1_000).await.unwrap();
+        assert_ne!(fresh, first);
+        assert_eq!(store.current().id(), fresh);
+        assert!(
+            store.get(&first).is_some(),
+            "cookies sealed before still open"
+        );
     }
 }

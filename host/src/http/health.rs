@@ -1,6 +1,8 @@
-//! `/health` (the process is up) and `/ready` (it can serve OTP requests: every hook
-//! is bound, and which plugin version serves it, senders per channel included; the
-//! abuse controls' state and counters).
+//! `/health` (the process is up) and `/ready` (it can serve OTP requests). The public
+//! `/ready` answers only `{"ready": true|false}`; the details — every hook and which
+//! plugin version serves it, senders per channel, problems and rejected files, the
+//! store, the abuse controls' state, the audit counters — are [`readiness`], served on
+//! the admin listener.
 
 use super::AppState;
 use crate::plugins::Hook;
@@ -15,10 +17,25 @@ pub async fn health() -> &'static str {
     "OK"
 }
 
-/// 200 with the bound hooks when every hook has a plugin and the session store
-/// answers, else 503 naming what is missing. Binding problems and rejected files are
-/// listed either way.
+/// 200 `{"ready": true}` when every hook has a plugin, the session store answers and
+/// the abuse controls can decide; else 503 `{"ready": false}`.
 pub async fn ready(State(app): State<AppState>) -> Response {
+    let (ready, _) = readiness(&app).await;
+    (status(ready), Json(serde_json::json!({ "ready": ready }))).into_response()
+}
+
+/// 200 when ready, else 503.
+pub fn status(ready: bool) -> StatusCode {
+    if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Whether the server is ready, and the details an operator needs to see why (or why
+/// not): binding problems and rejected files are listed either way.
+pub async fn readiness(app: &AppState) -> (bool, serde_json::Value) {
     let registry = app.registry.snapshot();
     let hooks: serde_json::Map<String, serde_json::Value> = registry
         .bound
@@ -96,10 +113,5 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             "failed": counts.failed.load(Ordering::Relaxed),
         },
     });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    (ready, body)
 }

@@ -10,7 +10,9 @@
 //! goes on the span and the header is echoed on the answer, so a caller's trace carries on.
 //! The access-log line names the method, the route template (never the raw path, which
 //! could hold anything), the status, the duration and — through the span — the request id;
-//! never the cookie or the body.
+//! never the cookie or the body. The same route template, status and duration are
+//! recorded in [`crate::metrics`] (`otp_http_requests_total`,
+//! `otp_http_request_duration_seconds`) when metrics are on.
 
 use super::AppState;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -49,12 +51,10 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
         .as_ref()
         .and_then(|v| trace_id(v.as_bytes()))
         .unwrap_or_default();
-    // What the access-log line needs, taken only when there is one.
-    let access = app.access_log.then(|| {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    // What the access-log line and the metrics need, taken only when they are on.
+    let measured = crate::metrics::enabled();
+    let access = (app.access_log || measured).then(|| {
+        let route = route_template(request.extensions().get::<MatchedPath>());
         (request.method().clone(), route)
     });
     request.extensions_mut().insert(RequestId(id.clone()));
@@ -67,16 +67,21 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
     if let Some((method, route)) = access {
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
-        span.in_scope(|| {
-            tracing::info!(
-                target: "otp_server::access",
-                method = %method,
-                route = %route,
-                status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            )
-        });
+        if app.access_log {
+            span.in_scope(|| {
+                tracing::info!(
+                    target: "otp_server::access",
+                    method = %method,
+                    route = %route,
+                    status,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request"
+                )
+            });
+        }
+        if measured {
+            crate::metrics::http_request(route, status, elapsed);
+        }
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -85,6 +90,25 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
         response.headers_mut().insert(TRACEPARENT, value);
     }
     response
+}
+
+/// The route template of a request as a `&'static str` (no allocation per request):
+/// every template the routers declare, `unmatched` for none.
+fn route_template(matched: Option<&MatchedPath>) -> &'static str {
+    const TEMPLATES: [&str; 9] = [
+        "/health",
+        "/ready",
+        "/api/otp/create",
+        "/api/otp/resend",
+        "/api/otp/verify",
+        "/test/clock",
+        "/test/panic",
+        "/metrics",
+        "/admin/keys/rotate",
+    ];
+    matched
+        .and_then(|m| TEMPLATES.into_iter().find(|t| *t == m.as_str()))
+        .unwrap_or("unmatched")
 }
 
 /// A proxy's request id, if it is 1–128 printable ASCII characters.

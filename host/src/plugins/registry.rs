@@ -189,6 +189,7 @@ impl PluginRegistry {
                     config_keys = ?plugin.manifest.config_keys(),
                     "plugin loaded"
                 );
+                crate::metrics::plugin_reload("ok");
                 self.audit(
                     "plugin.loaded",
                     name,
@@ -221,6 +222,7 @@ impl PluginRegistry {
                     %error,
                     "{what}; the previous version (if any) keeps serving"
                 );
+                crate::metrics::plugin_reload("rejected");
                 self.audit(
                     "plugin.rejected",
                     name,

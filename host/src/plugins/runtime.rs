@@ -328,11 +328,16 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<Credential, HookError> {
         let hook = Hook::CredentialValidation;
-        let slot = self.reserve(plugin, hook).await?;
-        let mut store = self.store(plugin, &slot);
-        let call = plugin.bindings.validate(&mut store, body, context);
-        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
+        let started = std::time::Instant::now();
+        let result = async {
+            let slot = self.reserve(plugin, hook).await?;
+            let mut store = self.store(plugin, &slot);
+            let call = plugin.bindings.validate(&mut store, body, context);
+            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
+        }
+        .await;
+        measured(plugin, hook, started, result)
     }
 
     pub async fn send(
@@ -342,11 +347,16 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<(), HookError> {
         let hook = Hook::Sending;
-        let slot = self.reserve(plugin, hook).await?;
-        let mut store = self.store(plugin, &slot);
-        let call = plugin.bindings.send(&mut store, delivery, context);
-        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
+        let started = std::time::Instant::now();
+        let result = async {
+            let slot = self.reserve(plugin, hook).await?;
+            let mut store = self.store(plugin, &slot);
+            let call = plugin.bindings.send(&mut store, delivery, context);
+            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
+        }
+        .await;
+        measured(plugin, hook, started, result)
     }
 
     /// Runs the final action in a slot taken beforehand with [`PluginRuntime::reserve`].
@@ -359,7 +369,20 @@ impl PluginRuntime {
     ) -> Result<PluginResponse, HookError> {
         let hook = Hook::FinalAction;
         debug_assert_eq!(slot.hook, hook);
-        let mut store = self.store(plugin, &slot);
+        let started = std::time::Instant::now();
+        let result = self.complete_in(plugin, &slot, credential, context).await;
+        measured(plugin, hook, started, result)
+    }
+
+    async fn complete_in(
+        &self,
+        plugin: &LoadedPlugin,
+        slot: &CallSlot,
+        credential: &Credential,
+        context: &RequestContext,
+    ) -> Result<PluginResponse, HookError> {
+        let hook = Hook::FinalAction;
+        let mut store = self.store(plugin, slot);
         let call = plugin.bindings.complete(&mut store, credential, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
         let failed = |reason: String| {
@@ -391,14 +414,19 @@ impl PluginRuntime {
         batch: &[AuditEvent],
     ) -> Result<(), HookError> {
         let hook = Hook::Events;
-        let slot = self.reserve(plugin, hook).await?;
-        let mut store = self.store(plugin, &slot);
-        let call = plugin.bindings.deliver(&mut store, batch);
-        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
-            plugin: plugin.name.to_string(),
-            reason: format!("event sink returned an error: {reason}"),
-        })
+        let started = std::time::Instant::now();
+        let result = async {
+            let slot = self.reserve(plugin, hook).await?;
+            let mut store = self.store(plugin, &slot);
+            let call = plugin.bindings.deliver(&mut store, batch);
+            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
+                plugin: plugin.name.to_string(),
+                reason: format!("event sink returned an error: {reason}"),
+            })
+        }
+        .await;
+        measured(plugin, hook, started, result)
     }
 
     /// A fresh store with the hook's memory cap and deadline, for a call holding `slot`.
@@ -456,6 +484,28 @@ async fn within<F: std::future::Future>(
         return Ok(output);
     }
     tokio::time::timeout_at(started + limit, call).await
+}
+
+/// Records a finished call (`otp_plugin_calls_total`, `otp_plugin_call_duration_seconds`).
+fn measured<T>(
+    plugin: &LoadedPlugin,
+    hook: Hook,
+    started: std::time::Instant,
+    result: Result<T, HookError>,
+) -> Result<T, HookError> {
+    if crate::metrics::enabled() {
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(HookError::Rejected(_)) => "rejected",
+            Err(HookError::Undeliverable(_)) => "undeliverable",
+            Err(HookError::Unavailable(_)) => "unavailable",
+            Err(HookError::Failed { .. }) => "failed",
+            Err(HookError::Unbound(_)) => "unbound",
+            Err(HookError::Busy(_)) => "busy",
+        };
+        crate::metrics::plugin_call(&plugin.name, hook.name(), outcome, started.elapsed());
+    }
+    result
 }
 
 /// The statuses a final action may answer.

@@ -27,6 +27,10 @@
 //! first in req/s and p99, so "a sink that hangs or traps costs requests nothing" is a
 //! figure, not a hope.
 //!
+//! `--ops on,off` runs with the operations features as shipped (the admin listener, so
+//! metrics are recorded, and the access log; the default) and with both off. The spawned
+//! server's log goes to a file whose path is printed.
+//!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
 //! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
@@ -70,6 +74,7 @@ struct Options {
     stores: Vec<String>,
     sinks: Vec<String>,
     limits: Vec<String>,
+    ops: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -89,6 +94,7 @@ fn parse_options() -> Options {
         stores: vec!["memory".into()],
         sinks: vec!["none".into()],
         limits: vec!["on".into()],
+        ops: vec!["on".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -103,6 +109,7 @@ fn parse_options() -> Options {
             "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
             "--sinks" => o.sinks = value().split(',').map(str::to_string).collect(),
             "--limits" => o.limits = value().split(',').map(str::to_string).collect(),
+            "--ops" => o.ops = value().split(',').map(str::to_string).collect(),
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -197,6 +204,10 @@ fn spawn_server(
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         l.local_addr().expect("an address").port()
     };
+    // The server's log (access lines included) goes to a file, as it would in production.
+    let log_path = dir.with_file_name(format!("server-{port}.log"));
+    let log = std::fs::File::create(&log_path).expect("a server log file");
+    println!("server log: {}", log_path.display());
     let mut command = Command::new(&binary);
     command
         .env("OTP_LISTEN", format!("127.0.0.1:{port}"))
@@ -217,7 +228,7 @@ fn spawn_server(
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::from(log));
     for (k, v) in o.env.iter().chain(extra_env) {
         command.env(k, v);
     }
@@ -712,6 +723,32 @@ async fn run_against(
 /// The settings of a `--limits` mode: `off`, `on` (every budget far above what a run
 /// can use, so the cost is measured without refusals; the global breaker off, its
 /// default) or `default` (the server's own).
+/// `--ops`: `on` is the shipped default — the admin listener on (so metrics are
+/// recorded; on a free loopback port here) and one access-log line per request, written
+/// with the rest of the server's log to a file; `off` switches both off; `metrics` and
+/// `access` switch on one of them.
+fn ops_env(mode: &str) -> Vec<(String, String)> {
+    let set = |k: &str, v: &str| (k.to_string(), v.to_string());
+    match mode {
+        "on" => vec![
+            set("OTP_ADMIN_LISTEN", "127.0.0.1:0"),
+            set("OTP_ACCESS_LOG", "true"),
+            set("OTP_LOG", "warn,otp_server::access=info"),
+        ],
+        "off" => vec![set("OTP_ADMIN_LISTEN", ""), set("OTP_ACCESS_LOG", "false")],
+        "metrics" => vec![
+            set("OTP_ADMIN_LISTEN", "127.0.0.1:0"),
+            set("OTP_ACCESS_LOG", "false"),
+        ],
+        "access" => vec![
+            set("OTP_ADMIN_LISTEN", ""),
+            set("OTP_ACCESS_LOG", "true"),
+            set("OTP_LOG", "warn,otp_server::access=info"),
+        ],
+        other => panic!("unknown --ops mode {other}: use on, off, metrics or access"),
+    }
+}
+
 fn limits_env(mode: &str) -> Vec<(String, String)> {
     let set = |k: &str, v: &str| (k.to_string(), v.to_string());
     match mode {
@@ -803,17 +840,22 @@ async fn main() {
                 other => panic!("unknown sink {other}: use none, hanging, failing or trapping"),
             };
             for limits in &o.limits {
-                let mut env = env.clone();
-                env.extend(limits_env(limits));
-                let (_server, address) = spawn_server(&o, &env, receiver.as_deref(), sink.as_ref());
-                let label = format!("{store} store, {sink_mode} sink, limits {limits}");
-                println!(
-                    "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
-                    o.connections, o.seconds
-                );
-                let results =
-                    run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
-                runs.push((label, results));
+                for ops in &o.ops {
+                    let mut env = env.clone();
+                    env.extend(limits_env(limits));
+                    env.extend(ops_env(ops));
+                    let (_server, address) =
+                        spawn_server(&o, &env, receiver.as_deref(), sink.as_ref());
+                    let label =
+                        format!("{store} store, {sink_mode} sink, limits {limits}, ops {ops}");
+                    println!(
+                        "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
+                        o.connections, o.seconds
+                    );
+                    let results =
+                        run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
+                    runs.push((label, results));
+                }
             }
         }
     }

@@ -641,4 +641,14 @@ impl KeyStore for RedisKeyStore {
     async fn maintain(&self, now_ms: u64) -> Result<(), StoreError> {
         self.tick(now_ms).await
     }
+
+    async fn rotate(&self, now_ms: u64) -> Result<KekId, StoreError> {
+        let report = self.rotate_now(now_ms, false).await.map_err(|e| match e {
+            KeyStoreError::Store(e) => e,
+            other => StoreError::Unavailable(other.to_string()),
+        })?;
+        // Adopt it here now rather than at the next tick.
+        self.tick(now_ms).await?;
+        Ok(report.current)
+    }
 }
