@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need
-# (the wasm32-wasip2 target, redis-server, promtool, the JavaScript/Python/C plugin toolchains),
+# (the wasm32-wasip2 target, redis-server, promtool, schemathesis, the JavaScript/Python/C
+# plugin toolchains),
 # builds the plugins and the server binary
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
 # the black-box protocol suite three times: on the in-memory store, on Redis and on a
@@ -26,6 +27,21 @@ if ! command -v promtool >/dev/null 2>&1; then
     "${sudo_if_needed[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+
+# schemathesis (tests/tests/schemathesis.rs) in a venv kept across clones, recreated when
+# its pinned requirements change.
+schemathesis_venv="${XDG_CACHE_HOME:-$HOME/.cache}/otp-server-schemathesis/venv"
+schemathesis_want="$(sha256sum tests/schemathesis/requirements.txt | cut -c1-64)"
+if [[ ! -x "$schemathesis_venv/bin/schemathesis" ||
+    "$(cat "$schemathesis_venv/.requirements" 2>/dev/null)" != "$schemathesis_want" ]]; then
+    echo "test.sh: installing schemathesis into $schemathesis_venv" >&2
+    rm -rf "$schemathesis_venv"
+    python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r tests/schemathesis/requirements.txt
+    echo "$schemathesis_want" >"$schemathesis_venv/.requirements"
+fi
+export OTP_SCHEMATHESIS="$schemathesis_venv/bin/schemathesis"
 
 scripts/build-plugins.sh
 scripts/build-polyglot-plugins.sh
