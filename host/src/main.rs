@@ -148,7 +148,7 @@ fn serve(config_file: Option<PathBuf>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    otp_server::server::init_tracing(&config.log, config.log_format);
+    otp_server::logging::init(&config.log, config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -61,7 +61,7 @@ struct Route {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeSent {
-    channel: String,
+    channel: &'static str,
     kind: &'static str,
     result: &'static str,
 }
@@ -78,7 +78,7 @@ struct Limit {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginCall {
-    plugin: String,
+    plugin: &'static str,
     hook: &'static str,
     result: &'static str,
 }
@@ -124,11 +124,48 @@ pub struct Metrics {
     kek_rotations: Counter,
     events_dropped: Counter,
     /// Channel names used as label values so far.
-    channels: RwLock<HashSet<String>>,
+    channels: Labels,
+    /// Plugin names used as label values so far.
+    plugins: Labels,
 }
 
 /// Distinct channel label values at most.
 pub const MAX_CHANNELS: usize = 32;
+/// Distinct plugin label values at most.
+pub const MAX_PLUGINS: usize = 256;
+
+/// Label values that come from names (channels, plugins), kept as `&'static str` so that a
+/// lookup allocates nothing: each distinct name is leaked once, and at most `max` of them.
+struct Labels {
+    seen: RwLock<HashSet<&'static str>>,
+    max: usize,
+}
+
+impl Labels {
+    fn new(max: usize) -> Labels {
+        Labels {
+            seen: RwLock::new(HashSet::new()),
+            max,
+        }
+    }
+
+    /// `name` as a label value, or `other` once `max` names are in use.
+    fn get(&self, name: &str) -> &'static str {
+        if let Some(known) = self.seen.read().get(name) {
+            return known;
+        }
+        let mut seen = self.seen.write();
+        if let Some(known) = seen.get(name) {
+            return known;
+        }
+        if seen.len() >= self.max {
+            return "other";
+        }
+        let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+        seen.insert(leaked);
+        leaked
+    }
+}
 
 static INSTALLED: OnceLock<Metrics> = OnceLock::new();
 
@@ -159,7 +196,8 @@ impl Metrics {
             store_duration: Family::new_with_constructor(histogram),
             kek_rotations: Counter::default(),
             events_dropped: Counter::default(),
-            channels: RwLock::new(HashSet::new()),
+            channels: Labels::new(MAX_CHANNELS),
+            plugins: Labels::new(MAX_PLUGINS),
         };
         // Counters are registered without `_total`: the encoder appends it.
         let r = &mut m.registry;
@@ -245,22 +283,16 @@ impl Metrics {
     }
 
     /// `channel`, if it may be a label value, else `other`.
-    fn channel_label(&self, channel: &str) -> String {
+    fn channel_label(&self, channel: &str) -> &'static str {
         let word = (1..=32).contains(&channel.len())
             && channel
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if word {
-            if self.channels.read().contains(channel) {
-                return channel.to_string();
-            }
-            let mut seen = self.channels.write();
-            if seen.len() < MAX_CHANNELS {
-                seen.insert(channel.to_string());
-                return channel.to_string();
-            }
+            self.channels.get(channel)
+        } else {
+            "other"
         }
-        "other".to_string()
     }
 
     /// The OpenMetrics text of every metric, with `scrape`'s values read now.
@@ -330,7 +362,7 @@ pub fn plugin_call(plugin: &str, hook: &'static str, result: &'static str, elaps
     if let Some(m) = installed() {
         m.plugin_calls
             .get_or_create(&PluginCall {
-                plugin: plugin.to_string(),
+                plugin: m.plugins.get(plugin),
                 hook,
                 result,
             })
@@ -412,6 +444,20 @@ mod tests {
             assert!(families.contains(family), "{name} not in\n{text}");
         }
         assert_eq!(families.len(), NAMES.len(), "{families:?}");
+    }
+
+    #[test]
+    fn name_labels_are_bounded_and_odd_channels_are_other() {
+        let labels = Labels::new(2);
+        assert_eq!(labels.get("a"), "a");
+        assert_eq!(labels.get("b"), "b");
+        assert_eq!(labels.get("a"), "a");
+        assert_eq!(labels.get("c"), "other", "a third name is over the bound");
+        let m = Metrics::install();
+        for odd in ["Me@Example.com", "", "+441234567890", &"x".repeat(33)] {
+            assert_eq!(m.channel_label(odd), "other", "{odd:?}");
+        }
+        assert_eq!(m.channel_label("sms"), "sms");
     }
 
     #[test]

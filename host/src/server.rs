@@ -3,7 +3,7 @@
 //! listener (metrics are on when it is), and graceful shutdown on SIGTERM or Ctrl-C.
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
-use crate::config::{Config, LogFormat, Mode, StoreConfig};
+use crate::config::{Config, Mode, StoreConfig};
 use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
 use crate::events::{spawn_delivery, AuditLog, Subject};
 use crate::http::admin::AdminState;
@@ -20,21 +20,6 @@ use crate::store::{IdStore, MeasuredIdStore, MemoryIdStore};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Logs go to stderr, in batches ([`crate::logging`]), filtered by `OTP_LOG` / `log` (an
-/// `EnvFilter` directive).
-pub fn init_tracing(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::logging::BatchedStderr::get())
-        .with_ansi(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let test_clock = config.test_clock.then(|| Arc::new(OffsetClock::new()));
@@ -74,9 +59,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", config.plugins_dir.display()))?;
 
     let (keys, ids) = open_stores(&config, clock.clone()).await?;
-    let ids: Arc<dyn IdStore> = match metrics {
-        Some(_) => Arc::new(MeasuredIdStore::new(ids)),
-        None => ids,
+    // The shared store's calls are timed and their failures counted; the in-memory one
+    // answers in well under a microsecond and cannot fail, so it is not wrapped.
+    let ids: Arc<dyn IdStore> = match (metrics, &config.store) {
+        (Some(_), StoreConfig::Redis { .. }) => Arc::new(MeasuredIdStore::new(ids)),
+        _ => ids,
     };
     let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone(), audit.clone());
     let limits = Arc::new(open_limits(&config, clock.clone())?);

@@ -4,7 +4,9 @@
 //! against a live scrape). Request ids, logs and the HTTP edge have their own suites
 //! (`request_ids.rs`, `edge.rs`).
 
-use otp_server_blackbox::{scratch_dir, server_binary, workspace_root, Server, StatusCode};
+use otp_server_blackbox::{
+    scratch_dir, server_binary, workspace_root, RedisServer, Server, StatusCode,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -107,26 +109,8 @@ async fn metrics_count_a_flow_and_carry_no_secret_labels() {
             "otp_plugin_call_duration_seconds_count{hook=\"credential-validation\"}".into(),
             1.0,
         ),
-        // create registers an id; the wrong code replaces it; the right one checks and
-        // consumes it.
-        (
-            "otp_store_call_duration_seconds_count{op=\"create\"}".into(),
-            1.0,
-        ),
-        (
-            "otp_store_call_duration_seconds_count{op=\"replace\"}".into(),
-            1.0,
-        ),
-        (
-            "otp_store_call_duration_seconds_count{op=\"consume\"}".into(),
-            1.0,
-        ),
     ] {
         assert_eq!(delta(&before, &after, &series), expected, "{series}");
-    }
-    for op in ["create", "replace", "consume"] {
-        let series = format!("otp_store_errors_total{{op=\"{op}\"}}");
-        assert_eq!(after.get(&series), Some(&0.0), "{series}");
     }
     assert!(after.contains_key("otp_kek_rotations_total"));
     assert!(after.contains_key("otp_events_dropped_total"));
@@ -143,6 +127,58 @@ async fn metrics_count_a_flow_and_carry_no_secret_labels() {
             }
         }
     }
+}
+
+/// A create, a wrong code and the right one against `server`; the code verified.
+async fn flow(server: &Server, credential: &str) {
+    let a = server.create(credential, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let code = server.wait_code(credential, 1);
+    let wrong_code: String = code
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 && c == '0' {
+                '1'
+            } else if i == 0 {
+                '0'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let wrong = server.verify(&wrong_code, a.cookie().as_deref()).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text());
+    let right = server.verify(&code, wrong.cookie().as_deref()).await;
+    assert_eq!(right.status, StatusCode::OK, "{}", right.text());
+}
+
+#[tokio::test]
+async fn redis_store_calls_are_timed_and_counted() {
+    let redis = RedisServer::start();
+    let server = Server::builder().default_plugins().redis(&redis).start();
+    let before = scrape(&server).await;
+    flow(&server, "\"stored\"").await;
+    let after = scrape(&server).await;
+    // create registers an id; the wrong code replaces it; the right one checks and
+    // consumes it.
+    for op in ["create", "replace", "contains", "consume"] {
+        let series = format!("otp_store_call_duration_seconds_count{{op=\"{op}\"}}");
+        assert_eq!(delta(&before, &after, &series), 1.0, "{series}");
+        let series = format!("otp_store_errors_total{{op=\"{op}\"}}");
+        assert_eq!(after.get(&series), Some(&0.0), "{series}");
+    }
+    // Redis stops: the next call fails closed and is counted.
+    drop(redis);
+    let a = server.create("\"stored\"", None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    let after = scrape(&server).await;
+    let failed: f64 = after
+        .iter()
+        .filter(|(k, _)| k.starts_with("otp_store_errors_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(failed >= 1.0, "{after:?}");
 }
 
 #[tokio::test]

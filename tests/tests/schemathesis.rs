@@ -39,7 +39,13 @@ fn the_api_document_holds_against_the_live_server() {
         .arg(root.join("openapi.json"))
         .args(["--url", &server.base])
         .args(["--phases", "coverage,fuzzing", "--checks", "all"])
-        .args(["--max-time", "60", "--seed", "20261203", "--continue-on-failure"])
+        .args([
+            "--max-time",
+            "60",
+            "--seed",
+            "20261203",
+            "--continue-on-failure",
+        ])
         .arg("--baseline")
         .arg(root.join("tests/schemathesis/baseline.json"))
         .arg("--no-color")
@@ -54,5 +60,9 @@ fn the_api_document_holds_against_the_live_server() {
     );
     // The run did test: cases were generated and the baseline's known failures came up.
     assert!(report.contains(" generated"), "{report}");
-    assert!(!server.log_text().contains("panicked"), "{}", server.log_text());
+    assert!(
+        !server.log_text().contains("panicked"),
+        "{}",
+        server.log_text()
+    );
 }

@@ -63,20 +63,18 @@ pub async fn observe(State(app): State<AppState>, mut request: Request, next: Ne
     } else {
         tracing::info_span!("request", request_id = %id, trace_id = %trace)
     };
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span).await;
     if let Some((method, route)) = access {
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         if app.access_log {
-            span.in_scope(|| {
-                tracing::info!(
-                    target: "otp_server::access",
-                    method = %method,
-                    route = %route,
-                    status,
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
-                    "request"
-                )
+            crate::logging::access(&crate::logging::AccessLine {
+                method: method.as_str(),
+                route,
+                status,
+                duration: elapsed,
+                request_id: &id,
+                trace_id: (!trace.is_empty()).then_some(trace.as_str()),
             });
         }
         if measured {

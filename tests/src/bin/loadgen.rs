@@ -723,30 +723,32 @@ async fn run_against(
 /// The settings of a `--limits` mode: `off`, `on` (every budget far above what a run
 /// can use, so the cost is measured without refusals; the global breaker off, its
 /// default) or `default` (the server's own).
+/// Warnings, plus the access-log line and the `request` span it sits in (so the line
+/// carries the request id, as with the default `info`), but not the development sender's
+/// per-code line.
+const ACCESS_LOG_FILTER: &str = "warn,otp_server::access=info,otp_server::http::observe=info";
+
 /// `--ops`: `on` is the shipped default — the admin listener on (so metrics are
 /// recorded; on a free loopback port here) and one access-log line per request, written
 /// with the rest of the server's log to a file; `off` switches both off; `metrics` and
-/// `access` switch on one of them.
+/// `access` switch on one of them. Every mode logs the `request` span (the request id on
+/// every line of a request), which is not what is compared.
 fn ops_env(mode: &str) -> Vec<(String, String)> {
-    let set = |k: &str, v: &str| (k.to_string(), v.to_string());
-    match mode {
-        "on" => vec![
-            set("OTP_ADMIN_LISTEN", "127.0.0.1:0"),
-            set("OTP_ACCESS_LOG", "true"),
-            set("OTP_LOG", "warn,otp_server::access=info"),
-        ],
-        "off" => vec![set("OTP_ADMIN_LISTEN", ""), set("OTP_ACCESS_LOG", "false")],
-        "metrics" => vec![
-            set("OTP_ADMIN_LISTEN", "127.0.0.1:0"),
-            set("OTP_ACCESS_LOG", "false"),
-        ],
-        "access" => vec![
-            set("OTP_ADMIN_LISTEN", ""),
-            set("OTP_ACCESS_LOG", "true"),
-            set("OTP_LOG", "warn,otp_server::access=info"),
-        ],
+    let (admin, access) = match mode {
+        "on" => ("127.0.0.1:0", "true"),
+        "off" => ("", "false"),
+        "metrics" => ("127.0.0.1:0", "false"),
+        "access" => ("", "true"),
         other => panic!("unknown --ops mode {other}: use on, off, metrics or access"),
-    }
+    };
+    [
+        ("OTP_ADMIN_LISTEN", admin),
+        ("OTP_ACCESS_LOG", access),
+        ("OTP_LOG", ACCESS_LOG_FILTER),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 fn limits_env(mode: &str) -> Vec<(String, String)> {
