@@ -5,7 +5,7 @@
 //! schemathesis comes from PyPI; `scripts/test.sh` installs it into a venv and names it in
 //! `OTP_SCHEMATHESIS` (the default is that venv's path).
 
-use otp_server_blackbox::{workspace_root, Server};
+use otp_server_blackbox::{scratch_dir, workspace_root, Server};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -34,7 +34,10 @@ fn the_api_document_holds_against_the_live_server() {
         .env("OTP_TEST_CLOCK", "false")
         .start();
     let root = workspace_root();
+    // schemathesis and Hypothesis keep their caches in the working directory.
+    let work = scratch_dir("schemathesis");
     let output = Command::new(&binary)
+        .current_dir(&work)
         .arg("run")
         .arg(root.join("openapi.json"))
         .args(["--url", &server.base])
