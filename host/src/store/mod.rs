@@ -9,8 +9,8 @@
 //! system clock, so expiry is testable without sleeping and every node of a future shared
 //! store judges expiry by the same rule.
 //!
-//! The stores are [`MemoryIdStore`] and [`redis::RedisIdStore`]; [`MeasuredIdStore`] wraps
-//! either to time its calls for the metrics.
+//! The stores are [`MemoryIdStore`] and [`redis::RedisIdStore`]; with metrics on, the
+//! server wraps the Redis one in [`MeasuredIdStore`] to time its calls and count failures.
 
 mod measured;
 mod memory;
