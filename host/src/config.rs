@@ -144,7 +144,7 @@ settings! {
         shutdown_grace_ms: u64 { default: 10_000, env: "OTP_SHUTDOWN_GRACE_MS", parse: parsed },
         /// the admin listener (`/metrics`, the detailed `/ready`, `POST /admin/keys/rotate`); empty turns it and the metrics off
         admin_listen: String { default: "127.0.0.1:9090".into(), env: "OTP_ADMIN_LISTEN", parse: parsed },
-        /// bearer token the admin listener requires (and must have) when it listens beyond loopback; 16 characters at least
+        /// bearer token every admin route requires once set; mandatory beyond loopback; 16 characters at least
         admin_token: Option<String> { default: None, env: "OTP_ADMIN_TOKEN", parse: some },
         /// code length (4–64)
         code_length: usize { default: Settings::default().code_length, env: "OTP_CODE_LENGTH", parse: parsed },

@@ -160,7 +160,9 @@ fn serve(config_file: Option<PathBuf>) -> ExitCode {
     if let Err(error) = &result {
         tracing::error!("{error:#}");
     }
-    // The log's last lines, before anything else reaches stderr.
+    // Background tasks stop with the runtime; then the log's last lines go out, before
+    // anything else reaches stderr.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     otp_server::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,

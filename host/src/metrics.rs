@@ -213,7 +213,7 @@ impl Metrics {
         );
         r.register(
             "otp_codes_sent",
-            "Codes handed to the sending hook, by channel, kind (create, resend) and result",
+            "Codes handed to the sending hook, by channel, kind (first, resend) and result",
             m.codes_sent.clone(),
         );
         r.register(
@@ -302,10 +302,10 @@ impl Metrics {
                 .get_or_create(&HookName { hook })
                 .set(i64::from(*n));
         }
-        let counted = self.events_dropped.get();
-        if scrape.events_dropped > counted {
-            self.events_dropped.inc_by(scrape.events_dropped - counted);
-        }
+        // Monotonic and atomic, so concurrent scrapes cannot add the same drops twice.
+        self.events_dropped
+            .inner()
+            .fetch_max(scrape.events_dropped, std::sync::atomic::Ordering::Relaxed);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

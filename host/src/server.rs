@@ -18,6 +18,7 @@ use crate::service::OtpService;
 use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
 use crate::store::{IdStore, MeasuredIdStore, MemoryIdStore};
 use anyhow::Context;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +66,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (Some(_), StoreConfig::Redis { .. }) => Arc::new(MeasuredIdStore::new(ids)),
         _ => ids,
     };
-    let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone(), audit.clone());
+    let rotation_requested = Arc::new(AtomicBool::new(false));
+    let _maintenance = spawn_key_maintenance(
+        keys.clone(),
+        clock.clone(),
+        audit.clone(),
+        rotation_requested.clone(),
+    );
     let limits = Arc::new(open_limits(&config, clock.clone())?);
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
@@ -106,7 +113,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("admin listener: cannot listen on {}", admin.listen))?;
             let address = listener.local_addr()?;
             tracing::info!(%address, token = admin.requires_token(), "admin listener");
-            let state = AdminState::new(state.clone(), keys, clock, metrics, admin);
+            let state = AdminState::new(
+                state.clone(),
+                keys,
+                clock,
+                metrics,
+                admin,
+                rotation_requested,
+            );
             Some(tokio::spawn(edge::serve(
                 listener,
                 crate::http::admin::router(state),
@@ -242,33 +256,41 @@ fn open_limits(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Limits>
 }
 
 /// Rotates key-encryption keys on schedule, adopts rotations done by other instances
-/// and forgets keys no live cookie can use. A change of the current key, here or
-/// adopted from another instance, is a `kek.rotated` audit event.
+/// and forgets keys no live cookie can use. This loop alone announces a change of the
+/// current key — here, requested on the admin listener (`requested` is then set), or
+/// adopted from another instance — as one `kek.rotated` audit event and one count, so a
+/// rotation is never announced twice.
 fn spawn_key_maintenance(
     keys: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
     audit: Arc<AuditLog>,
+    requested: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut announced = keys.current().id();
         loop {
             tick.tick().await;
-            let before = keys.current().id();
-            let started = std::time::Instant::now();
-            let result = keys.maintain(clock.now_ms()).await;
-            crate::metrics::store_call("key_maintenance", started.elapsed(), result.is_err());
-            if let Err(error) = result {
+            if let Err(error) = keys.maintain(clock.now_ms()).await {
                 tracing::warn!(%error, "key maintenance failed; retrying");
             }
-            let after = keys.current().id();
-            if after != before {
+            let current = keys.current().id();
+            if current != announced {
+                let reason = if requested.swap(false, Ordering::Relaxed) {
+                    "requested"
+                } else {
+                    "scheduled or adopted"
+                };
                 crate::metrics::kek_rotated();
-                audit.emit(
-                    "kek.rotated",
-                    Subject::None,
-                    || serde_json::json!({ "keyId": after.to_string() }),
-                );
+                audit.emit("kek.rotated", Subject::None, || {
+                    serde_json::json!({
+                        "keyId": current.to_string(),
+                        "previous": announced.to_string(),
+                        "reason": reason,
+                    })
+                });
+                announced = current;
             }
         }
     })

@@ -191,8 +191,18 @@ async fn a_requested_rotation_changes_the_key_counts_and_keeps_sessions() {
     let a = server.admin("POST", "/admin/keys/rotate", None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json()["rotated"], true);
+    // The key maintenance loop announces it within a second, once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while delta(&before, &scrape(&server).await, "otp_kek_rotations_total") < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = scrape(&server).await;
-    assert!(delta(&before, &after, "otp_kek_rotations_total") >= 1.0);
+    assert_eq!(delta(&before, &after, "otp_kek_rotations_total"), 1.0);
     // A cookie sealed before the rotation still opens; new cookies use the new key.
     let code = server.wait_code("\"rotated\"", 1);
     let a = server.verify(&code, Some(&cookie)).await;
@@ -256,6 +266,16 @@ async fn the_admin_listener_beyond_loopback_needs_the_token() {
     }
     let a = server.admin("POST", "/admin/keys/rotate", None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+
+    // On loopback a token is optional, but once set it is required there too.
+    let local = Server::builder()
+        .default_plugins()
+        .env("OTP_ADMIN_TOKEN", token)
+        .start();
+    let a = local.admin("POST", "/admin/keys/rotate", None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let a = local.admin("GET", "/ready", Some(token)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
 
     // Beyond loopback without a token (or with a short one) the server refuses to start.
     for token in [None, Some("short")] {
@@ -323,9 +343,12 @@ async fn deploy_rules_pass_promtool_and_name_only_exported_metrics() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    // Families show once they have a series: a flow, and one request over a budget.
+    // Families show once they have a series: a flow on the Redis store (the in-memory
+    // one is not timed), and one request over a budget.
+    let redis = RedisServer::start();
     let server = Server::builder()
         .default_plugins()
+        .redis(&redis)
         .env("OTP_LIMITS_ENABLED", "true")
         .env("OTP_LIMITS_REQUESTS_PER_NETWORK", "3/1h")
         .start();

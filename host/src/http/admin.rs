@@ -7,9 +7,12 @@
 //! - `POST /admin/keys/rotate`: makes a fresh key-encryption key current now, on every
 //!   instance sharing the key store (e.g. after a suspected leak of a key; cookies sealed
 //!   before keep opening — to cut them off use `otp-server keys rotate --revoke-current`).
+//!   The key maintenance loop announces it (`kek.rotated`, `otp_kek_rotations_total`)
+//!   within a second, as it announces every change of the current key.
 //!
-//! Bound beyond loopback ([`AdminConfig::requires_token`]) every request needs
-//! `Authorization: Bearer TOKEN`; the comparison is constant-time over SHA-256 digests,
+//! With `admin_token` set every request needs `Authorization: Bearer TOKEN` (bound beyond
+//! loopback the token is mandatory, [`AdminConfig::requires_token`]; without one such a
+//! listener refuses every request rather than serve them open); the comparison is constant-time over SHA-256 digests,
 //! so neither the token's bytes nor its length leak through timing. A missing or wrong
 //! token gets 401 `ADMIN:UNAUTHORIZED` with `WWW-Authenticate: Bearer`.
 
@@ -18,7 +21,6 @@ use super::AppState;
 use crate::clock::Clock;
 use crate::config::AdminConfig;
 use crate::crypto::KeyStore;
-use crate::events::Subject;
 use crate::metrics::{Metrics, Scrape};
 use crate::plugins::Hook;
 use axum::extract::{Request, State};
@@ -28,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -39,8 +41,19 @@ pub struct AdminState {
     pub keys: Arc<dyn KeyStore>,
     pub clock: Arc<dyn Clock>,
     pub metrics: &'static Metrics,
-    /// SHA-256 of the bearer token, when one is required.
-    token_digest: Option<[u8; 32]>,
+    /// Tells the key maintenance loop that the next change of key was requested here.
+    rotation_requested: Arc<AtomicBool>,
+    /// What requests must carry.
+    access: Access,
+}
+
+#[derive(Clone, Copy)]
+enum Access {
+    Open,
+    /// SHA-256 of the bearer token.
+    Token([u8; 32]),
+    /// Beyond loopback without a token (configuration validation prevents it): refuse all.
+    Closed,
 }
 
 impl AdminState {
@@ -50,18 +63,20 @@ impl AdminState {
         clock: Arc<dyn Clock>,
         metrics: &'static Metrics,
         config: &AdminConfig,
+        rotation_requested: Arc<AtomicBool>,
     ) -> AdminState {
-        let token_digest = config
-            .token
-            .as_deref()
-            .filter(|_| config.requires_token())
-            .map(|t| Sha256::digest(t.as_bytes()).into());
+        let access = match (&config.token, config.requires_token()) {
+            (Some(token), _) => Access::Token(Sha256::digest(token.as_bytes()).into()),
+            (None, false) => Access::Open,
+            (None, true) => Access::Closed,
+        };
         AdminState {
             app,
             keys,
             clock,
             metrics,
-            token_digest,
+            rotation_requested,
+            access,
         }
     }
 }
@@ -72,7 +87,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/admin/keys/rotate", post(rotate));
-    if state.token_digest.is_some() {
+    if !matches!(state.access, Access::Open) {
         router = router.layer(middleware::from_fn_with_state(state.clone(), bearer));
     }
     router.with_state(state)
@@ -85,8 +100,9 @@ async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| Sha256::digest(t.trim().as_bytes()).into());
-    let accepted = match (given, state.token_digest) {
-        (Some(given), Some(expected)) => bool::from(given.ct_eq(&expected)),
+    let accepted = match (given, state.access) {
+        (Some(given), Access::Token(expected)) => bool::from(given.ct_eq(&expected)),
+        (_, Access::Open) => true,
         _ => false,
     };
     if accepted {
@@ -129,21 +145,15 @@ async fn ready(State(state): State<AdminState>) -> Response {
 
 async fn rotate(State(state): State<AdminState>) -> Response {
     let before = state.keys.current().id();
+    state.rotation_requested.store(true, Ordering::Relaxed);
     match state.keys.rotate(state.clock.now_ms()).await {
         Ok(current) => {
             tracing::info!(kek_id = %current, previous = %before, "key-encryption key rotated on request");
-            crate::metrics::kek_rotated();
-            state.app.audit.emit("kek.rotated", Subject::None, || {
-                serde_json::json!({
-                    "keyId": current.to_string(),
-                    "previous": before.to_string(),
-                    "reason": "requested",
-                })
-            });
             Json(serde_json::json!({ "rotated": true, "keyId": current.to_string() }))
                 .into_response()
         }
         Err(error) => {
+            state.rotation_requested.store(false, Ordering::Relaxed);
             tracing::warn!(%error, "requested key rotation failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,

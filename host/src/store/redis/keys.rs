@@ -647,8 +647,11 @@ impl KeyStore for RedisKeyStore {
             KeyStoreError::Store(e) => e,
             other => StoreError::Unavailable(other.to_string()),
         })?;
-        // Adopt it here now rather than at the next tick.
-        self.tick(now_ms).await?;
+        // Adopt it here now rather than at the next tick. The rotation has happened
+        // whatever this answers: a failure here only delays adoption to the next tick.
+        if let Err(error) = self.tick(now_ms).await {
+            tracing::warn!(%error, "rotated; adopting the new key waits for the next tick");
+        }
         Ok(report.current)
     }
 }
