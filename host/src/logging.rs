@@ -213,15 +213,28 @@ fn format_access(out: &mut String, line: &AccessLine<'_>, format: LogFormat, tim
     let duration_us = line.duration.as_micros() as u64;
     match format {
         LogFormat::Text => {
-            let _ = write!(out, "{time}  INFO request{{request_id={}", line.request_id);
-            if let Some(trace) = line.trace_id {
-                let _ = write!(out, " trace_id={trace}");
+            // Pieces pushed one by one: `core::fmt` would cost the request more than the
+            // rest of the line together.
+            for piece in [time, "  INFO request{request_id=", line.request_id] {
+                out.push_str(piece);
             }
-            let _ = writeln!(
-                out,
-                "}}: otp_server::access: request method={} route={} status={} duration_us={duration_us}",
-                line.method, line.route, line.status
-            );
+            if let Some(trace) = line.trace_id {
+                out.push_str(" trace_id=");
+                out.push_str(trace);
+            }
+            for piece in [
+                "}: otp_server::access: request method=",
+                line.method,
+                " route=",
+                line.route,
+                " status=",
+            ] {
+                out.push_str(piece);
+            }
+            push_decimal(out, u64::from(line.status));
+            out.push_str(" duration_us=");
+            push_decimal(out, duration_us);
+            out.push('\n');
         }
         LogFormat::Json => {
             let mut span = serde_json::json!({ "request_id": line.request_id, "name": "request" });
@@ -244,6 +257,23 @@ fn format_access(out: &mut String, line: &AccessLine<'_>, format: LogFormat, tim
             });
             let _ = writeln!(out, "{event}");
         }
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -310,6 +340,11 @@ mod tests {
             "escaped, not broken"
         );
         assert_eq!(value["target"], "otp_server::access");
+        for n in [0, 7, 10, 403, 18_446_744_073_709_551_615] {
+            let mut text = String::new();
+            push_decimal(&mut text, n);
+            assert_eq!(text, n.to_string());
+        }
     }
 
     #[test]

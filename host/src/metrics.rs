@@ -21,6 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -127,12 +128,16 @@ pub struct Metrics {
     channels: Labels,
     /// Plugin names used as label values so far.
     plugins: Labels,
+    /// Names as given, keys of the per-thread series caches.
+    cache_keys: Labels,
 }
 
 /// Distinct channel label values at most.
 pub const MAX_CHANNELS: usize = 32;
 /// Distinct plugin label values at most.
 pub const MAX_PLUGINS: usize = 256;
+/// Distinct names (channels and plugins as given) the per-thread series caches keep.
+pub const MAX_CACHED_NAMES: usize = 512;
 
 /// Label values that come from names (channels, plugins), kept as `&'static str` so that a
 /// lookup allocates nothing: each distinct name is leaked once, and at most `max` of them.
@@ -198,6 +203,7 @@ impl Metrics {
             events_dropped: Counter::default(),
             channels: Labels::new(MAX_CHANNELS),
             plugins: Labels::new(MAX_PLUGINS),
+            cache_keys: Labels::new(MAX_CACHED_NAMES),
         };
         // Counters are registered without `_total`: the encoder appends it.
         let r = &mut m.registry;
@@ -282,6 +288,14 @@ impl Metrics {
         })
     }
 
+    /// `name` as given, as a key of the per-thread series caches; `None` beyond
+    /// [`MAX_CACHED_NAMES`] distinct names (their series are then looked up each time:
+    /// correct, only slower).
+    fn cached_name(&self, name: &str) -> Option<&'static str> {
+        let key = self.cache_keys.get(name);
+        (key == name).then_some(key)
+    }
+
     /// `channel`, if it may be a label value, else `other`.
     fn channel_label(&self, channel: &str) -> &'static str {
         let word = (1..=32).contains(&channel.len())
@@ -319,27 +333,72 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// One HTTP answer: its route template (or `unmatched`), status and duration.
 pub fn http_request(route: &'static str, status: u16, elapsed: Duration) {
     if let Some(m) = installed() {
-        m.http_duration
-            .get_or_create(&Route { route })
-            .observe(elapsed.as_secs_f64());
-        m.http_requests
-            .get_or_create(&RouteStatus { route, status })
-            .inc();
+        // Every request lands here: the series handles are kept per thread, so a request
+        // takes no family lock (whose shared lock word both worker threads would bounce).
+        HTTP_SERIES.with(|series| {
+            let mut series = series.borrow_mut();
+            let known = series
+                .iter()
+                .position(|(r, s, _, _)| *s == status && *r == route);
+            let at = known.unwrap_or_else(|| {
+                let counter = m
+                    .http_requests
+                    .get_or_create(&RouteStatus { route, status })
+                    .clone();
+                let histogram = m.http_duration.get_or_create(&Route { route }).clone();
+                series.push((route, status, counter, histogram));
+                series.len() - 1
+            });
+            let (_, _, counter, histogram) = &series[at];
+            counter.inc();
+            histogram.observe(elapsed.as_secs_f64());
+        });
     }
 }
+
+thread_local! {
+    /// This thread's handles of the HTTP series: route template, status, answers, time.
+    /// Bounded: route templates and statuses are a small fixed set.
+    static HTTP_SERIES: RefCell<Vec<(&'static str, u16, Counter, Histogram)>> =
+        const { RefCell::new(Vec::new()) };
+    /// This thread's handles of the code series: channel as given, kind, result, count.
+    /// Bounded: [`MAX_CACHED_NAMES`] names, fixed kinds and results.
+    static CODE_SERIES: RefCell<Vec<(&'static str, &'static str, &'static str, Counter)>> =
+        const { RefCell::new(Vec::new()) };
+    /// This thread's handles of the plugin-call series: plugin as given, hook, result,
+    /// count, time. Bounded: [`MAX_CACHED_NAMES`] names, fixed hooks and results.
+    static PLUGIN_SERIES: RefCell<Vec<PluginSeries>> = const { RefCell::new(Vec::new()) };
+}
+
+type PluginSeries = (&'static str, &'static str, &'static str, Counter, Histogram);
 
 /// A code handed to the sending hook: `kind` is `first` or `resend`, `result` `ok` or
 /// the failure's kind. Channels are what validators name; a channel that is not a short
 /// lower-case word, or beyond the first [`MAX_CHANNELS`], is counted as `other`.
 pub fn code_sent(channel: &str, kind: &'static str, result: &'static str) {
     if let Some(m) = installed() {
-        m.codes_sent
-            .get_or_create(&CodeSent {
-                channel: m.channel_label(channel),
-                kind,
-                result,
-            })
-            .inc();
+        CODE_SERIES.with(|series| {
+            let mut series = series.borrow_mut();
+            if let Some((.., counter)) = series
+                .iter()
+                .find(|(c, k, r, _)| *k == kind && *r == result && *c == channel)
+            {
+                counter.inc();
+                return;
+            }
+            let counter = m
+                .codes_sent
+                .get_or_create(&CodeSent {
+                    channel: m.channel_label(channel),
+                    kind,
+                    result,
+                })
+                .clone();
+            counter.inc();
+            if let Some(key) = m.cached_name(channel) {
+                series.push((key, kind, result, counter));
+            }
+        });
     }
 }
 
@@ -360,16 +419,31 @@ pub fn rate_limited(limit: &'static str) {
 /// One plugin call: which plugin, which hook, how it ended, how long it took.
 pub fn plugin_call(plugin: &str, hook: &'static str, result: &'static str, elapsed: Duration) {
     if let Some(m) = installed() {
-        m.plugin_calls
-            .get_or_create(&PluginCall {
-                plugin: m.plugins.get(plugin),
-                hook,
-                result,
-            })
-            .inc();
-        m.plugin_duration
-            .get_or_create(&HookName { hook })
-            .observe(elapsed.as_secs_f64());
+        PLUGIN_SERIES.with(|series| {
+            let mut series = series.borrow_mut();
+            if let Some((.., counter, histogram)) = series
+                .iter()
+                .find(|(p, h, r, _, _)| *h == hook && *r == result && *p == plugin)
+            {
+                counter.inc();
+                histogram.observe(elapsed.as_secs_f64());
+                return;
+            }
+            let counter = m
+                .plugin_calls
+                .get_or_create(&PluginCall {
+                    plugin: m.plugins.get(plugin),
+                    hook,
+                    result,
+                })
+                .clone();
+            let histogram = m.plugin_duration.get_or_create(&HookName { hook }).clone();
+            counter.inc();
+            histogram.observe(elapsed.as_secs_f64());
+            if let Some(key) = m.cached_name(plugin) {
+                series.push((key, hook, result, counter, histogram));
+            }
+        });
     }
 }
 
@@ -412,7 +486,11 @@ mod tests {
         http_request("/test/metrics", 200, Duration::from_millis(4));
         rate_limited("test_limit");
         store_call("test_op", Duration::from_micros(200), true);
-        plugin_call("test-plugin", "sending", "ok", Duration::from_micros(50));
+        // Repeated calls go through the per-thread caches.
+        for _ in 0..3 {
+            plugin_call("test-plugin", "sending", "ok", Duration::from_micros(50));
+        }
+        code_sent("test-channel", "first", "ok");
         code_sent("test-channel", "first", "ok");
         verification("test_result");
         plugin_reload("test_result");
@@ -426,7 +504,8 @@ mod tests {
             r#"otp_rate_limited_total{limit="test_limit"} 1"#,
             r#"otp_store_errors_total{op="test_op"} 1"#,
             r#"otp_store_errors_total{op="consume"} 0"#,
-            r#"otp_plugin_calls_total{plugin="test-plugin",hook="sending",result="ok"} 1"#,
+            r#"otp_plugin_calls_total{plugin="test-plugin",hook="sending",result="ok"} 3"#,
+            r#"otp_codes_sent_total{channel="test-channel",kind="first",result="ok"} 2"#,
             r#"otp_plugin_slots_in_use{hook="sending"} 3"#,
             "otp_events_dropped_total 7",
             "otp_kek_rotations_total 0",
