@@ -386,8 +386,10 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Had the failures' pause carried on, it would be 1.6 s or more; the bound leaves
+        // room for a loaded machine.
         assert!(
-            recovered.elapsed() < Duration::from_millis(100),
+            recovered.elapsed() < Duration::from_millis(1000),
             "{:?}",
             recovered.elapsed()
         );
