@@ -48,32 +48,30 @@ fn label_values(series: &str) -> Vec<String> {
         .collect()
 }
 
+/// A create, a wrong code and the right one against `server`: the code, and the cookie it
+/// was verified with.
+async fn flow(server: &Server, credential: &str) -> (String, String) {
+    let a = server.create(credential, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let code = server.wait_code(credential, 1);
+    let wrong_code = format!(
+        "{}{}",
+        if code.starts_with('0') { '1' } else { '0' },
+        &code[1..]
+    );
+    let wrong = server.verify(&wrong_code, a.cookie().as_deref()).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text());
+    let cookie = wrong.cookie().unwrap();
+    let right = server.verify(&code, Some(&cookie)).await;
+    assert_eq!(right.status, StatusCode::OK, "{}", right.text());
+    (code, cookie)
+}
+
 #[tokio::test]
 async fn metrics_count_a_flow_and_carry_no_secret_labels() {
     let server = Server::with_defaults();
     let before = scrape(&server).await;
-    let a = server.create("\"metrics-user\"", None).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    let cookie = a.cookie().unwrap();
-    let code = server.wait_code("\"metrics-user\"", 1);
-    let wrong_code: String = code
-        .chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if i == 0 && c == '0' {
-                '1'
-            } else if i == 0 {
-                '0'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let wrong = server.verify(&wrong_code, Some(&cookie)).await;
-    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text());
-    let cookie = wrong.cookie().unwrap();
-    let a = server.verify(&code, Some(&cookie)).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let (code, cookie) = flow(&server, "\"metrics-user\"").await;
     let a = server.get("/nowhere/metrics-user").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let after = scrape(&server).await;
@@ -127,30 +125,6 @@ async fn metrics_count_a_flow_and_carry_no_secret_labels() {
             }
         }
     }
-}
-
-/// A create, a wrong code and the right one against `server`; the code verified.
-async fn flow(server: &Server, credential: &str) {
-    let a = server.create(credential, None).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    let code = server.wait_code(credential, 1);
-    let wrong_code: String = code
-        .chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if i == 0 && c == '0' {
-                '1'
-            } else if i == 0 {
-                '0'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let wrong = server.verify(&wrong_code, a.cookie().as_deref()).await;
-    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text());
-    let right = server.verify(&code, wrong.cookie().as_deref()).await;
-    assert_eq!(right.status, StatusCode::OK, "{}", right.text());
 }
 
 #[tokio::test]
