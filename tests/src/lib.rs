@@ -665,10 +665,22 @@ impl Server {
         needle: &str,
         timeout: Duration,
     ) -> Option<String> {
+        self.wait_for_log_line(skip, |line| line.contains(needle), timeout)
+    }
+
+    /// Waits for a log line after the first `skip` that `wanted` accepts. Lines from different
+    /// parts of the server (a plugin, the access log) arrive in their own time: wait for the
+    /// line a test is about, not for a sibling of it.
+    pub fn wait_for_log_line(
+        &self,
+        skip: usize,
+        wanted: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let mut lines = self.log.lines.lock().unwrap();
         loop {
-            if let Some(line) = lines.iter().skip(skip).find(|l| l.contains(needle)) {
+            if let Some(line) = lines.iter().skip(skip).find(|l| wanted(l)) {
                 return Some(line.clone());
             }
             let now = Instant::now();

@@ -60,8 +60,12 @@ async fn the_request_id_is_in_the_answer_the_log_and_the_events() {
     );
     // The access-log line, and the sender's line (inside the request span), carry it.
     let access = server
-        .wait_for_log(&format!("request_id={id}"), Duration::from_secs(5))
-        .expect("a log line with the request id");
+        .wait_for_log_line(
+            0,
+            |l| l.contains(&format!("request_id={id}")) && l.contains("otp_server::access"),
+            Duration::from_secs(5),
+        )
+        .expect("an access-log line with the request id");
     assert!(
         access.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
         "{access}"
