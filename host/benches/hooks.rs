@@ -23,6 +23,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A sender's whole deadline: these benches time single senders, not failover chains.
+const SEND_BUDGET: Duration = Duration::from_secs(10);
+
 fn component(name: &str) -> Vec<u8> {
     let folder = if matches!(name, "webhook-sender" | "session-token-final") {
         "../plugins/dist-extra"
@@ -94,8 +97,12 @@ fn hooks(c: &mut Criterion) {
     // The dev sender logs through the host's `tracing`; with no subscriber installed
     // the line is dropped, so this measures the call, not a terminal.
     group.bench_function("dev-sender/send", |b| {
-        b.to_async(&rt)
-            .iter(|| async { runtime.send(&sender, &delivery, &ctx).await.expect("sent") })
+        b.to_async(&rt).iter(|| async {
+            runtime
+                .send(&sender, &delivery, &ctx, SEND_BUDGET)
+                .await
+                .expect("sent")
+        })
     });
 
     let finalizer = runtime
@@ -167,7 +174,7 @@ fn hooks(c: &mut Criterion) {
     group.bench_function("webhook-sender/send", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
-                .send(&webhook, &delivery, &ctx)
+                .send(&webhook, &delivery, &ctx, SEND_BUDGET)
                 .await
                 .expect("delivered")
         })
@@ -236,7 +243,7 @@ fn contract(c: &mut Criterion) {
         b.to_async(&rt).iter_custom(|iters| {
             interleaved(iters, &totals, |v| async move {
                 runtime
-                    .send(&senders[v], delivery, ctx)
+                    .send(&senders[v], delivery, ctx, SEND_BUDGET)
                     .await
                     .expect("sent");
             })

@@ -49,7 +49,7 @@ use crate::events::EventOptions;
 use crate::http::edge::EdgeLimits;
 use crate::limits::config::LimitsTable;
 use crate::limits::LimitsConfig;
-use crate::plugins::{Hook, HookLimits, PluginEnv, RuntimeOptions};
+use crate::plugins::{Hook, HookChoices, HookLimits, PluginEnv, RuntimeOptions};
 use crate::protocol::{Alphabet, Settings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -279,13 +279,119 @@ settings! {
             env: "OTP_HOOK_CREDENTIAL_VALIDATION",
             parse: some,
         },
-        /// the plugin sending codes
-        sending: Option<String> { default: None, env: "OTP_HOOK_SENDING", parse: some },
+        /// the sender of every channel without its own, or an ordered failover chain of them (`["twilio-sms", "backup-sms"]`; in the environment, names separated by commas)
+        sending: Option<SenderNames> { default: None, env: "OTP_HOOK_SENDING", parse: sender_names },
+        /// channel → its ordered failover chain of senders (`sms = ["twilio-sms", "backup-sms"]`; in the environment `sms=twilio-sms,backup-sms;email=sendgrid-email`)
+        #[key = "sending-by-channel"]
+        sending_by_channel: BTreeMap<String, SenderNames> {
+            default: BTreeMap::new(),
+            env: "OTP_HOOK_SENDING_BY_CHANNEL",
+            parse: channel_senders,
+        },
         /// the plugin running the final action
         #[key = "final-action"]
         final_action: Option<String> { default: None, env: "OTP_HOOK_FINAL_ACTION", parse: some },
         /// the plugin receiving audit events
         events: Option<String> { default: None, env: "OTP_HOOK_EVENTS", parse: some },
+    }
+}
+
+/// Sender plugins in the order a send tries them: in TOML one name or an array of names.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "NameOrNames")]
+pub struct SenderNames(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a plugin name or an array of plugin names")]
+enum NameOrNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<NameOrNames> for SenderNames {
+    fn from(names: NameOrNames) -> SenderNames {
+        match names {
+            NameOrNames::One(name) => SenderNames(vec![name]),
+            NameOrNames::Many(names) => SenderNames(names),
+        }
+    }
+}
+
+impl SenderNames {
+    /// The names, checked: at least one, none empty, none twice.
+    fn checked(&self) -> Result<Vec<String>, String> {
+        let names: Vec<String> = self.0.iter().map(|n| n.trim().to_string()).collect();
+        if names.is_empty() {
+            return Err("names no sender".into());
+        }
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err("has an empty sender name".into());
+            }
+            if names[..i].contains(name) {
+                return Err(format!("names {name:?} twice"));
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// `OTP_HOOK_SENDING`: names separated by commas.
+fn sender_names(text: &str) -> Result<Option<SenderNames>, String> {
+    Ok(Some(SenderNames(name_list(text)?)))
+}
+
+/// `OTP_HOOK_SENDING_BY_CHANNEL`: `CHANNEL=NAME,NAME;CHANNEL=NAME`.
+fn channel_senders(text: &str) -> Result<BTreeMap<String, SenderNames>, String> {
+    let mut chains = BTreeMap::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (channel, names) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?}: use CHANNEL=SENDER,SENDER;CHANNEL=SENDER"))?;
+        let channel = channel.trim().to_string();
+        if chains
+            .insert(channel.clone(), SenderNames(name_list(names)?))
+            .is_some()
+        {
+            return Err(format!("channel {channel:?} appears twice"));
+        }
+    }
+    Ok(chains)
+}
+
+impl HookTable {
+    /// The plugins and sender chains the table names, checked.
+    fn choices(&self) -> Result<HookChoices, ConfigError> {
+        let plugins = [
+            (Hook::CredentialValidation, &self.credential_validation),
+            (Hook::FinalAction, &self.final_action),
+            (Hook::Events, &self.events),
+        ]
+        .into_iter()
+        .filter_map(|(hook, plugin)| Some((hook, plugin.clone()?)))
+        .collect();
+        let senders = match &self.sending {
+            None => Vec::new(),
+            Some(names) => names
+                .checked()
+                .map_err(|e| invalid(HookSetting::sending.label(), e))?,
+        };
+        let mut channel_senders = BTreeMap::new();
+        for (channel, names) in &self.sending_by_channel {
+            let label = HookSetting::sending_by_channel.label();
+            if channel.trim().is_empty() || channel.trim() != channel {
+                return Err(invalid(label, format!("{channel:?} is not a channel name")));
+            }
+            let names = names
+                .checked()
+                .map_err(|e| invalid(label, format!("channel {channel}: {e}")))?;
+            channel_senders.insert(channel.clone(), names);
+        }
+        Ok(HookChoices {
+            plugins,
+            senders,
+            channel_senders,
+        })
     }
 }
 
@@ -322,7 +428,7 @@ pub struct Config {
     /// The admin listener; `None` when off (and then metrics are off too).
     pub admin: Option<AdminConfig>,
     pub runtime: RuntimeOptions,
-    pub hook_preferences: BTreeMap<Hook, String>,
+    pub hook_choices: HookChoices,
     /// What `${NAME}` in a manifest may read.
     pub plugin_env: PluginEnv,
     pub test_clock: bool,
@@ -545,16 +651,7 @@ impl FileConfig {
                 "must be between 1 and 1000000",
             ));
         }
-        let hooks = &self.hooks;
-        let hook_preferences: BTreeMap<Hook, String> = [
-            (Hook::CredentialValidation, &hooks.credential_validation),
-            (Hook::Sending, &hooks.sending),
-            (Hook::FinalAction, &hooks.final_action),
-            (Hook::Events, &hooks.events),
-        ]
-        .into_iter()
-        .filter_map(|(hook, plugin)| Some((hook, plugin.clone()?)))
-        .collect();
+        let hook_choices = self.hooks.choices()?;
         if self.test_clock && self.env == Mode::Production {
             return Err(invalid(
                 Setting::test_clock.label(),
@@ -597,7 +694,7 @@ impl FileConfig {
                 final_slots,
                 cache_dir: self.cache_dir,
             },
-            hook_preferences,
+            hook_choices,
             plugin_env,
             test_clock: self.test_clock,
             store,
@@ -754,10 +851,7 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.mode, Mode::Production);
         assert_eq!(c.cors_origin.as_deref(), Some("https://app.example.com"));
-        assert_eq!(
-            c.hook_preferences.get(&Hook::Sending).map(String::as_str),
-            Some("webhook")
-        );
+        assert_eq!(c.hook_choices.senders, ["webhook"]);
         assert_eq!(c.otp.alphabet, Alphabet::Digits);
         assert_eq!(c.otp.code_length, 6);
         assert_eq!(c.runtime.send.memory_bytes, 16 * 1024 * 1024);
@@ -896,7 +990,9 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_values() {
         let c = Config::load(None, &env_of(&[])).unwrap();
-        assert!(c.cors_origin.is_none() && !c.test_clock && c.hook_preferences.is_empty());
+        assert!(
+            c.cors_origin.is_none() && !c.test_clock && c.hook_choices == HookChoices::default()
+        );
         assert!(matches!(c.store, StoreConfig::Memory));
         assert_eq!(c.plugins_dir, PathBuf::from("plugins/dist"));
         assert_eq!(c.log, "info");
@@ -934,12 +1030,10 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(Some(&file), &env_of(&[("OTP_HOOK_FINAL_ACTION", "c")])).unwrap();
-        assert_eq!(
-            c.hook_preferences.get(&Hook::CredentialValidation).unwrap(),
-            "a"
-        );
-        assert_eq!(c.hook_preferences.get(&Hook::FinalAction).unwrap(), "c");
-        assert!(!c.hook_preferences.contains_key(&Hook::Sending));
+        let plugins = &c.hook_choices.plugins;
+        assert_eq!(plugins.get(&Hook::CredentialValidation).unwrap(), "a");
+        assert_eq!(plugins.get(&Hook::FinalAction).unwrap(), "c");
+        assert!(c.hook_choices.senders.is_empty());
         std::fs::write(&file, "[hooks]\nsend = \"a\"\n").unwrap();
         let err = Config::load(Some(&file), &env_of(&[]))
             .unwrap_err()
@@ -950,6 +1044,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("test_clock"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sender_chains_in_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("otp-config-chains-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("chains.toml");
+        std::fs::write(
+            &file,
+            "[hooks]\nsending = [\"primary\", \"backup\"]\n\
+             [hooks.sending-by-channel]\nsms = [\"twilio-sms\", \"backup-sms\"]\n\
+             email = \"sendgrid-email\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &env_of(&[])).unwrap();
+        assert_eq!(c.hook_choices.senders, ["primary", "backup"]);
+        let by_channel = &c.hook_choices.channel_senders;
+        assert_eq!(by_channel["sms"], ["twilio-sms", "backup-sms"]);
+        assert_eq!(by_channel["email"], ["sendgrid-email"]);
+
+        // The environment replaces the file's chains.
+        let c = Config::load(
+            Some(&file),
+            &env_of(&[
+                ("OTP_HOOK_SENDING", " a , b "),
+                ("OTP_HOOK_SENDING_BY_CHANNEL", "sms = x, y ; push=z;"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.hook_choices.senders, ["a", "b"]);
+        let by_channel = &c.hook_choices.channel_senders;
+        assert_eq!(by_channel.len(), 2);
+        assert_eq!(by_channel["sms"], ["x", "y"]);
+        assert_eq!(by_channel["push"], ["z"]);
+
+        for (name, value, says) in [
+            ("OTP_HOOK_SENDING", "a,b,a", "twice"),
+            ("OTP_HOOK_SENDING", " , ", "no sender"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "sms", "CHANNEL=SENDER"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "sms=a;sms=b", "twice"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "sms=", "no sender"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "=a", "not a channel name"),
+        ] {
+            let err = Config::load(None, &env_of(&[(name, value)]))
+                .err()
+                .unwrap_or_else(|| panic!("{name}={value:?} accepted"))
+                .to_string();
+            assert!(
+                err.contains(name) && err.contains(says),
+                "{name}={value:?}: {err}"
+            );
+        }
+        std::fs::write(&file, "[hooks]\nsending = 3\n").unwrap();
+        let err = Config::load(Some(&file), &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a plugin name or an array"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

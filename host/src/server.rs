@@ -45,7 +45,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         PluginRegistry::new(
             runtime,
             config.plugins_dir.clone(),
-            config.hook_preferences.clone(),
+            config.hook_choices.clone(),
             config.mode == Mode::Production,
         )
         .with_audit(audit.clone())

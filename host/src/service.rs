@@ -596,7 +596,7 @@ impl OtpService {
         };
         let outcome = self.hooks.send(&delivery, context).await;
         let (event, reason) = match &outcome {
-            Ok(()) => ("otp.code.sent", None),
+            Ok(_) => ("otp.code.sent", None),
             Err(HookError::Undeliverable(_)) => ("otp.code.send_failed", Some("undeliverable")),
             Err(HookError::Unavailable(_)) => ("otp.code.send_failed", Some("unavailable")),
             Err(HookError::Unbound(_) | HookError::Busy(_)) => {
@@ -615,9 +615,12 @@ impl OtpService {
                 if let Some(reason) = reason {
                     data["reason"] = reason.into();
                 }
+                if let Ok(sent) = &outcome {
+                    data["sender"] = (*sent.sender).into();
+                }
                 data
             });
-        outcome
+        outcome.map(drop)
     }
 
     /// Puts the ids back as they were before a transition whose send failed, so the

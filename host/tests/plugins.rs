@@ -154,7 +154,9 @@ async fn dev_sender_and_json_final() {
         expires_at_ms: 1_700_000_000_000,
         kind: SendKind::First,
     };
-    rt.send(&sender, &delivery, &ctx()).await.unwrap();
+    rt.send(&sender, &delivery, &ctx(), rt.send_budget(&sender))
+        .await
+        .unwrap();
 
     let finalizer = load(&rt, "plugins/dist", "json-final");
     let credential = Credential {

@@ -467,3 +467,236 @@ async fn a_destination_of_the_wrong_kind_is_refused_without_a_request() {
         )
         .unwrap_or_else(|| panic!("{}", server.log_text()));
 }
+
+/// `twilio-sms` and a second copy of it, `backup-sms`, each with its own fake provider,
+/// chained by `chain_env` (`OTP_HOOK_SENDING` or `OTP_HOOK_SENDING_BY_CHANNEL`).
+struct Chain {
+    server: Server,
+    primary: FakeProvider,
+    backup: FakeProvider,
+}
+
+fn chain(chain_env: (&str, &str), channels: &str, dev_sender: bool) -> Chain {
+    let twilio = Provider::Twilio;
+    let primary = FakeProvider::start(twilio);
+    let backup = FakeProvider::start(twilio);
+    let mut builder = Server::builder()
+        .plugin_as(plugin("email-phone-credential"), "email-phone-credential")
+        .plugin_as(plugin("json-final"), "json-final")
+        .plugin_as(extra(twilio.plugin()), "twilio-sms")
+        .plugin_as(extra(twilio.plugin()), "backup-sms")
+        .manifest(
+            "twilio-sms",
+            &(channels.to_string() + &manifest(twilio, &primary.url, "")),
+        )
+        .manifest(
+            "backup-sms",
+            &(channels.to_string() + &manifest(twilio, &backup.url, "")),
+        )
+        .env(chain_env.0, chain_env.1)
+        .env("OTP_SEND_DEADLINE_MS", "3000")
+        .env("OTP_VALIDATE_DEADLINE_MS", "2000");
+    if dev_sender {
+        builder = builder.plugin_as(plugin("dev-sender"), "dev-sender");
+    }
+    for (name, value) in twilio.secrets() {
+        builder = builder.env(name, value);
+    }
+    Chain {
+        server: builder.start(),
+        primary,
+        backup,
+    }
+}
+
+/// The value of one sample of `/metrics`, 0 when absent.
+async fn sample(server: &Server, series: &str) -> f64 {
+    let text = server.admin("GET", "/metrics", None).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_fails_over_to_its_next_sender() {
+    let Chain {
+        server,
+        primary,
+        backup,
+    } = chain(
+        ("OTP_HOOK_SENDING_BY_CHANNEL", "sms=twilio-sms,backup-sms"),
+        "channels = [\"sms\"]\n",
+        true,
+    );
+    // Both list channel sms in their manifests: the configured chain decides, no ambiguity.
+    let ready = server.ready_details().await.json();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(
+        ready["channels"]["sms"]["chain"],
+        serde_json::json!(["twilio-sms", "backup-sms"]),
+        "{ready}"
+    );
+    assert_eq!(ready["channels"]["sms"]["plugin"], "twilio-sms", "{ready}");
+    assert_eq!(ready["hooks"]["sending"]["plugin"], "dev-sender", "{ready}");
+    assert_eq!(ready["problems"], serde_json::json!([]), "{ready}");
+    let phone = |n| Provider::Twilio.credential(&Provider::Twilio.destination(n));
+
+    // The primary delivers while it can.
+    let a = server.create(&phone(1), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!((primary.count(), backup.count()), (1, 0));
+
+    // Primary down (503): the backup delivers, the client sees nothing of it.
+    primary.answer(Reply::ServerError(503));
+    let a = server.create(&phone(2), None).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}\n{}",
+        a.text(),
+        server.log_text()
+    );
+    assert_eq!((primary.count(), backup.count()), (2, 1));
+    let sent = backup.deliveries().pop().unwrap();
+    assert_eq!(sent.to, Provider::Twilio.destination(2));
+    let code = sent.between("[", "]").expect("the code");
+    let v = server.verify(&code, a.cookie().as_deref()).await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.text());
+    let line = server
+        .wait_for_log("failing over to the next sender", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", server.log_text()));
+    assert!(
+        line.contains("twilio-sms") && line.contains("next=backup-sms") && line.contains("503"),
+        "{line}"
+    );
+    assert!(!server.log_text().contains(&code), "a code in the log");
+    let calls = "otp_plugin_calls_total{plugin=";
+    assert_eq!(
+        sample(
+            &server,
+            &format!("{calls}\"backup-sms\",hook=\"sending\",result=\"ok\"}}")
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &server,
+            &format!("{calls}\"twilio-sms\",hook=\"sending\",result=\"unavailable\"}}")
+        )
+        .await,
+        1.0
+    );
+
+    // Undeliverable ends the chain: no second provider pays for the same refusal.
+    primary.answer(Reply::BadDestination(0));
+    let a = server.create(&phone(3), None).await;
+    assert_eq!(
+        (a.status, a.error().as_str()),
+        (StatusCode::BAD_REQUEST, "CREDENTIAL:INVALID"),
+        "{}",
+        a.text()
+    );
+    assert_eq!((primary.count(), backup.count()), (3, 1));
+
+    // Both down: 503 SEND:UNAVAILABLE within the one send deadline (3 s) although the
+    // primary hangs until its plugin's own timeout (1 s), and the cookie still works.
+    primary.answer(Reply::Slow(Duration::from_secs(10)));
+    backup.answer(Reply::ServerError(502));
+    let started = Instant::now();
+    let a = server.create(&phone(4), None).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (a.status, a.error().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "SEND:UNAVAILABLE"),
+        "{}",
+        a.text()
+    );
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    assert_eq!(backup.count(), 2, "the backup was tried");
+
+    // Other channels keep their own sender.
+    let a = server
+        .create(&Provider::Sendgrid.credential("someone@example.com"), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    server
+        .wait_for_log_line(
+            0,
+            |l| l.contains("OTP for") && l.contains("someone@example.com"),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("dev-sender did not send:\n{}", server.log_text()));
+    assert_eq!(backup.count(), 2);
+    assert!(primary.problems().is_empty() && backup.problems().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_a_sender_of_the_chain_under_load_fails_no_request() {
+    let Chain {
+        server,
+        primary,
+        backup,
+    } = chain(("OTP_HOOK_SENDING", "twilio-sms,backup-sms"), "", false);
+    let ready = server.ready_details().await.json();
+    assert_eq!(
+        ready["hooks"]["sending"]["chain"],
+        serde_json::json!(["twilio-sms", "backup-sms"]),
+        "{ready}"
+    );
+    primary.answer(Reply::ServerError(503));
+    let server = std::sync::Arc::new(server);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..4u64 {
+        let (server, stop) = (server.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let to = Provider::Twilio.destination(1000 * client + n);
+                let a = server.create(&Provider::Twilio.credential(&to), None).await;
+                if a.status != StatusCode::OK {
+                    failures.push(format!("{to}: {} {}", a.status, a.text()));
+                }
+                n += 1;
+            }
+            (n, failures)
+        }));
+    }
+    // Replace both plugins' code and manifests while the requests run.
+    let twilio = Provider::Twilio;
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (name, fake) = if round % 2 == 0 {
+            ("backup-sms", &backup)
+        } else {
+            ("twilio-sms", &primary)
+        };
+        let app = format!("app_name = \"Acme{round}\"\n");
+        let text = manifest(twilio, &fake.url, "").replace("app_name = \"Acme\"\n", &app);
+        otp_server_blackbox::install_manifest(&server.plugins_dir, name, &text);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        otp_server_blackbox::install(&extra(twilio.plugin()), &server.plugins_dir, name);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (n, failures) = client.await.unwrap();
+        assert!(failures.is_empty(), "{failures:#?}\n{}", server.log_text());
+        total += n;
+    }
+    assert!(total >= 20, "only {total} requests ran");
+    assert_eq!(
+        backup.count() as u64,
+        total,
+        "every code went through the backup"
+    );
+    let reloads = server
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("plugin loaded"))
+        .count();
+    assert!(reloads >= 2 + 6, "{reloads} loads");
+}

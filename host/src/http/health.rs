@@ -1,11 +1,11 @@
 //! `/health` (the process is up) and `/ready` (it can serve OTP requests). The public
 //! `/ready` answers only `{"ready": true|false}`; the details — every hook and which
-//! plugin version serves it, senders per channel, problems and rejected files, the
+//! plugin version serves it, senders per channel and their failover order, problems and rejected files, the
 //! store, the abuse controls' state, the audit counters — are [`readiness`], served on
 //! the admin listener.
 
 use super::AppState;
-use crate::plugins::Hook;
+use crate::plugins::{Hook, SenderChain};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -37,39 +37,42 @@ pub fn status(ready: bool) -> StatusCode {
 /// not): binding problems and rejected files are listed either way.
 pub async fn readiness(app: &AppState) -> (bool, serde_json::Value) {
     let registry = app.registry.snapshot();
-    let hooks: serde_json::Map<String, serde_json::Value> = registry
+    let serving = |plugin: &crate::plugins::LoadedPlugin| {
+        serde_json::json!({
+            "plugin": &*plugin.name,
+            "version": plugin.version,
+            "contract": plugin.contract.as_str(),
+        })
+    };
+    // A sender entry names the first sender and, for a failover chain, all in order.
+    let senders = |chain: &SenderChain| {
+        let mut entry = serving(&chain[0]);
+        entry["chain"] = chain.iter().map(|p| &*p.name).collect();
+        entry
+    };
+    let mut hooks: serde_json::Map<String, serde_json::Value> = registry
         .bound
         .iter()
-        .map(|(hook, plugin)| {
-            (
-                hook.name().to_string(),
-                serde_json::json!({
-                    "plugin": &*plugin.name,
-                    "version": plugin.version,
-                    "contract": plugin.contract.as_str(),
-                }),
-            )
-        })
+        .map(|(hook, plugin)| (hook.name().to_string(), serving(plugin)))
         .collect();
+    if let Some(chain) = &registry.senders {
+        hooks.insert(Hook::Sending.name().to_string(), senders(chain));
+    }
     let channels: serde_json::Map<String, serde_json::Value> = registry
         .channels
         .iter()
-        .map(|(channel, plugin)| {
-            (
-                channel.clone(),
-                serde_json::json!({
-                    "plugin": &*plugin.name,
-                    "version": plugin.version,
-                    "contract": plugin.contract.as_str(),
-                }),
-            )
+        .map(|(channel, chain)| {
+            let entry = chain.as_ref().map_or(serde_json::Value::Null, senders);
+            (channel.clone(), entry)
         })
         .collect();
     // Senders serving only some channels make the sending hook available (for those).
+    let sending = registry.senders.is_some() || registry.channels.values().any(Option::is_some);
     let missing: Vec<&str> = Hook::REQUIRED
         .into_iter()
-        .filter(|h| {
-            !registry.bound.contains_key(h) && (*h != Hook::Sending || registry.channels.is_empty())
+        .filter(|h| match h {
+            Hook::Sending => !sending,
+            _ => !registry.bound.contains_key(h),
         })
         .map(|h| h.name())
         .collect();

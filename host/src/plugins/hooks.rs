@@ -10,6 +10,7 @@
 pub use crate::events::AuditEvent;
 use async_trait::async_trait;
 use std::fmt;
+use std::sync::Arc;
 
 /// One of the hooks a plugin can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,6 +121,13 @@ impl fmt::Debug for CodeDelivery {
     }
 }
 
+/// A delivered code: the sender that took it — the first of its channel's failover chain,
+/// unless that one was unavailable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub sender: Arc<str>,
+}
+
 /// The response a final-action plugin asks the server to send.
 #[derive(Clone, Debug)]
 pub struct PluginResponse {
@@ -160,12 +168,13 @@ pub trait Hooks: Send + Sync + 'static {
     async fn validate(&self, body: &str, context: &RequestContext)
         -> Result<Credential, HookError>;
 
-    /// Runs the sending hook of the delivery's channel.
+    /// Runs the senders of the delivery's channel in turn until one takes the code (see
+    /// [`super::PluginRegistry`] for the failover rules).
     async fn send(
         &self,
         delivery: &CodeDelivery,
         context: &RequestContext,
-    ) -> Result<(), HookError>;
+    ) -> Result<Sent, HookError>;
 
     /// Takes what a final action needs to run — the bound plugin and a call slot — so
     /// that the caller spends the session id only once the action is sure to start.

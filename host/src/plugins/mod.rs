@@ -38,10 +38,10 @@ pub mod watcher;
 
 pub use hooks::{
     AuditEvent, CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse,
-    RequestContext, SendKind,
+    RequestContext, SendKind, Sent,
 };
 pub use manifest::{Manifest, ManifestError, PluginEnv};
-pub use registry::{PluginRegistry, RegistryState};
+pub use registry::{HookChoices, PluginRegistry, RegistryState, SenderChain};
 pub use runtime::{HookLimits, LoadError, LoadedPlugin, PluginRuntime, RuntimeOptions};
 pub use versions::ContractVersion;
 pub use watcher::PluginWatcher;

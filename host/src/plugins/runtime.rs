@@ -253,6 +253,17 @@ impl PluginRuntime {
         self.max_memory
     }
 
+    /// The time a failover chain of senders shares, from its first attempt to the answer:
+    /// the server's send deadline, or the first sender's own deadline if its manifest
+    /// gives it a longer one (so a chain of one keeps exactly its own deadline).
+    pub fn send_budget(&self, first: &LoadedPlugin) -> Duration {
+        let hook = Hook::Sending;
+        self.options
+            .limits(hook)
+            .deadline
+            .max(self.limits(first, hook).deadline)
+    }
+
     /// A plugin's limits for a hook: the server's, overridden by its manifest.
     pub fn limits(&self, plugin: &LoadedPlugin, hook: Hook) -> HookLimits {
         let base = self.options.limits(hook);
@@ -303,11 +314,16 @@ impl PluginRuntime {
     /// Takes a call slot of `hook` for `plugin`, waiting for one while all are busy but
     /// not past the call's own deadline.
     pub async fn reserve(&self, plugin: &LoadedPlugin, hook: Hook) -> Result<CallSlot, HookError> {
+        self.reserve_within(hook, self.limits(plugin, hook).deadline)
+            .await
+    }
+
+    /// Takes a call slot of `hook`, waiting at most `wait` while all are busy.
+    async fn reserve_within(&self, hook: Hook, wait: Duration) -> Result<CallSlot, HookError> {
         let slots = &self.slots[hook_index(hook)];
         let permit = match slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => {
-                let wait = self.limits(plugin, hook).deadline;
                 tokio::time::timeout(wait, slots.clone().acquire_owned())
                     .await
                     .map_err(|_| HookError::Busy(hook))?
@@ -331,7 +347,7 @@ impl PluginRuntime {
         let started = std::time::Instant::now();
         let result = async {
             let slot = self.reserve(plugin, hook).await?;
-            let mut store = self.store(plugin, &slot);
+            let mut store = self.store(plugin, &slot, self.limits(plugin, hook).deadline);
             let call = plugin.bindings.validate(&mut store, body, context);
             let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
@@ -340,19 +356,23 @@ impl PluginRuntime {
         measured(plugin, hook, started, result)
     }
 
+    /// Runs one sender under its own deadline, cut to `budget`: what is left of the send
+    /// deadline its failover chain shares (see [`PluginRuntime::send_budget`]).
     pub async fn send(
         &self,
         plugin: &LoadedPlugin,
         delivery: &CodeDelivery,
         context: &RequestContext,
+        budget: Duration,
     ) -> Result<(), HookError> {
         let hook = Hook::Sending;
         let started = std::time::Instant::now();
+        let deadline = self.limits(plugin, hook).deadline.min(budget);
         let result = async {
-            let slot = self.reserve(plugin, hook).await?;
-            let mut store = self.store(plugin, &slot);
+            let slot = self.reserve_within(hook, deadline).await?;
+            let mut store = self.store(plugin, &slot, deadline);
             let call = plugin.bindings.send(&mut store, delivery, context);
-            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            let outcome = within(deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
         }
         .await;
@@ -382,7 +402,7 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<PluginResponse, HookError> {
         let hook = Hook::FinalAction;
-        let mut store = self.store(plugin, slot);
+        let mut store = self.store(plugin, slot, self.limits(plugin, hook).deadline);
         let call = plugin.bindings.complete(&mut store, credential, context);
         let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
         let failed = |reason: String| {
@@ -417,7 +437,7 @@ impl PluginRuntime {
         let started = std::time::Instant::now();
         let result = async {
             let slot = self.reserve(plugin, hook).await?;
-            let mut store = self.store(plugin, &slot);
+            let mut store = self.store(plugin, &slot, self.limits(plugin, hook).deadline);
             let call = plugin.bindings.deliver(&mut store, batch);
             let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
@@ -429,10 +449,11 @@ impl PluginRuntime {
         measured(plugin, hook, started, result)
     }
 
-    /// A fresh store with the hook's memory cap and deadline, for a call holding `slot`.
-    fn store(&self, plugin: &LoadedPlugin, slot: &CallSlot) -> Store<PluginState> {
+    /// A fresh store with the hook's memory cap and a deadline `limit` from now, for a call
+    /// holding `slot`.
+    fn store(&self, plugin: &LoadedPlugin, slot: &CallSlot, limit: Duration) -> Store<PluginState> {
         let limits = self.limits(plugin, slot.hook);
-        let deadline = Instant::now() + limits.deadline;
+        let deadline = Instant::now() + limit;
         let mut store = Store::new(
             &self.engine,
             PluginState::new(

@@ -7,7 +7,7 @@ use crate::crypto::MemoryKeyStore;
 use crate::events::EventOptions;
 use crate::limits::memory::MemoryLimiterStore;
 use crate::limits::{KeyHasher, LimitsConfig};
-use crate::plugins::{Credential, FinalAction};
+use crate::plugins::{Credential, FinalAction, Sent};
 use crate::store::MemoryIdStore;
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -36,14 +36,17 @@ impl Hooks for FakeHooks {
         })
     }
 
-    async fn send(&self, delivery: &CodeDelivery, _: &RequestContext) -> Result<(), HookError> {
+    async fn send(&self, delivery: &CodeDelivery, _: &RequestContext) -> Result<Sent, HookError> {
         let watched = *self.watched.lock();
         let live = match watched {
             Some(id) => self.ids.contains(id, NOW).await.unwrap(),
             None => false,
         };
         self.sends.lock().push((delivery.code.clone(), live));
-        self.send_outcomes.lock().pop_front().unwrap_or(Ok(()))
+        let outcome = self.send_outcomes.lock().pop_front().unwrap_or(Ok(()));
+        outcome.map(|()| Sent {
+            sender: "fake-sender".into(),
+        })
     }
 
     async fn reserve_final_action(&self) -> Result<Box<dyn FinalAction>, HookError> {

@@ -10,11 +10,15 @@
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 --endpoints flow
 //! ```
 //!
-//! The `flow` endpoint is the whole passwordless login: create, take the code from the
-//! webhook the server just sent, verify, and expect the session token. With it the
-//! spawned server runs `default-credential`, `webhook-sender` (posting to a receiver
-//! that loadgen runs itself on 127.0.0.1) and `session-token-final`, each with its
-//! manifest, instead of the default plugins.
+//! The `flow` endpoint is the whole passwordless login: create, take the code from
+//! where the sender delivered it, verify, and expect the session token. With it the
+//! spawned server runs `session-token-final` and, by `--senders` (one run each, compared
+//! with the first):
+//! - `webhook` (the default): `default-credential` and `webhook-sender`, posting to a
+//!   receiver that loadgen runs itself on 127.0.0.1;
+//! - `twilio-sms`, `sendgrid-email`, `postmark-email`, `ses-email`: `email-phone-credential`
+//!   and that provider plugin, speaking the provider's API to the same local fake the
+//!   provider tests use (it checks every request, SES signatures included).
 //!
 //! `--stores memory,redis,cluster` runs the same phases against a server on each store
 //! (it starts its own `redis-server` on a free port, and for `cluster` a 3-master +
@@ -49,6 +53,7 @@
 //! (user + system, from `/proc/PID/stat`): loadgen and the server share the machine, so
 //! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
 
+use otp_server_blackbox::providers::{FakeProvider, Provider};
 use otp_server_blackbox::redis_cluster::RedisCluster;
 use otp_server_blackbox::webhook::{Behaviour, WebhookReceiver};
 use otp_server_blackbox::{
@@ -75,6 +80,7 @@ struct Options {
     sinks: Vec<String>,
     limits: Vec<String>,
     ops: Vec<String>,
+    senders: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -95,6 +101,7 @@ fn parse_options() -> Options {
         sinks: vec!["none".into()],
         limits: vec!["on".into()],
         ops: vec!["on".into()],
+        senders: vec!["webhook".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -110,6 +117,7 @@ fn parse_options() -> Options {
             "--sinks" => o.sinks = value().split(',').map(str::to_string).collect(),
             "--limits" => o.limits = value().split(',').map(str::to_string).collect(),
             "--ops" => o.ops = value().split(',').map(str::to_string).collect(),
+            "--senders" => o.senders = value().split(',').map(str::to_string).collect(),
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -131,6 +139,105 @@ impl Drop for Spawned {
     }
 }
 
+/// Where the flow's codes go, and where loadgen reads them back (`--senders`).
+enum FlowSender {
+    /// `webhook-sender`, posting to this receiver.
+    Webhook(WebhookReceiver),
+    /// A provider plugin, speaking to this fake of the provider's API.
+    Provider(Provider, FakeProvider),
+}
+
+impl FlowSender {
+    fn start(name: &str) -> FlowSender {
+        let provider = match name {
+            "webhook" => return FlowSender::Webhook(WebhookReceiver::start_for_load(2)),
+            "twilio-sms" => Provider::Twilio,
+            "sendgrid-email" => Provider::Sendgrid,
+            "postmark-email" => Provider::Postmark,
+            "ses-email" => Provider::Ses,
+            other => panic!(
+                "unknown sender {other}: use webhook, twilio-sms, sendgrid-email, postmark-email or ses-email"
+            ),
+        };
+        FlowSender::Provider(provider, FakeProvider::start_for_load(provider, 2))
+    }
+
+    /// Installs the validator and the sender with their manifests; returns the secrets the
+    /// server needs in its environment.
+    fn install(&self, dir: &std::path::Path) -> Vec<(String, String)> {
+        let install = otp_server_blackbox::install;
+        match self {
+            FlowSender::Webhook(receiver) => {
+                install_manifest(
+                    dir,
+                    "webhook-sender",
+                    &format!(
+                        "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
+                        receiver.port, receiver.url
+                    ),
+                );
+                install(&plugin("default-credential"), dir, "default-credential");
+                install(&extra("webhook-sender"), dir, "webhook-sender");
+                Vec::new()
+            }
+            FlowSender::Provider(provider, fake) => {
+                // The code in brackets, so it can be read back from the message.
+                let templates = if provider.is_sms() {
+                    "\"template.en\" = \"Acme code [{code}] valid {minutes} min\"\n"
+                } else {
+                    "\"template.en.subject\" = \"Your {app} code\"\n\"template.en.body\" = \"Code [{code}], valid {minutes} minutes.\"\n"
+                };
+                install_manifest(
+                    dir,
+                    provider.plugin(),
+                    &format!(
+                        "hooks = [\"sending\"]\n[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\n{}app_name = \"Acme\"\n{templates}",
+                        fake.port,
+                        provider.config(&fake.url)
+                    ),
+                );
+                install(
+                    &plugin("email-phone-credential"),
+                    dir,
+                    "email-phone-credential",
+                );
+                install(&extra(provider.plugin()), dir, provider.plugin());
+                provider
+                    .secrets()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }
+        }
+    }
+
+    /// The create body of login number `n`, and the key its code is read back by.
+    fn credential(&self, n: u64) -> (String, String) {
+        match self {
+            FlowSender::Webhook(_) => {
+                let id = format!("\"flow{n}@example.com\"");
+                (id.clone(), id)
+            }
+            FlowSender::Provider(provider, _) => {
+                let to = provider.destination(n);
+                (provider.credential(&to), to)
+            }
+        }
+    }
+
+    /// The code the sender delivered for `key`, taken out.
+    fn take_code(&self, key: &str) -> Option<String> {
+        match self {
+            FlowSender::Webhook(receiver) => receiver.take_code(key),
+            FlowSender::Provider(_, fake) => {
+                let text = fake.take_text(key)?;
+                let (_, rest) = text.split_once('[')?;
+                Some(rest.split_once(']')?.0.to_string())
+            }
+        }
+    }
+}
+
 /// The audit-events sink a spawned server gets (`--sinks`).
 enum EventSink {
     /// `webhook-events`, posting to this receiver.
@@ -142,7 +249,7 @@ enum EventSink {
 fn spawn_server(
     o: &Options,
     extra_env: &[(String, String)],
-    receiver: Option<&WebhookReceiver>,
+    flow: Option<&FlowSender>,
     sink: Option<&EventSink>,
 ) -> (Spawned, String) {
     let binary = o.binary.clone().unwrap_or_else(|| {
@@ -153,28 +260,20 @@ fn spawn_server(
     });
     let dir = scratch_dir("loadgen").join("plugins");
     std::fs::create_dir_all(&dir).expect("plugins folder");
-    match receiver {
+    let mut secrets = Vec::new();
+    match flow {
         None => {
             for name in DEFAULT_PLUGINS {
                 otp_server_blackbox::install(&plugin(name), &dir, name);
             }
         }
-        Some(receiver) => {
-            install_manifest(
-                &dir,
-                "webhook-sender",
-                &format!(
-                    "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
-                    receiver.port, receiver.url
-                ),
-            );
+        Some(flow) => {
+            secrets = flow.install(&dir);
             install_manifest(
                 &dir,
                 "session-token-final",
                 "[config]\nsecret = \"${OTP_PLUGIN_SESSION_SECRET}\"\nissuer = \"loadgen\"\n",
             );
-            otp_server_blackbox::install(&plugin("default-credential"), &dir, "default-credential");
-            otp_server_blackbox::install(&extra("webhook-sender"), &dir, "webhook-sender");
             otp_server_blackbox::install(
                 &extra("session-token-final"),
                 &dir,
@@ -229,7 +328,7 @@ fn spawn_server(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    for (k, v) in o.env.iter().chain(extra_env) {
+    for (k, v) in o.env.iter().chain(extra_env).chain(&secrets) {
         command.env(k, v);
     }
     let child = command
@@ -383,7 +482,7 @@ async fn one_request(
     current: &mut Option<String>,
     pool: &CookiePool,
     keep: bool,
-    receiver: Option<&WebhookReceiver>,
+    flow: Option<&FlowSender>,
 ) -> std::io::Result<bool> {
     match endpoint {
         Endpoint::Health => Ok(conn.call("GET", "/health", None, b"", None).await?.status == 200),
@@ -405,9 +504,9 @@ async fn one_request(
             Ok(reply.status == 200)
         }
         Endpoint::Flow => {
-            let receiver = receiver.expect("the flow runs with a webhook receiver");
+            let flow = flow.expect("the flow runs with a sender");
             let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-            let credential = format!("\"flow{n}@example.com\"");
+            let (credential, key) = flow.credential(n);
             let created = conn
                 .call(
                     "POST",
@@ -421,7 +520,7 @@ async fn one_request(
                 return Ok(false);
             };
             // The sender posts before create answers, so the code is already there.
-            let Some(code) = receiver.take_code(&credential) else {
+            let Some(code) = flow.take_code(&key) else {
                 return Ok(false);
             };
             let verified = conn
@@ -483,7 +582,7 @@ async fn phase(
     connections: usize,
     duration: Duration,
     pool: &CookiePool,
-    receiver: Option<Arc<WebhookReceiver>>,
+    flow: Option<Arc<FlowSender>>,
     server_pid: Option<u32>,
 ) -> PhaseResult {
     let cpu_before = server_pid.and_then(process_cpu);
@@ -491,7 +590,7 @@ async fn phase(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let address = address.to_string();
-        let receiver = receiver.clone();
+        let flow = flow.clone();
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&address).await.expect("connecting");
@@ -506,7 +605,7 @@ async fn phase(
                     &mut current,
                     &pool,
                     true,
-                    receiver.as_deref(),
+                    flow.as_deref(),
                 )
                 .await
                 {
@@ -651,7 +750,7 @@ fn endpoint_named(name: &str) -> Endpoint {
 async fn run_against(
     o: &Options,
     address: &str,
-    receiver: Option<Arc<WebhookReceiver>>,
+    flow: Option<Arc<FlowSender>>,
     server_pid: Option<u32>,
 ) -> Vec<(Endpoint, PhaseResult)> {
     wait_ready(address).await;
@@ -666,7 +765,7 @@ async fn run_against(
             o.connections,
             duration,
             &pool,
-            receiver.clone(),
+            flow.clone(),
             server_pid,
         )
         .await;
@@ -782,13 +881,12 @@ fn limits_env(mode: &str) -> Vec<(String, String)> {
 #[tokio::main]
 async fn main() {
     let o = parse_options();
-    let receiver = o
-        .endpoints
-        .iter()
-        .any(|e| e == "flow")
-        .then(|| Arc::new(WebhookReceiver::start_for_load(2)));
-    if receiver.is_some() && o.url.is_some() {
+    let flows = o.endpoints.iter().any(|e| e == "flow");
+    if flows && o.url.is_some() {
         panic!("the flow endpoint needs a server that loadgen starts itself (no --url)");
+    }
+    if !flows && o.senders != ["webhook"] {
+        panic!("--senders applies to the flow endpoint: add --endpoints flow");
     }
     if let Some(url) = &o.url {
         let address = url
@@ -841,23 +939,33 @@ async fn main() {
                 "trapping" => Some(EventSink::Trapping),
                 other => panic!("unknown sink {other}: use none, hanging, failing or trapping"),
             };
-            for limits in &o.limits {
-                for ops in &o.ops {
-                    let mut env = env.clone();
-                    env.extend(limits_env(limits));
-                    env.extend(ops_env(ops));
-                    let (_server, address) =
-                        spawn_server(&o, &env, receiver.as_deref(), sink.as_ref());
-                    let label =
-                        format!("{store} store, {sink_mode} sink, limits {limits}, ops {ops}");
-                    println!(
-                        "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
-                        o.connections, o.seconds
-                    );
-                    let results =
-                        run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
-                    runs.push((label, results));
+            let mut combinations = Vec::new();
+            for sender in &o.senders {
+                for limits in &o.limits {
+                    for ops in &o.ops {
+                        combinations.push((sender, limits, ops));
+                    }
                 }
+            }
+            for (sender, limits, ops) in combinations {
+                let flow = flows.then(|| Arc::new(FlowSender::start(sender)));
+                let mut env = env.clone();
+                env.extend(limits_env(limits));
+                env.extend(ops_env(ops));
+                let (_server, address) = spawn_server(&o, &env, flow.as_deref(), sink.as_ref());
+                let sender = if flows {
+                    format!(", {sender} sender")
+                } else {
+                    String::new()
+                };
+                let label =
+                    format!("{store} store, {sink_mode} sink{sender}, limits {limits}, ops {ops}");
+                println!(
+                    "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
+                    o.connections, o.seconds
+                );
+                let results = run_against(&o, &address, flow.clone(), Some(_server.0.id())).await;
+                runs.push((label, results));
             }
         }
     }
