@@ -441,7 +441,7 @@ impl Endpoint {
             Endpoint::Create => "POST /api/otp/create",
             Endpoint::Resend => "POST /api/otp/resend",
             Endpoint::Verify => "POST /api/otp/verify (wrong code)",
-            Endpoint::Flow => "flow: create + webhook + verify",
+            Endpoint::Flow => "flow: create + send + verify",
         }
     }
 }
