@@ -2,7 +2,8 @@
 # Builds otp-server's plugins and the host's test fixtures as WebAssembly components.
 #
 # The default plugins land in plugins/dist/, the plugins that need a manifest to work
-# (webhook-sender, session-token-final) in plugins/dist-extra/ — kept out of dist/ so the
+# (webhook-sender, session-token-final, the provider senders twilio-sms, sendgrid-email,
+# postmark-email and ses-email) in plugins/dist-extra/ — kept out of dist/ so the
 # default folder never has two senders or two final actions — and the fixtures in
 # plugins/dist-fixtures/, named after their crates (e.g. dev-sender.wasm, fixture-trap.wasm). Each file is copied next to
 # its destination and renamed into place, so a server watching the folder never loads a
@@ -14,7 +15,7 @@ plugins="$root/plugins"
 target=wasm32-wasip2
 
 default_plugins=(default-credential email-phone-credential dev-sender json-final)
-extra_plugins=(webhook-sender session-token-final)
+extra_plugins=(webhook-sender webhook-events session-token-final twilio-sms sendgrid-email postmark-email ses-email)
 fixtures=(
     fixture-trap
     fixture-loop
@@ -24,6 +25,10 @@ fixtures=(
     fixture-all
     fixture-validator-v2
     fixture-snoop
+    v010-default-credential
+    v010-dev-sender
+    v010-json-final
+    fixture-echo
 )
 
 if ! rustup target list --installed | grep -qx "$target"; then

@@ -24,7 +24,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 poly="$root/plugins/polyglot"
 dist="$root/plugins/dist-polyglot"
-wit="$root/wit"
+# The polyglot examples target the current contract, 0.2.0, like every shipped plugin
+# (0.1.0 keeps its own Rust fixtures in plugins/fixtures/v010-*).
+wit="$root/wit/v0.2.0"
 build="$poly/target"
 cache="${OTP_POLYGLOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/otp-server-polyglot}"
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need
-# (the wasm32-wasip2 target, redis-server, chromium and chromium-driver, nodejs, the
-# JavaScript/Python/C plugin toolchains),
+# (the wasm32-wasip2 target, redis-server, promtool, schemathesis, chromium and
+# chromium-driver, nodejs, the JavaScript/Python/C plugin toolchains),
 # builds the plugins and the server binary
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
-# the black-box protocol suite twice: on the in-memory store and on Redis.
+# the black-box protocol suite three times: on the in-memory store, on Redis and on a
+# Redis Cluster (tests/tests/redis_cluster.rs and keys.rs add failover and key-store tests);
+# the limits suite on memory and on Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,30 @@ if [ ${#missing[@]} -gt 0 ]; then
     # redis-server starts a system-wide instance on port 6379; the tests start their own.
 fi
 
+if ! command -v promtool >/dev/null 2>&1; then
+    # deploy/'s alert rules are checked with `promtool check rules` (tests/tests/operations.rs).
+    echo "test.sh: installing promtool (Debian package prometheus)" >&2
+    sudo_if_needed=()
+    [ "$(id -u)" -eq 0 ] || sudo_if_needed=(sudo)
+    "${sudo_if_needed[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# schemathesis (tests/tests/schemathesis.rs) in a venv kept across clones, recreated when
+# its pinned requirements change.
+schemathesis_venv="${XDG_CACHE_HOME:-$HOME/.cache}/otp-server-schemathesis/venv"
+schemathesis_want="$(sha256sum tests/schemathesis/requirements.txt | cut -c1-64)"
+if [[ ! -x "$schemathesis_venv/bin/schemathesis" ||
+    "$(cat "$schemathesis_venv/.requirements" 2>/dev/null)" != "$schemathesis_want" ]]; then
+    echo "test.sh: installing schemathesis into $schemathesis_venv" >&2
+    rm -rf "$schemathesis_venv"
+    python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r tests/schemathesis/requirements.txt
+    echo "$schemathesis_want" >"$schemathesis_venv/.requirements"
+fi
+export OTP_SCHEMATHESIS="$schemathesis_venv/bin/schemathesis"
+
 scripts/build-plugins.sh
 scripts/build-polyglot-plugins.sh
 cargo build -p otp-server --bins
@@ -37,6 +63,17 @@ run_tests --workspace
 # The client script (client/otp-client.js) under Node's test runner, against a live server.
 node --test client/test/otp-client.test.mjs
 OTP_BLACKBOX_STORE=redis run_tests -p otp-server-blackbox \
-    --test protocol --test concurrency --test cookie_tampering --test openapi
+    --test protocol --test concurrency --test cookie_tampering --test openapi --test limits
+# Plugins built for contract 0.1.0 (frozen wit/v0.1.0) must keep passing the protocol suite.
+OTP_BLACKBOX_CONTRACT=0.1.0 run_tests -p otp-server-blackbox --test protocol --test concurrency
+# The protocol and concurrency suites once more on one 3-master + 3-replica Redis Cluster
+# (each test server under a key prefix of its own); it stops when its stdin closes.
+cargo build -q -p otp-server-blackbox --bin redis-cluster
+coproc CLUSTER { "${CARGO_TARGET_DIR:-target}/debug/redis-cluster"; }
+read -r cluster_url <&"${CLUSTER[0]}"
+OTP_BLACKBOX_STORE=cluster OTP_BLACKBOX_CLUSTER_URL="$cluster_url" run_tests -p otp-server-blackbox \
+    --test protocol --test concurrency --test limits
+exec {CLUSTER[1]}>&-
+wait "$CLUSTER_PID" || true
 cargo test --workspace --doc
 (cd plugins && cargo test --quiet)

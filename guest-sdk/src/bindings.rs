@@ -1,4 +1,4 @@
-//! Raw bindings generated from `../wit/plugin.wit`, and the glue that adapts the SDK's traits
+//! Raw bindings generated from `../wit/v0.2.0/plugin.wit`, and the glue that adapts the SDK's traits
 //! to them.
 //!
 //! There is one `generate!` per world on purpose. With `pub_export_macro`, wit-bindgen embeds
@@ -10,16 +10,16 @@
 #![allow(missing_docs, clippy::all, unsafe_op_in_unsafe_fn)]
 
 use crate::{
-    CredentialValidator, FinalAction, HttpResponse, Message, RequestContext, SendError, SendKind,
-    Sender,
+    AuditEvent, CredentialValidator, EventSink, FinalAction, HttpResponse, Message, RequestContext,
+    SendError, SendKind, Sender,
 };
 
 /// Bindings for the `credential-validator` world; also the home of the shared `types` and
 /// `log` interfaces.
 pub mod validator {
     wit_bindgen::generate!({
-        path: "../wit",
-        world: "otp:plugin/credential-validator@0.1.0",
+        path: "../wit/v0.2.0",
+        world: "otp:plugin/credential-validator@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "otp_plugin_sdk::__private::validator",
@@ -29,14 +29,14 @@ pub mod validator {
 /// Bindings for the `sender` world.
 pub mod sender {
     wit_bindgen::generate!({
-        path: "../wit",
-        world: "otp:plugin/sender@0.1.0",
+        path: "../wit/v0.2.0",
+        world: "otp:plugin/sender@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "otp_plugin_sdk::__private::sender",
         with: {
-            "otp:plugin/types@0.1.0": crate::__private::validator::otp::plugin::types,
-            "otp:plugin/log@0.1.0": crate::__private::validator::otp::plugin::log,
+            "otp:plugin/types@0.2.0": crate::__private::validator::otp::plugin::types,
+            "otp:plugin/log@0.2.0": crate::__private::validator::otp::plugin::log,
         },
     });
 }
@@ -44,18 +44,33 @@ pub mod sender {
 /// Bindings for the `finalizer` world.
 pub mod finalizer {
     wit_bindgen::generate!({
-        path: "../wit",
-        world: "otp:plugin/finalizer@0.1.0",
+        path: "../wit/v0.2.0",
+        world: "otp:plugin/finalizer@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "otp_plugin_sdk::__private::finalizer",
         with: {
-            "otp:plugin/types@0.1.0": crate::__private::validator::otp::plugin::types,
-            "otp:plugin/log@0.1.0": crate::__private::validator::otp::plugin::log,
+            "otp:plugin/types@0.2.0": crate::__private::validator::otp::plugin::types,
+            "otp:plugin/log@0.2.0": crate::__private::validator::otp::plugin::log,
         },
     });
 }
 
+/// Bindings for the `event-sink` world.
+pub mod event_sink {
+    wit_bindgen::generate!({
+        path: "../wit/v0.2.0",
+        world: "otp:plugin/event-sink@0.2.0",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "otp_plugin_sdk::__private::event_sink",
+        with: {
+            "otp:plugin/log@0.2.0": crate::__private::validator::otp::plugin::log,
+        },
+    });
+}
+
+use event_sink::exports::otp::plugin::events as wit_events;
 use finalizer::exports::otp::plugin::final_action as wit_final;
 use sender::exports::otp::plugin::sending as wit_sending;
 use validator::exports::otp::plugin::credential_validation as wit_validation;
@@ -67,6 +82,8 @@ impl From<wit_types::RequestContext> for RequestContext {
             client_ip: ctx.client_ip,
             user_agent: ctx.user_agent,
             accept_language: ctx.accept_language,
+            request_id: ctx.request_id,
+            locale: ctx.locale,
         }
     }
 }
@@ -80,6 +97,7 @@ impl<T: CredentialValidator> wit_validation::Guest for T {
         Ok(wit_types::Credential {
             id: credential.id,
             channel: credential.channel,
+            group: credential.group,
         })
     }
 }
@@ -122,5 +140,22 @@ impl<T: FinalAction> wit_final::Guest for T {
             headers,
             body,
         })
+    }
+}
+
+impl<T: EventSink> wit_events::Guest for T {
+    fn deliver(batch: Vec<wit_events::Event>) -> Result<(), String> {
+        let batch: Vec<AuditEvent> = batch
+            .into_iter()
+            .map(|e| AuditEvent {
+                id: e.id,
+                kind: e.type_,
+                time: e.time,
+                source: e.source,
+                subject: e.subject,
+                data: e.data,
+            })
+            .collect();
+        <T as EventSink>::deliver(&batch)
     }
 }

@@ -1,14 +1,15 @@
 //! Write otp-server plugins in Rust.
 //!
-//! otp-server runs three hooks during a one-time-password flow, each as a WebAssembly
-//! component (a *plugin*) that follows the contract in `wit/plugin.wit`
-//! (package `otp:plugin@0.1.0`):
+//! otp-server runs four hooks, each as a WebAssembly component (a *plugin*) that follows
+//! the contract in `wit/v0.2.0/plugin.wit` (package `otp:plugin@0.2.0`; plugins built for
+//! 0.1.0 keep working in the server, but this SDK builds 0.2.0 ones):
 //!
 //! | hook | trait | export macro | called on |
 //! |---|---|---|---|
 //! | credential validation | [`CredentialValidator`] | [`export_credential_validator!`] | `POST /api/otp/create` |
 //! | sending | [`Sender`] | [`export_sender!`] | create and resend |
 //! | final action | [`FinalAction`] | [`export_final_action!`] | a successful `POST /api/otp/verify` |
+//! | audit events | [`EventSink`] | [`export_event_sink!`] | batches of events, off the request path |
 //!
 //! Implement the trait of each hook your plugin serves and invoke the matching export macro
 //! once. The component then exports exactly those hooks — the server detects a plugin's roles
@@ -88,7 +89,9 @@ mod types;
 #[path = "bindings.rs"]
 pub mod __private;
 
-pub use types::{Credential, HttpResponse, Message, RequestContext, SendError, SendKind};
+pub use types::{
+    AuditEvent, Credential, HttpResponse, Message, RequestContext, SendError, SendKind,
+};
 
 /// Hook 1: credential validation, called on `POST /api/otp/create`.
 ///
@@ -127,8 +130,18 @@ pub trait FinalAction {
     ) -> Result<HttpResponse, String>;
 }
 
+/// Hook 4: the audit sink, handed batches of events off the request path.
+///
+/// Export an implementation with [`export_event_sink!`].
+pub trait EventSink {
+    /// Receives a batch of events, oldest first. An `Err` loses the batch (the server logs
+    /// the message and counts the events as failed); the next batch comes after a short
+    /// pause that grows while failures continue (up to 5 s).
+    fn deliver(batch: &[AuditEvent]) -> Result<(), String>;
+}
+
 /// Exports a [`CredentialValidator`] implementation as the component's
-/// `otp:plugin/credential-validation@0.1.0` interface.
+/// `otp:plugin/credential-validation@0.2.0` interface.
 ///
 /// Invoke it once, at the root of the plugin crate, with the name of a type in scope:
 ///
@@ -153,7 +166,7 @@ macro_rules! export_credential_validator {
     };
 }
 
-/// Exports a [`Sender`] implementation as the component's `otp:plugin/sending@0.1.0`
+/// Exports a [`Sender`] implementation as the component's `otp:plugin/sending@0.2.0`
 /// interface.
 ///
 /// Invoke it once, at the root of the plugin crate, with the name of a type in scope:
@@ -181,7 +194,7 @@ macro_rules! export_sender {
 }
 
 /// Exports a [`FinalAction`] implementation as the component's
-/// `otp:plugin/final-action@0.1.0` interface.
+/// `otp:plugin/final-action@0.2.0` interface.
 ///
 /// Invoke it once, at the root of the plugin crate, with the name of a type in scope:
 ///
@@ -203,5 +216,34 @@ macro_rules! export_sender {
 macro_rules! export_final_action {
     ($ty:ident) => {
         $crate::__private::finalizer::export_world!($ty with_types_in $crate::__private::finalizer);
+    };
+}
+
+/// Exports an [`EventSink`] implementation as the component's `otp:plugin/events@0.2.0`
+/// interface.
+///
+/// Invoke it once, at the root of the plugin crate, with the name of a type in scope:
+///
+/// ```no_run
+/// use otp_plugin_sdk::{log, AuditEvent, EventSink};
+///
+/// struct MySink;
+///
+/// impl EventSink for MySink {
+///     fn deliver(batch: &[AuditEvent]) -> Result<(), String> {
+///         for event in batch {
+///             log::info(&format!("{} {}", event.kind, event.data));
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// otp_plugin_sdk::export_event_sink!(MySink);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! export_event_sink {
+    ($ty:ident) => {
+        $crate::__private::event_sink::export_world!($ty with_types_in $crate::__private::event_sink);
     };
 }

@@ -1,6 +1,6 @@
 //! Plain Rust types exchanged between otp-server and a plugin's hooks.
 //!
-//! They mirror the records and variants of `../wit/plugin.wit` but are independent of the
+//! They mirror the records and variants of `../wit/v0.2.0/plugin.wit` but are independent of the
 //! generated bindings, so plugin logic that uses them can be unit-tested on any target.
 
 use std::fmt;
@@ -10,13 +10,18 @@ use std::fmt;
 /// Fields are `None` when the request did not carry them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestContext {
-    /// The client's IP address as the server saw it (a proxy's address when the server runs
-    /// behind one).
+    /// The client's IP address: the socket peer, or the address a trusted proxy forwarded.
     pub client_ip: Option<String>,
     /// The `User-Agent` request header.
     pub user_agent: Option<String>,
-    /// The `Accept-Language` request header.
+    /// The `Accept-Language` request header, as sent.
     pub accept_language: Option<String>,
+    /// The request's id, as on the server's log lines and audit events: put it on your own
+    /// log lines and outbound requests to correlate them.
+    pub request_id: String,
+    /// The client's preferred language: the best match of `Accept-Language` (a BCP 47 tag
+    /// such as `pt-BR`), `None` when the header names none.
+    pub locale: Option<String>,
 }
 
 /// A validated credential, returned by [`CredentialValidator::validate`](crate::CredentialValidator::validate).
@@ -29,15 +34,26 @@ pub struct Credential {
     pub id: String,
     /// The delivery channel handed to the sender, e.g. `"email"`, `"sms"` or `"default"`.
     pub channel: String,
+    /// The destination group the server's abuse limits count per, e.g. `sms:+44` (the
+    /// country calling code) or `email:example.com` (the domain); `None` makes the channel
+    /// the group.
+    pub group: Option<String>,
 }
 
 impl Credential {
-    /// Builds a credential from its canonical id and delivery channel.
+    /// Builds a credential from its canonical id and delivery channel, with no group.
     pub fn new(id: impl Into<String>, channel: impl Into<String>) -> Self {
         Credential {
             id: id.into(),
             channel: channel.into(),
+            group: None,
         }
+    }
+
+    /// Sets the destination group (see [`Credential::group`]).
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
     }
 }
 
@@ -165,6 +181,26 @@ impl HttpResponse {
         self.body = body.into();
         self
     }
+}
+
+/// One audit event, as the events hook receives it (CloudEvents-shaped).
+///
+/// It never carries a code, a key or a secret. `subject` names a credential by a keyed
+/// hash (`cred_<hex>`) unless the operator turned plain ids on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Unique per event.
+    pub id: String,
+    /// What happened, e.g. `otp.code.sent`; ignore types you do not know.
+    pub kind: String,
+    /// When it happened: RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// The server's configured event source.
+    pub source: String,
+    /// What it is about: a credential (hashed) or a plugin's name.
+    pub subject: Option<String>,
+    /// Details as a JSON object text.
+    pub data: String,
 }
 
 #[cfg(test)]

@@ -3,18 +3,34 @@
 //! POST to a minimal HTTP responder on 127.0.0.1, new connection each call, as in
 //! production) and `session-token-final` (an HS256 JWT), with their manifests.
 //!
+//! The `contract` group calls the same three plugins built for each contract version
+//! (`plugins/fixtures/v010-*` from the frozen 0.1.0 WIT, the shipped ones on the 0.2.0
+//! guest SDK). Benchmarks run one after another, and this machine's speed drifts by
+//! several per cent between them, so each `contract/<hook>` interleaves the two builds —
+//! one call of each per iteration, in alternating order — and reports the pair's time,
+//! then prints each version's mean per call and the ratio of the two.
+//!
 //! Needs the components from `scripts/build-plugins.sh`. Run with
 //! `cargo bench -p otp-server --bench hooks`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otp_server::plugins::{
-    CodeDelivery, Credential, Manifest, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
+    CodeDelivery, Credential, Hook, LoadedPlugin, Manifest, PluginEnv, PluginResponse,
+    PluginRuntime, RequestContext, RuntimeOptions, SendKind,
 };
+use std::cell::Cell;
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A sender's whole deadline: these benches time single senders, not failover chains.
+const SEND_BUDGET: Duration = Duration::from_secs(10);
 
 fn component(name: &str) -> Vec<u8> {
     let folder = if matches!(name, "webhook-sender" | "session-token-final") {
         "../plugins/dist-extra"
+    } else if name.starts_with("v010-") {
+        "../plugins/dist-fixtures"
     } else {
         "../plugins/dist"
     };
@@ -25,6 +41,23 @@ fn component(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins.sh)", path.display()))
 }
 
+/// One final-action call as the service makes it: a slot, then the call.
+async fn complete(
+    runtime: &PluginRuntime,
+    plugin: &LoadedPlugin,
+    credential: &Credential,
+    ctx: &RequestContext,
+) -> PluginResponse {
+    let slot = runtime
+        .reserve(plugin, Hook::FinalAction)
+        .await
+        .expect("a slot");
+    runtime
+        .complete(plugin, slot, credential, ctx)
+        .await
+        .expect("a response")
+}
+
 fn hooks(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("a plugin runtime");
@@ -32,6 +65,8 @@ fn hooks(c: &mut Criterion) {
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("bench".into()),
         accept_language: Some("en".into()),
+        request_id: "bench".into(),
+        locale: None,
     };
 
     let mut group = c.benchmark_group("hook_call");
@@ -62,8 +97,12 @@ fn hooks(c: &mut Criterion) {
     // The dev sender logs through the host's `tracing`; with no subscriber installed
     // the line is dropped, so this measures the call, not a terminal.
     group.bench_function("dev-sender/send", |b| {
-        b.to_async(&rt)
-            .iter(|| async { runtime.send(&sender, &delivery, &ctx).await.expect("sent") })
+        b.to_async(&rt).iter(|| async {
+            runtime
+                .send(&sender, &delivery, &ctx, SEND_BUDGET)
+                .await
+                .expect("sent")
+        })
     });
 
     let finalizer = runtime
@@ -72,14 +111,11 @@ fn hooks(c: &mut Criterion) {
     let credential = Credential {
         id: "someone@example.com".into(),
         channel: "email".into(),
+        group: None,
     };
     group.bench_function("json-final/complete", |b| {
-        b.to_async(&rt).iter(|| async {
-            runtime
-                .complete(&finalizer, &credential, &ctx)
-                .await
-                .expect("done")
-        })
+        b.to_async(&rt)
+            .iter(|| async { complete(&runtime, &finalizer, &credential, &ctx).await })
     });
 
     // A responder that answers every request on a connection with 204.
@@ -112,11 +148,19 @@ fn hooks(c: &mut Criterion) {
         });
         port
     });
-    let env = |name: &str| match name {
-        "WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
-        "SESSION_SECRET" => Some("bench-session-secret-0123456789abcdef".to_string()),
-        _ => None,
-    };
+    let env = PluginEnv::new(
+        [],
+        std::sync::Arc::new(|name: &str| match name {
+            "OTP_PLUGIN_WEBHOOK_SECRET" => {
+                Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string())
+            }
+            "OTP_PLUGIN_SESSION_SECRET" => {
+                Some("bench-session-secret-0123456789abcdef".to_string())
+            }
+            _ => None,
+        }),
+    )
+    .expect("an empty plugin_env");
     let manifest = |text: &str| {
         Manifest::parse(text, &env, runtime.max_memory_bytes()).expect("a valid manifest")
     };
@@ -124,13 +168,13 @@ fn hooks(c: &mut Criterion) {
         .load("webhook-sender", &component("webhook-sender"))
         .expect("webhook-sender")
         .with_manifest(manifest(&format!(
-            "[outbound]\nallow = [\"http://127.0.0.1:{port}\"]\n[config]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"${{WEBHOOK_SECRET}}\"\n"
+            "[outbound]\nallow = [\"http://127.0.0.1:{port}\"]\n[config]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n"
         )))
         .expect("webhook-sender manifest");
     group.bench_function("webhook-sender/send", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
-                .send(&webhook, &delivery, &ctx)
+                .send(&webhook, &delivery, &ctx, SEND_BUDGET)
                 .await
                 .expect("delivered")
         })
@@ -140,19 +184,130 @@ fn hooks(c: &mut Criterion) {
         .load("session-token-final", &component("session-token-final"))
         .expect("session-token-final")
         .with_manifest(manifest(
-            "[config]\nsecret = \"${SESSION_SECRET}\"\nissuer = \"bench\"\ncookie = \"session\"\n",
+            "[config]\nsecret = \"${OTP_PLUGIN_SESSION_SECRET}\"\nissuer = \"bench\"\ncookie = \"session\"\n",
         ))
         .expect("session-token-final manifest");
     group.bench_function("session-token-final/complete", |b| {
-        b.to_async(&rt).iter(|| async {
-            runtime
-                .complete(&token, &credential, &ctx)
-                .await
-                .expect("a token")
-        })
+        b.to_async(&rt)
+            .iter(|| async { complete(&runtime, &token, &credential, &ctx).await })
     });
     group.finish();
 }
 
-criterion_group!(benches, hooks);
+/// The same validator, sender and final action built for 0.1.0 and for 0.2.0.
+fn contract(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("a plugin runtime");
+    let ctx = RequestContext {
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("bench".into()),
+        accept_language: Some("en".into()),
+        request_id: "bench".into(),
+        locale: Some("en".into()),
+    };
+    let delivery = CodeDelivery {
+        credential_id: "someone@example.com".into(),
+        channel: "email".into(),
+        code: "abcdefghij".into(),
+        expires_at_ms: 1_800_000_000_000,
+        kind: SendKind::First,
+    };
+    let credential = Credential {
+        id: "someone@example.com".into(),
+        channel: "email".into(),
+        group: Some("email:example.com".into()),
+    };
+    let load = |name: &str| runtime.load(name, &component(name)).expect(name);
+    let builds = |name: &str| [load(&format!("v010-{name}")), load(name)];
+    let validators = builds("default-credential");
+    let senders = builds("dev-sender");
+    let finalizers = builds("json-final");
+    // References, so that each call's `async move` copies them.
+    let (runtime, ctx, delivery, credential) = (&runtime, &ctx, &delivery, &credential);
+    let (validators, senders, finalizers) = (&validators, &senders, &finalizers);
+    let mut group = c.benchmark_group("contract");
+    let totals = PairTotals::default();
+    group.bench_function("validate", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                runtime
+                    .validate(&validators[v], "{\"email\":\"someone@example.com\"}", ctx)
+                    .await
+                    .expect("valid");
+            })
+        })
+    });
+    totals.report("validate");
+    let totals = PairTotals::default();
+    group.bench_function("send", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                runtime
+                    .send(&senders[v], delivery, ctx, SEND_BUDGET)
+                    .await
+                    .expect("sent");
+            })
+        })
+    });
+    totals.report("send");
+    let totals = PairTotals::default();
+    group.bench_function("complete", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                complete(runtime, &finalizers[v], credential, ctx).await;
+            })
+        })
+    });
+    totals.report("complete");
+    group.finish();
+}
+
+/// Time spent in each build's calls (`[0.1.0, 0.2.0]`) over a benchmark's iterations.
+#[derive(Default)]
+struct PairTotals {
+    iterations: Cell<u64>,
+    spent: [Cell<Duration>; 2],
+}
+
+impl PairTotals {
+    /// Prints the means and their ratio (nothing when the benchmark was filtered out).
+    fn report(&self, hook: &str) {
+        if self.iterations.get() == 0 {
+            return;
+        }
+        let n = self.iterations.get() as f64;
+        let [old, new] = [0, 1].map(|v| self.spent[v].get().as_secs_f64() * 1e6 / n);
+        println!(
+            "contract/{hook}: 0.1.0 {old:.2} µs, 0.2.0 {new:.2} µs per call; 0.2.0 {:+.1} % \
+             ({} interleaved calls of each)",
+            (new / old - 1.0) * 100.0,
+            self.iterations.get()
+        );
+    }
+}
+
+/// Runs `iters` iterations of one call of each build (`call(0)` is 0.1.0, `call(1)` 0.2.0),
+/// alternating which goes first; adds each build's time to `totals` and returns the sum.
+async fn interleaved<F, Fut>(iters: u64, totals: &PairTotals, call: F) -> Duration
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut spent = [Duration::ZERO; 2];
+    for i in 0..iters {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for v in order {
+            let started = Instant::now();
+            call(v).await;
+            spent[v] += started.elapsed();
+        }
+    }
+    totals.iterations.set(totals.iterations.get() + iters);
+    for (total, more) in totals.spent.iter().zip(spent) {
+        total.set(total.get() + more);
+    }
+    spent[0] + spent[1]
+}
+
+criterion_group!(benches, hooks, contract);
 criterion_main!(benches);

@@ -8,10 +8,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otp_server::plugins::{
-    CodeDelivery, Credential, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
+    CodeDelivery, Credential, Hook, PluginRuntime, RequestContext, RuntimeOptions, SendKind,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// A sender's whole deadline: these benches time single senders, not failover chains.
+const SEND_BUDGET: Duration = Duration::from_secs(10);
 
 fn component(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,6 +35,8 @@ fn polyglot(c: &mut Criterion) {
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("bench".into()),
         accept_language: Some("fr-CH, fr;q=0.9, en;q=0.8".into()),
+        request_id: "bench".into(),
+        locale: None,
     };
 
     // Sizes and compile times; the runtime has no cache, so each load compiles.
@@ -77,18 +82,31 @@ fn polyglot(c: &mut Criterion) {
     // The sender logs through the host's `tracing`; with no subscriber installed the line
     // is dropped, so this measures the call, not a terminal.
     group.bench_function("py-log-sender/send", |b| {
-        b.to_async(&rt)
-            .iter(|| async { runtime.send(&sender, &delivery, &ctx).await.expect("sent") })
+        b.to_async(&rt).iter(|| async {
+            runtime
+                .send(&sender, &delivery, &ctx, SEND_BUDGET)
+                .await
+                .expect("sent")
+        })
     });
 
     let credential = Credential {
         id: "someone_42".into(),
         channel: "default".into(),
+        group: None,
     };
     group.bench_function("c-json-final/complete", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
-                .complete(&finalizer, &credential, &ctx)
+                .complete(
+                    &finalizer,
+                    runtime
+                        .reserve(&finalizer, Hook::FinalAction)
+                        .await
+                        .expect("a slot"),
+                    &credential,
+                    &ctx,
+                )
                 .await
                 .expect("done")
         })

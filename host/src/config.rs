@@ -45,7 +45,11 @@
 
 pub mod table;
 
-use crate::plugins::{Hook, HookLimits, RuntimeOptions};
+use crate::events::EventOptions;
+use crate::http::edge::EdgeLimits;
+use crate::limits::config::LimitsTable;
+use crate::limits::LimitsConfig;
+use crate::plugins::{Hook, HookChoices, HookLimits, PluginEnv, RuntimeOptions};
 use crate::protocol::{Alphabet, Settings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -88,6 +92,26 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("use text or json".into()),
+        }
+    }
+}
+
 settings! {
     /// The whole configuration as the TOML file spells it. All fields are optional in the
     /// file; `Default` gives the documented defaults.
@@ -104,6 +128,24 @@ settings! {
         cache_dir: Option<PathBuf> { default: default_cache_dir(), env: "OTP_CACHE_DIR", parse: path_or_none },
         /// log filter (`tracing` `EnvFilter` syntax)
         log: String { default: "info".into(), env: "OTP_LOG", parse: parsed },
+        /// `text`, or `json` (one JSON object per line, with the request's span fields)
+        log_format: LogFormat { default: LogFormat::Text, env: "OTP_LOG_FORMAT", parse: parsed },
+        /// one log line per request: method, route, status, duration, request id (never the cookie or the body)
+        access_log: bool { default: true, env: "OTP_ACCESS_LOG", parse: flag },
+        /// time a client has to send a request's headers; also closes idle keep-alive connections
+        header_read_timeout_ms: u64 { default: 10_000, env: "OTP_HEADER_READ_TIMEOUT_MS", parse: parsed },
+        /// time a client has to send a request's body, from the end of its headers
+        body_read_timeout_ms: u64 { default: 10_000, env: "OTP_BODY_READ_TIMEOUT_MS", parse: parsed },
+        /// time a write to a client may stay blocked (a client that stops reading is disconnected)
+        write_timeout_ms: u64 { default: 10_000, env: "OTP_WRITE_TIMEOUT_MS", parse: parsed },
+        /// open connections at most; more clients wait in the listen backlog (logged when reached)
+        max_connections: usize { default: 10_000, env: "OTP_MAX_CONNECTIONS", parse: parsed },
+        /// on shutdown, how long in-flight requests may take to finish
+        shutdown_grace_ms: u64 { default: 10_000, env: "OTP_SHUTDOWN_GRACE_MS", parse: parsed },
+        /// the admin listener (`/metrics`, the detailed `/ready`, `POST /admin/keys/rotate`); empty turns it and the metrics off
+        admin_listen: String { default: "127.0.0.1:9090".into(), env: "OTP_ADMIN_LISTEN", parse: parsed },
+        /// bearer token every admin route requires once set; mandatory beyond loopback; 16 characters at least
+        admin_token: Option<String> { default: None, env: "OTP_ADMIN_TOKEN", parse: some },
         /// code length (4–64)
         code_length: usize { default: Settings::default().code_length, env: "OTP_CODE_LENGTH", parse: parsed },
         /// `alphanumeric` (a–z0–9) or `digits` (0–9)
@@ -164,19 +206,53 @@ settings! {
         send_memory_mib: Option<usize> { default: None, env: "OTP_SEND_MEMORY_MIB", parse: some },
         /// memory cap of the final action; defaults to `plugin_memory_mib`
         final_memory_mib: Option<usize> { default: None, env: "OTP_FINAL_MEMORY_MIB", parse: some },
-        /// further calls wait for a slot
+        /// call slots of each hook; further calls wait for a slot until their deadline
         max_concurrent_plugin_calls: u32 {
             default: 256,
             env: "OTP_MAX_CONCURRENT_PLUGIN_CALLS",
             parse: parsed,
         },
+        /// call slots of the validation hook; defaults to `max_concurrent_plugin_calls`
+        validate_max_concurrent_calls: Option<u32> {
+            default: None,
+            env: "OTP_VALIDATE_MAX_CONCURRENT_CALLS",
+            parse: some,
+        },
+        /// call slots of the sending hook; defaults to `max_concurrent_plugin_calls`
+        send_max_concurrent_calls: Option<u32> {
+            default: None,
+            env: "OTP_SEND_MAX_CONCURRENT_CALLS",
+            parse: some,
+        },
+        /// call slots of the final action; defaults to `max_concurrent_plugin_calls`
+        final_max_concurrent_calls: Option<u32> {
+            default: None,
+            env: "OTP_FINAL_MAX_CONCURRENT_CALLS",
+            parse: some,
+        },
+        /// per-call deadline of the events hook (the audit sink, one call at a time)
+        events_deadline_ms: u64 { default: 5_000, env: "OTP_EVENTS_DEADLINE_MS", parse: parsed },
+        /// memory cap of the events hook; defaults to `plugin_memory_mib`
+        events_memory_mib: Option<usize> { default: None, env: "OTP_EVENTS_MEMORY_MIB", parse: some },
+        /// audit events waiting for the sink; more are dropped and counted
+        events_queue: usize { default: 10_000, env: "OTP_EVENTS_QUEUE", parse: parsed },
+        /// the CloudEvents `source` of every audit event
+        events_source: String { default: "/otp-server".into(), env: "OTP_EVENTS_SOURCE", parse: parsed },
+        /// put credential ids into audit events as they are, instead of a keyed hash
+        events_plain_credentials: bool {
+            default: false,
+            env: "OTP_EVENTS_PLAIN_CREDENTIALS",
+            parse: flag,
+        },
+        /// variables a manifest's `${NAME}` may read besides `OTP_PLUGIN_*` (comma-separated; never `OTP_MASTER_KEY`)
+        plugin_env: Vec<String> { default: Vec::new(), env: "OTP_PLUGIN_ENV", parse: name_list },
         /// `[hooks]`: which plugin serves a hook that several plugins export
         hooks: HookTable { table },
         /// enables `POST /test/clock` for black-box tests; never allowed in production
         test_clock: bool { default: false, env: "OTP_TEST_CLOCK", parse: flag },
         /// serves the demo page `GET /demo`; unset: on in development, off in production
         demo: Option<bool> { default: None, env: "OTP_DEMO", parse: optional_flag },
-        /// `memory`, or a `redis://` / `rediss://` URL
+        /// `memory`, or a `redis://` / `rediss://`, `redis+cluster://` or `redis+sentinel://` URL
         store: String { default: "memory".into(), env: "OTP_STORE", parse: parsed },
         /// prefix of every Redis key
         store_prefix: String { default: "otp:".into(), env: "OTP_STORE_PREFIX", parse: parsed },
@@ -186,6 +262,12 @@ settings! {
         master_key: Option<String> { default: None, env: "OTP_MASTER_KEY", parse: some },
         /// a file holding the master key (base64), instead of `master_key`
         master_key_file: Option<PathBuf> { default: None, env: "OTP_MASTER_KEY_FILE", parse: some },
+        /// while the master key is replaced: the previous one (base64), still accepted for opening stored KEKs
+        master_key_previous: Option<String> { default: None, env: "OTP_MASTER_KEY_PREVIOUS", parse: some },
+        /// a file holding the previous master key, instead of `master_key_previous`
+        master_key_previous_file: Option<PathBuf> { default: None, env: "OTP_MASTER_KEY_PREVIOUS_FILE", parse: some },
+        /// `[limits]`: abuse controls (declared in `crate::limits::config`)
+        limits: LimitsTable { table },
     }
 }
 
@@ -199,12 +281,130 @@ settings! {
             env: "OTP_HOOK_CREDENTIAL_VALIDATION",
             parse: some,
         },
-        /// the plugin sending codes
-        sending: Option<String> { default: None, env: "OTP_HOOK_SENDING", parse: some },
+        /// the sender of every channel without its own, or an ordered failover chain of them (`["twilio-sms", "backup-sms"]`; in the environment, names separated by commas)
+        sending: Option<SenderNames> { default: None, env: "OTP_HOOK_SENDING", parse: sender_names },
+        /// channel → its ordered failover chain of senders (`sms = ["twilio-sms", "backup-sms"]`; in the environment `sms=twilio-sms,backup-sms;email=sendgrid-email`)
+        #[key = "sending-by-channel"]
+        sending_by_channel: BTreeMap<String, SenderNames> {
+            default: BTreeMap::new(),
+            env: "OTP_HOOK_SENDING_BY_CHANNEL",
+            parse: channel_senders,
+        },
         /// the plugin running the final action
         #[key = "final-action"]
         final_action: Option<String> { default: None, env: "OTP_HOOK_FINAL_ACTION", parse: some },
+        /// the plugin receiving audit events
+        events: Option<String> { default: None, env: "OTP_HOOK_EVENTS", parse: some },
     }
+}
+
+/// Sender plugins in the order a send tries them: in TOML one name or an array of names.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "NameOrNames")]
+pub struct SenderNames(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a plugin name or an array of plugin names")]
+enum NameOrNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<NameOrNames> for SenderNames {
+    fn from(names: NameOrNames) -> SenderNames {
+        match names {
+            NameOrNames::One(name) => SenderNames(vec![name]),
+            NameOrNames::Many(names) => SenderNames(names),
+        }
+    }
+}
+
+impl SenderNames {
+    /// The names, checked: at least one, none empty, none twice.
+    fn checked(&self) -> Result<Vec<String>, String> {
+        let names: Vec<String> = self.0.iter().map(|n| n.trim().to_string()).collect();
+        if names.is_empty() {
+            return Err("names no sender".into());
+        }
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err("has an empty sender name".into());
+            }
+            if names[..i].contains(name) {
+                return Err(format!("names {name:?} twice"));
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// `OTP_HOOK_SENDING`: names separated by commas.
+fn sender_names(text: &str) -> Result<Option<SenderNames>, String> {
+    Ok(Some(SenderNames(name_list(text)?)))
+}
+
+/// `OTP_HOOK_SENDING_BY_CHANNEL`: `CHANNEL=NAME,NAME;CHANNEL=NAME`.
+fn channel_senders(text: &str) -> Result<BTreeMap<String, SenderNames>, String> {
+    let mut chains = BTreeMap::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (channel, names) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?}: use CHANNEL=SENDER,SENDER;CHANNEL=SENDER"))?;
+        let channel = channel.trim().to_string();
+        if chains
+            .insert(channel.clone(), SenderNames(name_list(names)?))
+            .is_some()
+        {
+            return Err(format!("channel {channel:?} appears twice"));
+        }
+    }
+    Ok(chains)
+}
+
+impl HookTable {
+    /// The plugins and sender chains the table names, checked.
+    fn choices(&self) -> Result<HookChoices, ConfigError> {
+        let plugins = [
+            (Hook::CredentialValidation, &self.credential_validation),
+            (Hook::FinalAction, &self.final_action),
+            (Hook::Events, &self.events),
+        ]
+        .into_iter()
+        .filter_map(|(hook, plugin)| Some((hook, plugin.clone()?)))
+        .collect();
+        let senders = match &self.sending {
+            None => Vec::new(),
+            Some(names) => names
+                .checked()
+                .map_err(|e| invalid(HookSetting::sending.label(), e))?,
+        };
+        let mut channel_senders = BTreeMap::new();
+        for (channel, names) in &self.sending_by_channel {
+            let label = HookSetting::sending_by_channel.label();
+            if channel.trim().is_empty() || channel.trim() != channel {
+                return Err(invalid(label, format!("{channel:?} is not a channel name")));
+            }
+            let names = names
+                .checked()
+                .map_err(|e| invalid(label, format!("channel {channel}: {e}")))?;
+            channel_senders.insert(channel.clone(), names);
+        }
+        Ok(HookChoices {
+            plugins,
+            senders,
+            channel_senders,
+        })
+    }
+}
+
+/// A comma-separated list of names; blanks around them and empty entries are ignored.
+fn name_list(text: &str) -> Result<Vec<String>, String> {
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -227,14 +427,48 @@ pub struct Config {
     pub cors_origin: Option<String>,
     pub plugins_dir: PathBuf,
     pub log: String,
+    pub log_format: LogFormat,
+    pub access_log: bool,
     pub otp: Settings,
     pub kek_rotation: Duration,
+    pub edge: EdgeLimits,
+    /// The admin listener; `None` when off (and then metrics are off too).
+    pub admin: Option<AdminConfig>,
     pub runtime: RuntimeOptions,
-    pub hook_preferences: BTreeMap<Hook, String>,
+    pub hook_choices: HookChoices,
+    /// What `${NAME}` in a manifest may read.
+    pub plugin_env: PluginEnv,
     pub test_clock: bool,
     /// Whether `GET /demo` serves the demo page.
     pub demo: bool,
     pub store: StoreConfig,
+    pub events: EventOptions,
+    pub limits: LimitsConfig,
+}
+
+/// Where the admin listener listens and the token it requires. Debug output never shows
+/// the token.
+#[derive(Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Required (and then present) when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+impl AdminConfig {
+    /// Whether requests must carry the token: the listener is reachable beyond this host.
+    pub fn requires_token(&self) -> bool {
+        !self.listen.ip().is_loopback()
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// Where single-use ids and KEKs live. Debug output never shows the master key.
@@ -247,6 +481,8 @@ pub enum StoreConfig {
         timeout: Duration,
         /// Base64 of the master key (validated at start-up).
         master_key: String,
+        /// Base64 of the previous master key while it is being replaced.
+        master_key_previous: Option<String>,
     },
 }
 
@@ -306,6 +542,7 @@ impl FileConfig {
             .listen
             .parse()
             .map_err(|e| invalid(Setting::listen.label(), format!("{:?}: {e}", self.listen)))?;
+        let admin = self.admin_config()?;
         let alphabet = match self.code_alphabet.as_str() {
             "alphanumeric" => Alphabet::LowerAlnum,
             "digits" => Alphabet::Digits,
@@ -352,6 +589,21 @@ impl FileConfig {
                 ));
             }
         }
+        for (key, ms) in [
+            (Setting::header_read_timeout_ms, self.header_read_timeout_ms),
+            (Setting::body_read_timeout_ms, self.body_read_timeout_ms),
+            (Setting::write_timeout_ms, self.write_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return Err(invalid(key.label(), "must be between 100 and 600000 ms"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(
+                Setting::max_connections.label(),
+                "must be at least 1",
+            ));
+        }
         if self.kek_rotation_secs < 60 {
             return Err(invalid(
                 Setting::kek_rotation_secs.label(),
@@ -362,6 +614,7 @@ impl FileConfig {
             (Setting::validate_deadline_ms, self.validate_deadline_ms),
             (Setting::send_deadline_ms, self.send_deadline_ms),
             (Setting::final_deadline_ms, self.final_deadline_ms),
+            (Setting::events_deadline_ms, self.events_deadline_ms),
         ] {
             if !(1..=120_000).contains(&ms) {
                 return Err(invalid(key.label(), "must be between 1 and 120000"));
@@ -379,21 +632,35 @@ impl FileConfig {
         let validate_memory = memory_mib(Setting::validate_memory_mib, self.validate_memory_mib)?;
         let send_memory = memory_mib(Setting::send_memory_mib, self.send_memory_mib)?;
         let final_memory = memory_mib(Setting::final_memory_mib, self.final_memory_mib)?;
-        if !(1..=10_000).contains(&self.max_concurrent_plugin_calls) {
+        let events_memory = memory_mib(Setting::events_memory_mib, self.events_memory_mib)?;
+        let slots = |key: Setting, value: Option<u32>| {
+            let slots = value.unwrap_or(self.max_concurrent_plugin_calls);
+            if (1..=10_000).contains(&slots) {
+                Ok(slots)
+            } else {
+                Err(invalid(key.label(), "must be between 1 and 10000"))
+            }
+        };
+        slots(Setting::max_concurrent_plugin_calls, None)?;
+        let validate_slots = slots(
+            Setting::validate_max_concurrent_calls,
+            self.validate_max_concurrent_calls,
+        )?;
+        let send_slots = slots(
+            Setting::send_max_concurrent_calls,
+            self.send_max_concurrent_calls,
+        )?;
+        let final_slots = slots(
+            Setting::final_max_concurrent_calls,
+            self.final_max_concurrent_calls,
+        )?;
+        if !(1..=1_000_000).contains(&self.events_queue) {
             return Err(invalid(
-                Setting::max_concurrent_plugin_calls.label(),
-                "must be between 1 and 10000",
+                Setting::events_queue.label(),
+                "must be between 1 and 1000000",
             ));
         }
-        let hooks = &self.hooks;
-        let hook_preferences: BTreeMap<Hook, String> = [
-            (Hook::CredentialValidation, &hooks.credential_validation),
-            (Hook::Sending, &hooks.sending),
-            (Hook::FinalAction, &hooks.final_action),
-        ]
-        .into_iter()
-        .filter_map(|(hook, plugin)| Some((hook, plugin.clone()?)))
-        .collect();
+        let hook_choices = self.hooks.choices()?;
         if self.test_clock && self.env == Mode::Production {
             return Err(invalid(
                 Setting::test_clock.label(),
@@ -401,6 +668,9 @@ impl FileConfig {
             ));
         }
         let store = self.store_config()?;
+        let plugin_env = PluginEnv::from_process(self.plugin_env.iter().cloned())
+            .map_err(|e| invalid(Setting::plugin_env.label(), e.to_string()))?;
+        let abuse_limits = self.limits.validate()?;
         let limits = |ms: u64, memory_bytes: usize| HookLimits {
             deadline: Duration::from_millis(ms),
             memory_bytes,
@@ -411,20 +681,75 @@ impl FileConfig {
             cors_origin: self.cors_origin,
             plugins_dir: self.plugins_dir,
             log: self.log,
+            log_format: self.log_format,
+            access_log: self.access_log,
             otp,
             kek_rotation: Duration::from_secs(self.kek_rotation_secs),
+            admin,
+            edge: EdgeLimits {
+                header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+                body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+                write_timeout: Duration::from_millis(self.write_timeout_ms),
+                max_connections: self.max_connections,
+                shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            },
             runtime: RuntimeOptions {
                 validate: limits(self.validate_deadline_ms, validate_memory),
                 send: limits(self.send_deadline_ms, send_memory),
                 final_action: limits(self.final_deadline_ms, final_memory),
-                max_concurrent_calls: self.max_concurrent_plugin_calls,
+                events: limits(self.events_deadline_ms, events_memory),
+                validate_slots,
+                send_slots,
+                final_slots,
                 cache_dir: self.cache_dir,
             },
-            hook_preferences,
+            hook_choices,
+            plugin_env,
             test_clock: self.test_clock,
             demo: self.demo.unwrap_or(self.env == Mode::Development),
             store,
+            events: EventOptions {
+                source: self.events_source,
+                plain_credentials: self.events_plain_credentials,
+                queue: self.events_queue,
+            },
+            limits: abuse_limits,
         })
+    }
+
+    /// The admin listener's address and token, checked: beyond loopback it needs a token
+    /// of 16 characters or more, so metrics and key rotation are never open to the network.
+    fn admin_config(&self) -> Result<Option<AdminConfig>, ConfigError> {
+        let listen = self.admin_listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        let listen: SocketAddr = listen.parse().map_err(|e| {
+            invalid(
+                Setting::admin_listen.label(),
+                format!(
+                    "{:?}: {e} (empty turns the admin listener off)",
+                    self.admin_listen
+                ),
+            )
+        })?;
+        let token = self.admin_token.clone().filter(|t| !t.is_empty());
+        if let Some(token) = &token {
+            if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace()) {
+                return Err(invalid(
+                    Setting::admin_token.label(),
+                    "must be at least 16 characters, without spaces",
+                ));
+            }
+        }
+        let admin = AdminConfig { listen, token };
+        if admin.requires_token() && admin.token.is_none() {
+            return Err(invalid(
+                Setting::admin_token.label(),
+                format!("required: the admin listener {listen} is reachable beyond loopback"),
+            ));
+        }
+        Ok(Some(admin))
     }
 
     fn store_config(&self) -> Result<StoreConfig, ConfigError> {
@@ -432,11 +757,8 @@ impl FileConfig {
         if url == "memory" {
             return Ok(StoreConfig::Memory);
         }
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(invalid(
-                Setting::store.label(),
-                format!("{url:?}: use memory, redis://HOST:PORT or rediss://HOST:PORT"),
-            ));
+        if let Err(e) = crate::store::redis::RedisTarget::parse(url) {
+            return Err(invalid(Setting::store.label(), e.to_string()));
         }
         if !(1..=60_000).contains(&self.store_timeout_ms) {
             return Err(invalid(
@@ -467,11 +789,35 @@ impl FileConfig {
         if let Err(e) = crate::crypto::MasterKey::from_base64(&master_key) {
             return Err(invalid(Setting::master_key.label(), e.to_string()));
         }
+        let master_key_previous = match (&self.master_key_previous, &self.master_key_previous_file)
+        {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    Setting::master_key_previous.label(),
+                    "give the previous master key or its file, not both",
+                ))
+            }
+            (Some(key), None) => Some(key.clone()),
+            (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    Setting::master_key_previous_file.label(),
+                    format!("{}: {e}", path.display()),
+                )
+            })?),
+            (None, None) => None,
+        };
+        if let Some(Err(e)) = master_key_previous
+            .as_deref()
+            .map(crate::crypto::MasterKey::from_base64)
+        {
+            return Err(invalid(Setting::master_key_previous.label(), e.to_string()));
+        }
         Ok(StoreConfig::Redis {
             url: url.to_string(),
             prefix: self.store_prefix.clone(),
             timeout: Duration::from_millis(self.store_timeout_ms),
             master_key,
+            master_key_previous,
         })
     }
 }
@@ -515,10 +861,7 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.mode, Mode::Production);
         assert_eq!(c.cors_origin.as_deref(), Some("https://app.example.com"));
-        assert_eq!(
-            c.hook_preferences.get(&Hook::Sending).map(String::as_str),
-            Some("webhook")
-        );
+        assert_eq!(c.hook_choices.senders, ["webhook"]);
         assert_eq!(c.otp.alphabet, Alphabet::Digits);
         assert_eq!(c.otp.code_length, 6);
         assert_eq!(c.runtime.send.memory_bytes, 16 * 1024 * 1024);
@@ -638,9 +981,38 @@ mod tests {
     }
 
     #[test]
+    fn plugin_env_lists_variables_for_manifests_but_never_the_master_key() {
+        let c = Config::load(
+            None,
+            &env_of(&[("OTP_PLUGIN_ENV", " SMS_TOKEN, ,MAIL_KEY ")]),
+        )
+        .unwrap();
+        assert!(c.plugin_env.allows("SMS_TOKEN") && c.plugin_env.allows("MAIL_KEY"));
+        assert!(c.plugin_env.allows("OTP_PLUGIN_ANYTHING"));
+        assert!(!c.plugin_env.allows("HOME") && !c.plugin_env.allows("OTP_MASTER_KEY"));
+        let c = Config::load(None, &env_of(&[])).unwrap();
+        assert!(!c.plugin_env.allows("SMS_TOKEN"));
+        for list in ["OTP_MASTER_KEY", "A,OTP_MASTER_KEY"] {
+            let err = Config::load(None, &env_of(&[("OTP_PLUGIN_ENV", list)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("plugin_env (OTP_PLUGIN_ENV)") && err.contains("OTP_MASTER_KEY"),
+                "{err}"
+            );
+        }
+        let err = Config::load(None, &env_of(&[("OTP_PLUGIN_ENV", "A-B")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plugin_env") && err.contains("A-B"), "{err}");
+    }
+
+    #[test]
     fn defaults_match_the_documented_values() {
         let c = Config::load(None, &env_of(&[])).unwrap();
-        assert!(c.cors_origin.is_none() && !c.test_clock && c.hook_preferences.is_empty());
+        assert!(
+            c.cors_origin.is_none() && !c.test_clock && c.hook_choices == HookChoices::default()
+        );
         assert!(matches!(c.store, StoreConfig::Memory));
         assert_eq!(c.plugins_dir, PathBuf::from("plugins/dist"));
         assert_eq!(c.log, "info");
@@ -651,7 +1023,7 @@ mod tests {
             Duration::from_millis(1_000)
         );
         assert_eq!(c.runtime.final_action.memory_bytes, 64 * 1024 * 1024);
-        assert_eq!(c.runtime.max_concurrent_calls, 256);
+        assert_eq!(c.runtime.send_slots, 256);
         let c = Config::load(None, &env_of(&[("OTP_CACHE_DIR", "")])).unwrap();
         assert!(c.runtime.cache_dir.is_none());
         // The per-hook caps follow `plugin_memory_mib` unless set.
@@ -678,12 +1050,10 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(Some(&file), &env_of(&[("OTP_HOOK_FINAL_ACTION", "c")])).unwrap();
-        assert_eq!(
-            c.hook_preferences.get(&Hook::CredentialValidation).unwrap(),
-            "a"
-        );
-        assert_eq!(c.hook_preferences.get(&Hook::FinalAction).unwrap(), "c");
-        assert!(!c.hook_preferences.contains_key(&Hook::Sending));
+        let plugins = &c.hook_choices.plugins;
+        assert_eq!(plugins.get(&Hook::CredentialValidation).unwrap(), "a");
+        assert_eq!(plugins.get(&Hook::FinalAction).unwrap(), "c");
+        assert!(c.hook_choices.senders.is_empty());
         std::fs::write(&file, "[hooks]\nsend = \"a\"\n").unwrap();
         let err = Config::load(Some(&file), &env_of(&[]))
             .unwrap_err()
@@ -694,6 +1064,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("test_clock"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sender_chains_in_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("otp-config-chains-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("chains.toml");
+        std::fs::write(
+            &file,
+            "[hooks]\nsending = [\"primary\", \"backup\"]\n\
+             [hooks.sending-by-channel]\nsms = [\"twilio-sms\", \"backup-sms\"]\n\
+             email = \"sendgrid-email\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &env_of(&[])).unwrap();
+        assert_eq!(c.hook_choices.senders, ["primary", "backup"]);
+        let by_channel = &c.hook_choices.channel_senders;
+        assert_eq!(by_channel["sms"], ["twilio-sms", "backup-sms"]);
+        assert_eq!(by_channel["email"], ["sendgrid-email"]);
+
+        // The environment replaces the file's chains.
+        let c = Config::load(
+            Some(&file),
+            &env_of(&[
+                ("OTP_HOOK_SENDING", " a , b "),
+                ("OTP_HOOK_SENDING_BY_CHANNEL", "sms = x, y ; push=z;"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.hook_choices.senders, ["a", "b"]);
+        let by_channel = &c.hook_choices.channel_senders;
+        assert_eq!(by_channel.len(), 2);
+        assert_eq!(by_channel["sms"], ["x", "y"]);
+        assert_eq!(by_channel["push"], ["z"]);
+
+        for (name, value, says) in [
+            ("OTP_HOOK_SENDING", "a,b,a", "twice"),
+            ("OTP_HOOK_SENDING", " , ", "no sender"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "sms", "CHANNEL=SENDER"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "sms=a;sms=b", "twice"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "sms=", "no sender"),
+            ("OTP_HOOK_SENDING_BY_CHANNEL", "=a", "not a channel name"),
+        ] {
+            let err = Config::load(None, &env_of(&[(name, value)]))
+                .err()
+                .unwrap_or_else(|| panic!("{name}={value:?} accepted"))
+                .to_string();
+            assert!(
+                err.contains(name) && err.contains(says),
+                "{name}={value:?}: {err}"
+            );
+        }
+        std::fs::write(&file, "[hooks]\nsending = 3\n").unwrap();
+        let err = Config::load(Some(&file), &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a plugin name or an array"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

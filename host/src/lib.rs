@@ -7,15 +7,25 @@
 //!   by AES-256-KW key-encryption keys).
 //! - [`store`]: single-use session ids.
 //! - [`plugins`]: the WebAssembly hook platform (wasmtime), with hot reload.
+//! - [`events`]: audit events, queued off the request path for the `events` hook.
+//! - [`limits`]: abuse controls — send and guess budgets, the fraud guard, their stores.
+//! - [`metrics`]: the Prometheus metrics, recorded only while the admin listener is on.
 //! - [`service`]: the shell that runs one request through the above.
 //! - [`http`]: routes, middleware and the mapping of errors to HTTP.
 //! - [`config`], [`server`], [`clock`]: configuration, assembly, time.
+//! - [`logging`]: log lines to stderr in batches, off the request path.
+//! - [`key_commands`]: `otp-server keys rotate|rewrap`, on the shared key store.
 //! - [`os_random`]: per-request random bytes from the OS CSPRNG, fetched in batches.
 
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod events;
 pub mod http;
+pub mod key_commands;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
 pub mod os_random;
 pub mod plugins;
 pub mod protocol;

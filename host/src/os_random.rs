@@ -68,6 +68,13 @@ pub fn fill(dest: &mut [u8]) {
     });
 }
 
+/// A fresh random id: 16 bytes in hex (request ids, audit event ids).
+pub fn hex_id() -> String {
+    let mut bytes = [0u8; 16];
+    fill(&mut bytes);
+    hex::encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

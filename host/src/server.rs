@@ -1,30 +1,26 @@
 //! Assembling and running the server: logging, the plugin runtime and hot reload,
-//! keys and stores with their background tasks, the HTTP listener, and graceful
-//! shutdown on SIGTERM or Ctrl-C.
+//! keys and stores with their background tasks, the public HTTP listener and the admin
+//! listener (metrics are on when it is), and graceful shutdown on SIGTERM or Ctrl-C.
 
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::config::{Config, Mode, StoreConfig};
-use crate::crypto::{KeyStore, MasterKey, MemoryKeyStore};
-use crate::http::{router, AppState};
+use crate::crypto::{KeyStore, MasterKey, MasterKeys, MemoryKeyStore};
+use crate::events::{spawn_delivery, AuditLog, Subject};
+use crate::http::admin::AdminState;
+use crate::http::client::ClientAddresses;
+use crate::http::{edge, router, App, AppState};
+use crate::limits::memory::MemoryLimiterStore;
+use crate::limits::redis::RedisLimiterStore;
+use crate::limits::{KeyHasher, Limits};
+use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
 use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
-use crate::store::{IdStore, MemoryIdStore};
+use crate::store::{IdStore, MeasuredIdStore, MemoryIdStore};
 use anyhow::Context;
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Logs go to stderr, filtered by `OTP_LOG` / `log` (an `EnvFilter` directive).
-pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
-}
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let test_clock = config.test_clock.then(|| Arc::new(OffsetClock::new()));
@@ -33,15 +29,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => Arc::new(SystemClock),
     };
 
+    // Metrics are recorded only when the admin listener can serve them (from the start,
+    // so the first plugin loads are counted).
+    let metrics = config.admin.as_ref().map(|_| Metrics::install());
     std::fs::create_dir_all(&config.plugins_dir)
         .with_context(|| format!("plugins folder {}", config.plugins_dir.display()))?;
+    let (audit, audit_queue) = AuditLog::new(
+        config.events.clone(),
+        audit_subject_key(&config)?,
+        clock.clone(),
+    );
+    let audit = Arc::new(audit);
     let runtime = Arc::new(PluginRuntime::new(config.runtime.clone())?);
-    let registry = Arc::new(PluginRegistry::new(
-        runtime,
-        config.plugins_dir.clone(),
-        config.hook_preferences.clone(),
-        config.mode == Mode::Production,
-    ));
+    let registry = Arc::new(
+        PluginRegistry::new(
+            runtime,
+            config.plugins_dir.clone(),
+            config.hook_choices.clone(),
+            config.mode == Mode::Production,
+        )
+        .with_audit(audit.clone())
+        .with_env(config.plugin_env.clone()),
+    );
+    let _delivery = spawn_delivery(audit_queue, registry.clone(), audit.counts().clone());
     let _watcher = PluginWatcher::start(registry.clone())
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
     registry
@@ -50,38 +60,94 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", config.plugins_dir.display()))?;
 
     let (keys, ids) = open_stores(&config, clock.clone()).await?;
-    let _maintenance = spawn_key_maintenance(keys.clone(), clock.clone());
+    // The shared store's calls are timed and their failures counted; the in-memory one
+    // answers in well under a microsecond and cannot fail, so it is not wrapped.
+    let ids: Arc<dyn IdStore> = match (metrics, &config.store) {
+        (Some(_), StoreConfig::Redis { .. }) => Arc::new(MeasuredIdStore::new(ids)),
+        _ => ids,
+    };
+    let rotation_requested = Arc::new(AtomicBool::new(false));
+    let _maintenance = spawn_key_maintenance(
+        keys.clone(),
+        clock.clone(),
+        audit.clone(),
+        rotation_requested.clone(),
+    );
+    let limits = Arc::new(open_limits(&config, clock.clone())?);
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
-        keys,
+        keys.clone(),
         ids,
-        clock,
+        clock.clone(),
         registry.clone(),
+        audit.clone(),
+        limits,
     ));
-    let state = AppState {
+    let state = AppState::new(App {
         service,
         registry,
+        audit,
         mode: config.mode,
         cors_origin: config
             .cors_origin
             .as_deref()
             .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
         test_clock,
+        access_log: config.access_log,
         demo: config.demo,
-    };
+        clients: Arc::new(ClientAddresses::new(
+            config.limits.trusted_proxies.clone(),
+            config.limits.client_address_header,
+        )),
+    });
 
-    let shutdown = shutdown_signal();
+    // One signal stops both listeners; each drains its own connections.
+    let signal = shutdown_signal();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let admin = match (&config.admin, metrics) {
+        (Some(admin), Some(metrics)) => {
+            let listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("admin listener: cannot listen on {}", admin.listen))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, token = admin.requires_token(), "admin listener");
+            let state = AdminState::new(
+                state.clone(),
+                keys,
+                clock,
+                metrics,
+                admin,
+                rotation_requested,
+            );
+            Some(tokio::spawn(edge::serve(
+                listener,
+                crate::http::admin::router(state),
+                config.edge,
+                shutdown(stopped.clone()),
+            )))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, mode = ?config.mode, plugins = %config.plugins_dir.display(), "otp-server listening");
-    axum::serve(
+    let public = tokio::spawn(edge::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+        router(state),
+        config.edge,
+        shutdown(stopped),
+    ));
+    signal.await;
+    let _ = stop.send(true);
+    let _ = public.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     tracing::info!("otp-server stopped");
     Ok(())
 }
@@ -112,6 +178,7 @@ async fn open_stores(
             prefix,
             timeout,
             master_key,
+            master_key_previous,
         } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let redis = RedisConnection::new(url, prefix, *timeout)?;
@@ -119,7 +186,7 @@ async fn open_stores(
             let keys = loop {
                 match RedisKeyStore::connect(
                     redis.clone(),
-                    MasterKey::from_base64(master_key)?,
+                    MasterKeys::from_base64(master_key, master_key_previous.as_deref())?,
                     clock.now_ms(),
                     retention,
                     rotation,
@@ -142,19 +209,89 @@ async fn open_stores(
     }
 }
 
+/// The key that names credentials in audit events: derived from the master key when
+/// instances share one (so they name a credential alike), else random per process.
+fn audit_subject_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    Ok(match &config.store {
+        StoreConfig::Redis { master_key, .. } => {
+            MasterKey::from_base64(master_key)?.derive("otp-server audit subject v1")
+        }
+        StoreConfig::Memory => {
+            let mut key = [0u8; 32];
+            crate::os_random::fill(&mut key);
+            key
+        }
+    })
+}
+
+/// The abuse controls on the store the configuration asks for: in memory (this
+/// process's clock and a random key secret) or in Redis (its own connection, Redis
+/// `TIME`, and a key secret derived from the master key so all instances agree).
+fn open_limits(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Limits> {
+    let limits = config.limits.clone();
+    if !limits.enabled {
+        tracing::warn!("abuse controls are OFF ([limits] enabled = false)");
+    }
+    Ok(match &config.store {
+        StoreConfig::Memory => {
+            let store = Arc::new(MemoryLimiterStore::new(clock, limits.memory_max_keys));
+            store.spawn_sweeper(Duration::from_millis(500));
+            Limits::new(limits, KeyHasher::random(), store)
+        }
+        StoreConfig::Redis {
+            url,
+            prefix,
+            timeout,
+            master_key,
+            ..
+        } => {
+            let redis = RedisConnection::new(url, prefix, *timeout)?;
+            let secret = MasterKey::from_base64(master_key)?.derive("otp-server limiter keys v1");
+            Limits::new(
+                limits,
+                KeyHasher::new(zeroize::Zeroizing::new(secret)),
+                Arc::new(RedisLimiterStore::new(redis)),
+            )
+        }
+    })
+}
+
 /// Rotates key-encryption keys on schedule, adopts rotations done by other instances
-/// and forgets keys no live cookie can use.
+/// and forgets keys no live cookie can use. This loop alone announces a change of the
+/// current key — here, requested on the admin listener (`requested` is then set), or
+/// adopted from another instance — as one `kek.rotated` audit event and one count, so a
+/// rotation is never announced twice.
 fn spawn_key_maintenance(
     keys: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
+    audit: Arc<AuditLog>,
+    requested: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut announced = keys.current().id();
         loop {
             tick.tick().await;
             if let Err(error) = keys.maintain(clock.now_ms()).await {
                 tracing::warn!(%error, "key maintenance failed; retrying");
+            }
+            let current = keys.current().id();
+            if current != announced {
+                let reason = if requested.swap(false, Ordering::Relaxed) {
+                    "requested"
+                } else {
+                    "scheduled or adopted"
+                };
+                crate::metrics::kek_rotated();
+                audit.emit("kek.rotated", Subject::None, || {
+                    serde_json::json!({
+                        "keyId": current.to_string(),
+                        "previous": announced.to_string(),
+                        "reason": reason,
+                    })
+                });
+                announced = current;
             }
         }
     })

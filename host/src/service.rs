@@ -3,19 +3,43 @@
 //! For each request it opens the cookie ([`crate::crypto`]), checks that the cookie's
 //! single-use id is still live ([`crate::store`]), runs one protocol transition
 //! ([`crate::protocol`]), performs the effects in a safe order (retire the old id
-//! atomically *before* sending, so a replayed cookie can never trigger another send),
-//! calls the hooks ([`crate::plugins`]) and seals the successor cookie. It knows
-//! nothing about HTTP beyond the [`ApiError`] it returns.
+//! atomically *before* sending, so a replayed cookie can never trigger another send;
+//! take the final action's call slot *before* spending the id, so a verified user is
+//! never left without a session when the final action cannot run), calls the hooks
+//! through the [`Hooks`] trait and seals the successor cookie, and records what
+//! happened as audit events ([`crate::events`]).
+//!
+//! The abuse controls ([`crate::limits`]) are consulted before anything changes: every
+//! request first (requests per client network), before a send (the destination group's
+//! lists, the send budgets, the fraud guard), and around the comparison of a code (a
+//! failure reserved before, given back after a right code or no guess), so a refused
+//! request retires no id, leaves the cookie as it was, costs no attempt and sends nothing.
+//!
+//! It speaks its own vocabulary: a [`ServiceError`] says what went wrong and what to do
+//! with the cookie ([`CookieAction`]); only the HTTP layer turns that into statuses and
+//! wire codes.
 
 use crate::clock::Clock;
 use crate::crypto::{CookieError, KeyStore, SessionCookie};
-use crate::http::error::{ApiError, CookieAction, ErrorCode};
-use crate::plugins::{
-    self, CodeDelivery, HookError, PluginRegistry, PluginResponse, RequestContext,
+use crate::events::{AuditLog, Subject};
+use crate::limits::{GuessOutcome, LimitError, Limits, RateLimited};
+use crate::plugins::{self, CodeDelivery, Hook, HookError, Hooks, PluginResponse, RequestContext};
+use crate::protocol::{
+    self, OsCodeSource, ProtocolError, Session, SessionId, SessionState, Settings, Transition,
 };
-use crate::protocol::{self, OsCodeSource, Session, SessionId, SessionState, Settings, Transition};
-use crate::store::IdStore;
+use crate::store::{IdStore, StoreError};
 use std::sync::Arc;
+
+#[cfg(test)]
+mod tests;
+
+/// What to do with the session cookie alongside an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CookieAction {
+    Keep,
+    Set { value: String, expires_at_ms: u64 },
+    Delete,
+}
 
 /// A successful create or resend: the state to show and the new cookie.
 #[derive(Debug)]
@@ -31,15 +55,126 @@ pub struct VerifiedAnswer {
     pub cookie: CookieAction,
 }
 
+/// Why a request was not served, and what to do with the cookie.
+#[derive(Debug)]
+pub struct ServiceError {
+    pub kind: ServiceErrorKind,
+    pub cookie: CookieAction,
+}
+
+/// What went wrong, in the service's words.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceErrorKind {
+    /// The cookie is missing, unreadable, expired or already used.
+    #[error("the session cookie is missing, invalid or already used")]
+    InvalidCookie,
+    /// The protocol refused the request (it may carry the session state to show).
+    #[error(transparent)]
+    Refused(#[from] ProtocolError),
+    /// The validation plugin rejected the credential.
+    #[error("the credential was rejected")]
+    CredentialRejected,
+    /// The sender says the credential cannot receive codes; on a resend the session
+    /// now blocks it, and `state` shows that.
+    #[error("the credential cannot receive codes")]
+    Undeliverable { state: Option<SessionState> },
+    /// The sender had a transient failure; nothing changed.
+    #[error("the code cannot be sent right now")]
+    SendUnavailable,
+    /// A plugin trapped, timed out, ran out of memory or answered nonsense.
+    #[error("plugin {plugin} failed")]
+    PluginFailed { plugin: String },
+    /// No plugin serves the hook, or all its call slots are busy.
+    #[error("the {hook} hook cannot run now")]
+    PluginUnavailable { hook: Hook, busy: bool },
+    /// The session store (or the limiter store, failing closed) did not answer.
+    #[error("the session store is unavailable")]
+    StoreUnavailable,
+    /// A send or guess budget ran out; nothing changed.
+    #[error("rate limited: {}", .0.policy)]
+    RateLimited(RateLimited),
+    /// The credential's destination group is denied (or not on the allow list).
+    #[error("the destination is not allowed")]
+    CredentialNotAllowed,
+}
+
+impl ServiceError {
+    fn new(kind: ServiceErrorKind) -> ServiceError {
+        ServiceError {
+            kind,
+            cookie: CookieAction::Keep,
+        }
+    }
+
+    fn with_cookie(mut self, cookie: CookieAction) -> ServiceError {
+        self.cookie = cookie;
+        self
+    }
+
+    fn invalid_cookie() -> ServiceError {
+        ServiceError::new(ServiceErrorKind::InvalidCookie)
+    }
+
+    /// Whether a code was compared and was wrong (the guess counts against the
+    /// failure budgets).
+    fn is_wrong_code(&self) -> bool {
+        matches!(
+            self.kind,
+            ServiceErrorKind::Refused(ProtocolError::Incorrect(_))
+                | ServiceErrorKind::Refused(ProtocolError::TooManyAttempts(_))
+        )
+    }
+}
+
+impl From<ProtocolError> for ServiceError {
+    fn from(error: ProtocolError) -> Self {
+        ServiceError::new(ServiceErrorKind::Refused(error))
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        tracing::warn!(%error, "session store error");
+        ServiceError::new(ServiceErrorKind::StoreUnavailable)
+    }
+}
+
+impl From<HookError> for ServiceError {
+    fn from(error: HookError) -> Self {
+        let kind = match error {
+            // The plugin's reason goes to the log, not to the client: it may reveal how
+            // validation works, and it is the operator who can act on it.
+            HookError::Rejected(reason) => {
+                tracing::info!(%reason, "credential rejected by the validation plugin");
+                ServiceErrorKind::CredentialRejected
+            }
+            HookError::Undeliverable(reason) => {
+                tracing::info!(%reason, "sender: credential undeliverable");
+                ServiceErrorKind::Undeliverable { state: None }
+            }
+            HookError::Unavailable(reason) => {
+                tracing::warn!(%reason, "sender unavailable");
+                ServiceErrorKind::SendUnavailable
+            }
+            HookError::Failed { plugin, .. } => ServiceErrorKind::PluginFailed { plugin },
+            HookError::Unbound(hook) => ServiceErrorKind::PluginUnavailable { hook, busy: false },
+            HookError::Busy(hook) => ServiceErrorKind::PluginUnavailable { hook, busy: true },
+        };
+        ServiceError::new(kind)
+    }
+}
+
 pub struct OtpService {
     settings: Settings,
     keys: Arc<dyn KeyStore>,
     ids: Arc<dyn IdStore>,
     clock: Arc<dyn Clock>,
-    hooks: Arc<PluginRegistry>,
+    hooks: Arc<dyn Hooks>,
+    audit: Arc<AuditLog>,
+    limits: Arc<Limits>,
 }
 
-/// Why a cookie could not be used; all of them answer `OTP:INVALID_COOKIE`.
+/// Why a cookie could not be used; all of them answer "invalid cookie".
 enum Unusable {
     Missing,
     Invalid,
@@ -51,7 +186,9 @@ impl OtpService {
         keys: Arc<dyn KeyStore>,
         ids: Arc<dyn IdStore>,
         clock: Arc<dyn Clock>,
-        hooks: Arc<PluginRegistry>,
+        hooks: Arc<dyn Hooks>,
+        audit: Arc<AuditLog>,
+        limits: Arc<Limits>,
     ) -> OtpService {
         OtpService {
             settings,
@@ -59,6 +196,58 @@ impl OtpService {
             ids,
             clock,
             hooks,
+            audit,
+            limits,
+        }
+    }
+
+    /// The abuse controls (for `/ready`).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Every OTP request is charged to its network's request budget exactly once, before
+    /// it changes anything: folded into its send or verify charge, or — when it ended
+    /// before those (a rejected credential, an unusable cookie, a protocol refusal) —
+    /// here, alone; a refusal then answers instead of the request's own error.
+    async fn charge_unless_charged<T>(
+        &self,
+        charged: bool,
+        result: Result<T, ServiceError>,
+        context: &RequestContext,
+    ) -> Result<T, ServiceError> {
+        if charged {
+            return result;
+        }
+        match self
+            .limits
+            .before_request(context.client_ip.as_deref())
+            .await
+        {
+            Err(refused) if result.is_err() => Err(self.limited(refused, context)),
+            _ => result,
+        }
+    }
+
+    /// A limits refusal in the service's words, recorded as an audit event.
+    fn limited(&self, error: LimitError, context: &RequestContext) -> ServiceError {
+        match error {
+            LimitError::Limited(limited) => {
+                crate::metrics::rate_limited(limited.policy);
+                self.audit.emit("otp.rate_limited", Subject::None, || {
+                    serde_json::json!({
+                        "policy": limited.policy,
+                        "retryAfter": limited.retry_after_secs,
+                        "requestId": context.request_id,
+                    })
+                });
+                ServiceError::new(ServiceErrorKind::RateLimited(limited))
+            }
+            LimitError::NotAllowed => {
+                crate::metrics::rate_limited("group_not_allowed");
+                ServiceError::new(ServiceErrorKind::CredentialNotAllowed)
+            }
+            LimitError::Unavailable(error) => error.into(),
         }
     }
 
@@ -67,7 +256,7 @@ impl OtpService {
     }
 
     /// Whether the session store answers (for `/ready`).
-    pub async fn store_ready(&self) -> Result<(), crate::store::StoreError> {
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
         self.ids.ping().await
     }
 
@@ -81,7 +270,20 @@ impl OtpService {
         cookie: Option<&str>,
         body: &str,
         context: &RequestContext,
-    ) -> Result<SessionAnswer, ApiError> {
+    ) -> Result<SessionAnswer, ServiceError> {
+        let mut charged = false;
+        let result = self.create_once(cookie, body, context, &mut charged).await;
+        self.charge_unless_charged(charged, result, context).await
+    }
+
+    async fn create_once(
+        &self,
+        cookie: Option<&str>,
+        body: &str,
+        context: &RequestContext,
+        charged: &mut bool,
+    ) -> Result<SessionAnswer, ServiceError> {
+        let client = context.client_ip.as_deref();
         let credential = self.hooks.validate(body, context).await?;
         let now = self.now_ms();
         // An unusable cookie on create simply starts a new session.
@@ -100,11 +302,22 @@ impl OtpService {
             &mut OsCodeSource,
         )?;
         let ttl = ttl_ms(&transition.session, now);
+        *charged = true;
+        let charge = match transition.send {
+            Some(_) => {
+                let group = credential.group.as_deref().unwrap_or(&credential.channel);
+                self.limits
+                    .before_send(client, &credential.id, Some(group))
+                    .await
+            }
+            None => self.limits.before_request(client).await,
+        };
+        charge.map_err(|e| self.limited(e, context))?;
 
         match &previous {
             Some(old) => {
                 if !self.ids.replace(old.id, new_id, ttl, now).await? {
-                    return Err(invalid_cookie());
+                    return Err(ServiceError::invalid_cookie());
                 }
             }
             None => self.ids.create(new_id, ttl, now).await?,
@@ -123,7 +336,19 @@ impl OtpService {
         &self,
         cookie: Option<&str>,
         context: &RequestContext,
-    ) -> Result<SessionAnswer, ApiError> {
+    ) -> Result<SessionAnswer, ServiceError> {
+        let mut charged = false;
+        let result = self.resend_once(cookie, context, &mut charged).await;
+        self.charge_unless_charged(charged, result, context).await
+    }
+
+    async fn resend_once(
+        &self,
+        cookie: Option<&str>,
+        context: &RequestContext,
+        charged: &mut bool,
+    ) -> Result<SessionAnswer, ServiceError> {
+        let client = context.client_ip.as_deref();
         let now = self.now_ms();
         let session = self.open_required(cookie, now).await?;
         let new_id = self.ids.successor_id(Some(&session.id));
@@ -133,8 +358,23 @@ impl OtpService {
                 Err(refused) => return Err(self.refusal(&session, refused, now).await),
             };
         let ttl = ttl_ms(&transition.session, now);
+        *charged = true;
+        let charge = match transition
+            .send
+            .and_then(|send| transition.session.tokens.get(send.token))
+        {
+            // The cookie keeps no destination group: the group's lists and the fraud
+            // guard were applied when the session was created.
+            Some(token) => {
+                self.limits
+                    .before_send(client, &token.credential_id, None)
+                    .await
+            }
+            None => self.limits.before_request(client).await,
+        };
+        charge.map_err(|e| self.limited(e, context))?;
         if !self.ids.replace(session.id, new_id, ttl, now).await? {
-            return Err(invalid_cookie().with_cookie(CookieAction::Delete));
+            return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
         }
         let Some(send) = transition.send else {
             return Ok(self.seal(transition));
@@ -145,11 +385,25 @@ impl OtpService {
                 // The credential cannot receive codes: block it in this session so the
                 // client cannot keep asking, and hand back the session that says so.
                 tracing::info!(%reason, "sender: credential undeliverable on resend; token blocked");
+                if let Some(token) = transition.session.tokens.get(send.token) {
+                    self.audit.emit(
+                        "otp.session.blocked",
+                        Subject::Credential(&token.credential_id),
+                        || {
+                            serde_json::json!({
+                                "channel": token.channel,
+                                "reason": "undeliverable",
+                                "requestId": context.request_id,
+                            })
+                        },
+                    );
+                }
                 let blocked = protocol::block_current(transition, now, &self.settings);
                 let answer = self.seal(blocked);
-                Err(ApiError::new(ErrorCode::CredentialInvalid)
-                    .with_state(answer.state)
-                    .with_cookie(answer.cookie))
+                Err(ServiceError::new(ServiceErrorKind::Undeliverable {
+                    state: Some(answer.state),
+                })
+                .with_cookie(answer.cookie))
             }
             Err(error) => {
                 self.undo(Some(&session), new_id, now).await;
@@ -164,31 +418,91 @@ impl OtpService {
         cookie: Option<&str>,
         code: &str,
         context: &RequestContext,
-    ) -> Result<VerifiedAnswer, ApiError> {
+    ) -> Result<VerifiedAnswer, ServiceError> {
+        let client = context.client_ip.as_deref();
         let now = self.now_ms();
-        let session = self.open_required(cookie, now).await?;
+        let session = match self.open_required(cookie, now).await {
+            Ok(session) => session,
+            Err(error) => return self.charge_unless_charged(false, Err(error), context).await,
+        };
+        // The request's charge goes with the failure reservation (one store call).
+        let reservation = match session.current_token() {
+            Some(token) => {
+                self.limits
+                    .before_verify(client, &token.credential_id)
+                    .await
+            }
+            None => self
+                .limits
+                .before_request(client)
+                .await
+                .map(|()| Default::default()),
+        }
+        .map_err(|e| self.limited(e, context))?;
+        let result = self.verify_code(&session, code, now, context).await;
+        let guess = match &result {
+            Ok(_) => GuessOutcome::Verified,
+            // A spent cookie state replayed with a code counts as a guess too, right or
+            // wrong: otherwise old cookies would be free guesses.
+            Err(e) if e.is_wrong_code() || matches!(e.kind, ServiceErrorKind::InvalidCookie) => {
+                GuessOutcome::Failed
+            }
+            Err(_) => GuessOutcome::NoGuess,
+        };
+        self.limits.after_verify(reservation, guess).await;
+        result
+    }
+
+    /// Compares the code and acts on the outcome: the part of a verify that the failure
+    /// budgets reserve for.
+    async fn verify_code(
+        &self,
+        session: &Session,
+        code: &str,
+        now: u64,
+        context: &RequestContext,
+    ) -> Result<VerifiedAnswer, ServiceError> {
         let new_id = self.ids.successor_id(Some(&session.id));
-        let outcome = match protocol::verify(&session, new_id, code, now, &self.settings) {
+        let outcome = match protocol::verify(session, new_id, code, now, &self.settings) {
             Ok(outcome) => outcome,
-            Err(refused) => return Err(self.refusal(&session, refused, now).await),
+            Err(refused) => {
+                self.verification_failed(session, &refused, context);
+                return Err(self.refusal(session, refused, now).await);
+            }
         };
         match outcome {
             protocol::VerifyOutcome::Verified {
                 credential_id,
                 channel,
             } => {
-                if !self.ids.consume(session.id, now).await? {
-                    return Err(invalid_cookie().with_cookie(CookieAction::Delete));
+                // A spent cookie state answers as a spent cookie whatever the code, before
+                // anything else could tell a right code from a wrong one (a 503 for a
+                // busy final action would).
+                if !self.ids.contains(session.id, now).await? {
+                    return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
+                // The slot next: if the final action cannot run now (no plugin, all
+                // slots busy), the session stays as it is and the client may simply
+                // send the same code again.
+                let action = self.hooks.reserve_final_action().await?;
+                if !self.ids.consume(session.id, now).await? {
+                    return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
+                }
+                crate::metrics::verification("ok");
+                self.audit.emit(
+                    "otp.verification.succeeded",
+                    Subject::Credential(&credential_id),
+                    || serde_json::json!({ "channel": channel, "requestId": context.request_id }),
+                );
                 let credential = plugins::Credential {
                     id: credential_id,
                     channel,
+                    group: None,
                 };
-                let response = self
-                    .hooks
+                let response = action
                     .complete(&credential, context)
                     .await
-                    .map_err(|e| ApiError::from(e).with_cookie(CookieAction::Delete))?;
+                    .map_err(|e| ServiceError::from(e).with_cookie(CookieAction::Delete))?;
                 Ok(VerifiedAnswer {
                     response,
                     cookie: CookieAction::Delete,
@@ -200,11 +514,60 @@ impl OtpService {
             } => {
                 let ttl = ttl_ms(&next, now);
                 if !self.ids.replace(session.id, new_id, ttl, now).await? {
-                    return Err(invalid_cookie().with_cookie(CookieAction::Delete));
+                    return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
+                self.verification_failed(session, &error, context);
                 let cookie = self.seal_session(&next);
-                Err(ApiError::from(error).with_cookie(cookie))
+                Err(ServiceError::from(error).with_cookie(cookie))
             }
+        }
+    }
+
+    /// Records a failed verification (and the block it may have started).
+    fn verification_failed(
+        &self,
+        session: &Session,
+        error: &ProtocolError,
+        context: &RequestContext,
+    ) {
+        let Some(token) = session.current_token() else {
+            return;
+        };
+        let reason = match error {
+            ProtocolError::Incorrect(_) => "incorrect",
+            ProtocolError::TooManyAttempts(_) => "too_many_attempts",
+            ProtocolError::Expired => "expired",
+            ProtocolError::VerificationNotAllowed(_) => "not_allowed",
+            _ => "refused",
+        };
+        crate::metrics::verification(reason);
+        let subject = Subject::Credential(&token.credential_id);
+        self.audit.emit("otp.verification.failed", subject, || {
+            serde_json::json!({
+                "channel": token.channel,
+                "reason": reason,
+                "requestId": context.request_id,
+            })
+        });
+        let blocked = match error {
+            ProtocolError::TooManyAttempts(_) => Some("too_many_attempts"),
+            ProtocolError::Incorrect(state) if state.otp_blocked_until_ms.is_some() => {
+                Some("temporary")
+            }
+            _ => None,
+        };
+        if let Some(block) = blocked {
+            self.audit.emit(
+                "otp.session.blocked",
+                Subject::Credential(&token.credential_id),
+                || {
+                    serde_json::json!({
+                        "channel": token.channel,
+                        "reason": block,
+                        "requestId": context.request_id,
+                    })
+                },
+            );
         }
     }
 
@@ -220,17 +583,44 @@ impl OtpService {
                 reason: "transition named a token that does not exist".into(),
             });
         };
+        let kind = match send.kind {
+            protocol::SendKind::First => plugins::SendKind::First,
+            protocol::SendKind::Resend => plugins::SendKind::Resend,
+        };
         let delivery = CodeDelivery {
             credential_id: token.credential_id.clone(),
             channel: token.channel.clone(),
             code: token.code.clone(),
             expires_at_ms: token.expires_at_ms,
-            kind: match send.kind {
-                protocol::SendKind::First => plugins::SendKind::First,
-                protocol::SendKind::Resend => plugins::SendKind::Resend,
-            },
+            kind,
         };
-        self.hooks.send(&delivery, context).await
+        let outcome = self.hooks.send(&delivery, context).await;
+        let (event, reason) = match &outcome {
+            Ok(_) => ("otp.code.sent", None),
+            Err(HookError::Undeliverable(_)) => ("otp.code.send_failed", Some("undeliverable")),
+            Err(HookError::Unavailable(_)) => ("otp.code.send_failed", Some("unavailable")),
+            Err(HookError::Unbound(_) | HookError::Busy(_)) => {
+                ("otp.code.send_failed", Some("no_sender"))
+            }
+            Err(_) => ("otp.code.send_failed", Some("plugin_failed")),
+        };
+        crate::metrics::code_sent(&token.channel, kind.as_str(), reason.unwrap_or("ok"));
+        self.audit
+            .emit(event, Subject::Credential(&token.credential_id), || {
+                let mut data = serde_json::json!({
+                    "channel": token.channel,
+                    "kind": kind.as_str(),
+                    "requestId": context.request_id,
+                });
+                if let Some(reason) = reason {
+                    data["reason"] = reason.into();
+                }
+                if let Ok(sent) = &outcome {
+                    data["sender"] = (*sent.sender).into();
+                }
+                data
+            });
+        outcome.map(drop)
     }
 
     /// Puts the ids back as they were before a transition whose send failed, so the
@@ -250,17 +640,12 @@ impl OtpService {
     }
 
     /// The answer to a transition the protocol refused. A refusal touches no id, so
-    /// it must first make sure the cookie state is still live: a used-up state is
-    /// `OTP:INVALID_COOKIE` whatever the protocol would have said about it.
-    async fn refusal(
-        &self,
-        session: &Session,
-        refused: protocol::ProtocolError,
-        now: u64,
-    ) -> ApiError {
+    /// it must first make sure the cookie state is still live: a used-up state is an
+    /// invalid cookie whatever the protocol would have said about it.
+    async fn refusal(&self, session: &Session, refused: ProtocolError, now: u64) -> ServiceError {
         match self.ids.contains(session.id, now).await {
             Ok(true) => refused.into(),
-            Ok(false) => invalid_cookie().with_cookie(CookieAction::Delete),
+            Ok(false) => ServiceError::invalid_cookie().with_cookie(CookieAction::Delete),
             Err(error) => error.into(),
         }
     }
@@ -268,20 +653,22 @@ impl OtpService {
     /// Opens a cookie that the request must carry, without checking its id: resend and
     /// verify retire the id atomically (or, when refused, check it) afterwards, which
     /// keeps the request to one store round trip.
-    async fn open_required(&self, cookie: Option<&str>, now: u64) -> Result<Session, ApiError> {
+    async fn open_required(&self, cookie: Option<&str>, now: u64) -> Result<Session, ServiceError> {
         let Some(value) = cookie else {
-            return Err(invalid_cookie());
+            return Err(ServiceError::invalid_cookie());
         };
         match self.decrypt(value, now).await? {
             Ok(session) => Ok(session),
-            Err(Unusable::Missing) => Err(invalid_cookie()),
-            Err(Unusable::Invalid) => Err(invalid_cookie().with_cookie(CookieAction::Delete)),
+            Err(Unusable::Missing) => Err(ServiceError::invalid_cookie()),
+            Err(Unusable::Invalid) => {
+                Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete))
+            }
         }
     }
 
     /// Decrypts a cookie and checks that its id is still live. Store errors are the
     /// only `Err`; an unusable cookie is `Ok(Err(_))`.
-    async fn open(&self, value: &str, now: u64) -> Result<Result<Session, Unusable>, ApiError> {
+    async fn open(&self, value: &str, now: u64) -> Result<Result<Session, Unusable>, ServiceError> {
         let session = match self.decrypt(value, now).await? {
             Ok(session) => session,
             Err(unusable) => return Ok(Err(unusable)),
@@ -293,7 +680,11 @@ impl OtpService {
     }
 
     /// Authenticates and decodes a cookie.
-    async fn decrypt(&self, value: &str, now: u64) -> Result<Result<Session, Unusable>, ApiError> {
+    async fn decrypt(
+        &self,
+        value: &str,
+        now: u64,
+    ) -> Result<Result<Session, Unusable>, ServiceError> {
         if value.is_empty() {
             return Ok(Err(Unusable::Missing));
         }
@@ -312,15 +703,18 @@ impl OtpService {
             Ok(session) => session,
             Err(CookieError::Corrupt(id)) => {
                 // It authenticated, so it was sealed with one of our keys, yet it does
-                // not decode: either a bug or someone holding a key. Stop using that key,
-                // and end the session it claims to be.
+                // not decode: either a bug or someone holding a key. Stop using that key
+                // on every instance, and end the session it claims to be.
                 if let Some(id) = id {
                     self.ids.consume(id, now).await?;
                 }
-                tracing::warn!(
-                    "a cookie authenticated but did not decode: rotating the key-encryption key"
-                );
-                self.keys.force_rotation(now).await?;
+                if let Some(kek) = SessionCookie::key_id(value) {
+                    tracing::warn!(
+                        kek_id = %kek,
+                        "a cookie authenticated but did not decode: revoking its key-encryption key"
+                    );
+                    self.keys.revoke(&kek, now).await?;
+                }
                 return Ok(Err(Unusable::Invalid));
             }
             Err(_) => return Ok(Err(Unusable::Invalid)),
@@ -347,8 +741,4 @@ impl OtpService {
 
 fn ttl_ms(session: &Session, now: u64) -> u64 {
     session.expires_at_ms().saturating_sub(now).max(1)
-}
-
-fn invalid_cookie() -> ApiError {
-    ApiError::new(ErrorCode::InvalidCookie)
 }

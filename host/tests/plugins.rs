@@ -6,7 +6,7 @@
 //! `scripts/build-plugins.sh` (the README's test command runs it first).
 
 use otp_server::plugins::{
-    CodeDelivery, Credential, HookError, HookLimits, LoadError, LoadedPlugin, PluginRuntime,
+    CodeDelivery, Credential, Hook, HookError, HookLimits, LoadError, LoadedPlugin, PluginRuntime,
     RequestContext, RuntimeOptions, SendKind,
 };
 use std::path::PathBuf;
@@ -31,7 +31,10 @@ fn runtime() -> PluginRuntime {
         validate: limits(100),
         send: limits(1000),
         final_action: limits(1000),
-        max_concurrent_calls: 16,
+        events: limits(1000),
+        validate_slots: 16,
+        send_slots: 16,
+        final_slots: 16,
         cache_dir: Some(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-wasm-cache"),
         ),
@@ -50,6 +53,8 @@ fn ctx() -> RequestContext {
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("test".into()),
         accept_language: None,
+        request_id: "bench".into(),
+        locale: None,
     }
 }
 
@@ -69,7 +74,8 @@ async fn default_credential_accepts_what_the_reference_accepts() {
             c,
             Credential {
                 id: id.into(),
-                channel: "default".into()
+                channel: "default".into(),
+                group: None,
             },
             "{body}"
         );
@@ -86,22 +92,34 @@ async fn default_credential_accepts_what_the_reference_accepts() {
 async fn email_phone_credential_normalizes() {
     let rt = runtime();
     let p = load(&rt, "plugins/dist", "email-phone-credential");
-    for (body, id, channel) in [
+    for (body, id, channel, group) in [
         (
             "{\"email\": \" Alice@Example.COM \"}",
             "Alice@example.com",
             "email",
+            "email:example.com",
         ),
-        ("\"bob@EXAMPLE.org\"", "bob@example.org", "email"),
-        ("{\"phone\": \"+44 20 7946-0958\"}", "+442079460958", "sms"),
-        ("\"+1 (415) 555.0100\"", "+14155550100", "sms"),
+        (
+            "\"bob@EXAMPLE.org\"",
+            "bob@example.org",
+            "email",
+            "email:example.org",
+        ),
+        (
+            "{\"phone\": \"+44 20 7946-0958\"}",
+            "+442079460958",
+            "sms",
+            "sms:+44",
+        ),
+        ("\"+1 (415) 555.0100\"", "+14155550100", "sms", "sms:+1"),
     ] {
         let c = rt.validate(&p, body, &ctx()).await.unwrap();
         assert_eq!(
             c,
             Credential {
                 id: id.into(),
-                channel: channel.into()
+                channel: channel.into(),
+                group: Some(group.into()),
             },
             "{body}"
         );
@@ -136,14 +154,21 @@ async fn dev_sender_and_json_final() {
         expires_at_ms: 1_700_000_000_000,
         kind: SendKind::First,
     };
-    rt.send(&sender, &delivery, &ctx()).await.unwrap();
+    rt.send(&sender, &delivery, &ctx(), rt.send_budget(&sender))
+        .await
+        .unwrap();
 
     let finalizer = load(&rt, "plugins/dist", "json-final");
     let credential = Credential {
         id: "a\"b".into(),
         channel: "default".into(),
+        group: None,
     };
-    let r = rt.complete(&finalizer, &credential, &ctx()).await.unwrap();
+    let slot = rt.reserve(&finalizer, Hook::FinalAction).await.unwrap();
+    let r = rt
+        .complete(&finalizer, slot, &credential, &ctx())
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert!(r
         .headers
@@ -177,7 +202,7 @@ async fn roles_are_detected_from_exports() {
         "empty",
         &component("plugins/dist-fixtures", "fixture-empty"),
     ) {
-        Err(LoadError::NoHooks(_)) => {}
+        Err(LoadError::Contract(_)) => {}
         other => panic!("{other:?}"),
     }
     match rt.load("garbage", b"\0asm\x0d\0\x01\0nonsense") {

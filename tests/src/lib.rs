@@ -5,10 +5,20 @@
 //! The binary is `target/debug/otp-server` (or `$OTP_SERVER_BIN`) and the plugins are
 //! `plugins/dist`, `plugins/dist-extra` and `plugins/dist-fixtures`; the README's test
 //! command builds all of them before the tests run. [`webhook`] is a receiver for the
-//! `webhook-sender` plugin (codes are then read from what it receives); [`browser`]
+//! `webhook-sender` plugin (codes are then read from what it receives), [`providers`]
+//! fakes the APIs of the provider sender plugins, [`serve`] runs such fakes,
+//! [`redis_cluster`] starts Redis Cluster and Sentinel deployments, and [`browser`]
 //! drives headless Chromium.
+//!
+//! `OTP_BLACKBOX_STORE` picks the store of every server a test does not give one:
+//! `memory` (default), `redis` (a `redis-server` per server) or `cluster` (a Redis
+//! Cluster: the one at `OTP_BLACKBOX_CLUSTER_URL`, each server under a key prefix of
+//! its own, else a cluster per server).
 
 pub mod browser;
+pub mod providers;
+pub mod redis_cluster;
+pub mod serve;
 pub mod webhook;
 
 use std::io::{BufRead, BufReader};
@@ -57,9 +67,19 @@ pub fn plugins_check(file: &Path) -> (bool, String) {
     )
 }
 
-/// A default plugin file (`plugins/dist/NAME.wasm`).
+/// A default plugin file (`plugins/dist/NAME.wasm`). With `OTP_BLACKBOX_CONTRACT=0.1.0`,
+/// the default validator, sender and final action are their builds for contract 0.1.0
+/// (`plugins/dist-fixtures/v010-NAME.wasm`), so a suite proves 0.1.0 plugins still work.
 pub fn plugin(name: &str) -> PathBuf {
+    if contract_0_1_0() && DEFAULT_PLUGINS.contains(&name) {
+        return fixture(&format!("v010-{name}"));
+    }
     built_component("plugins/dist", name)
+}
+
+/// Whether the suite runs the default plugins as their contract 0.1.0 builds.
+pub fn contract_0_1_0() -> bool {
+    std::env::var("OTP_BLACKBOX_CONTRACT").as_deref() == Ok("0.1.0")
 }
 
 /// A test fixture plugin file (`plugins/dist-fixtures/NAME.wasm`).
@@ -113,6 +133,9 @@ pub fn install(file: &Path, dir: &Path, name: &str) {
     std::fs::copy(file, &tmp).expect("copying a plugin");
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).expect("renaming a plugin into place");
 }
+
+/// The Standard Webhooks secret of the audit sink [`ServerBuilder::event_sink`] binds.
+pub const EVENTS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The master key every test server uses in Redis mode (base64 of 32 bytes).
 pub const TEST_MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLWxvbmc=";
@@ -210,6 +233,18 @@ pub fn redis_mode() -> bool {
     std::env::var("OTP_BLACKBOX_STORE").is_ok_and(|v| v == "redis")
 }
 
+/// Whether the suite runs on a Redis Cluster (`OTP_BLACKBOX_STORE=cluster`).
+pub fn cluster_mode() -> bool {
+    std::env::var("OTP_BLACKBOX_STORE").is_ok_and(|v| v == "cluster")
+}
+
+/// A key prefix no other server of this test run uses.
+pub fn unique_prefix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("t{}-{n}:", std::process::id())
+}
+
 /// Writes the manifest `NAME.toml` into a folder atomically (write, then rename), as
 /// the README tells operators to.
 pub fn install_manifest(dir: &Path, name: &str, text: &str) {
@@ -247,6 +282,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Binds `webhook-events` as the audit sink, posting to `url` (on 127.0.0.1), signed
+    /// with [`EVENTS_SECRET`]; `outbound` adds lines to its `[outbound]` table.
+    pub fn event_sink(self, url: &str, outbound: &str) -> Self {
+        let manifest = format!(
+            "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:*\"]\n{outbound}\
+             [config]\nurl = \"{url}\"\nsecret = \"${{OTP_PLUGIN_EVENTS_SECRET}}\"\n"
+        );
+        self.plugin_as(extra("webhook-events"), "webhook-events")
+            .manifest("webhook-events", &manifest)
+            .env("OTP_PLUGIN_EVENTS_SECRET", EVENTS_SECRET)
+    }
+
     pub fn default_plugins(mut self) -> Self {
         for name in DEFAULT_PLUGINS {
             self.plugins.push((plugin(name), name.to_string()));
@@ -269,6 +316,13 @@ impl ServerBuilder {
             .env("OTP_STORE_TIMEOUT_MS", "300")
     }
 
+    /// Uses the store at `url` (a cluster or Sentinel URL) with the test master key.
+    pub fn store_url(self, url: &str) -> Self {
+        self.env("OTP_STORE", url)
+            .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
+            .env("OTP_STORE_TIMEOUT_MS", "1000")
+    }
+
     /// Uses an existing plugins folder instead of a fresh one (to restart a server on
     /// the same plugins, or run two servers on one folder).
     pub fn plugins_dir(mut self, dir: &Path) -> Self {
@@ -280,6 +334,18 @@ impl ServerBuilder {
         let own_redis = (redis_mode() && !self.store_named).then(RedisServer::start);
         if let Some(redis) = &own_redis {
             self = self.redis(redis);
+        }
+        let mut own_cluster = None;
+        if cluster_mode() && !self.store_named {
+            let url = match std::env::var("OTP_BLACKBOX_CLUSTER_URL") {
+                Ok(url) => url,
+                Err(_) => own_cluster
+                    .insert(redis_cluster::RedisCluster::start())
+                    .url(),
+            };
+            self = self
+                .store_url(&url)
+                .env("OTP_STORE_PREFIX", &unique_prefix());
         }
         let plugins_dir = match &self.plugins_dir {
             Some(dir) => dir.clone(),
@@ -298,10 +364,14 @@ impl ServerBuilder {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("OTP_LISTEN", "127.0.0.1:0")
+            .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
             .env("OTP_PLUGINS_DIR", &plugins_dir)
             .env("OTP_CACHE_DIR", &cache)
             .env("OTP_LOG", "info")
             .env("OTP_TEST_CLOCK", "1")
+            // The abuse controls would refuse the many requests other suites make from one
+            // address; the limits suite switches them on (`OTP_LIMITS_ENABLED=true`).
+            .env("OTP_LIMITS_ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -325,8 +395,10 @@ impl ServerBuilder {
         let mut server = Server {
             child,
             _redis: own_redis,
+            _cluster: own_cluster,
             log,
             base: String::new(),
+            admin_base: None,
             plugins_dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -336,22 +408,42 @@ impl ServerBuilder {
         let line = server
             .wait_for_log("otp-server listening", Duration::from_secs(60))
             .unwrap_or_else(|| panic!("the server did not start:\n{}", server.log_text()));
-        let address = line
-            .split("address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("the listening line names the address")
-            .to_string();
+        let address = log_field(&line, "address").expect("the listening line names the address");
         server.base = format!("http://{address}");
+        // Logged before the "listening" line when the admin listener is on.
+        server.admin_base = server
+            .log_lines()
+            .iter()
+            .find(|l| l.contains("admin listener"))
+            .and_then(|l| log_field(l, "address"))
+            .map(|address| format!("http://{address}"));
         server
     }
+}
+
+/// A field of a log line: `name=value` in text logs, `"name":"value"` in JSON logs.
+fn log_field(line: &str, name: &str) -> Option<String> {
+    let text = line
+        .split(&format!("{name}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next());
+    let json = || {
+        line.split(&format!("\"{name}\":\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+    };
+    text.or_else(json).map(str::to_string)
 }
 
 pub struct Server {
     child: Child,
     _redis: Option<RedisServer>,
+    _cluster: Option<redis_cluster::RedisCluster>,
     log: Arc<Log>,
     pub base: String,
+    /// The admin listener (`/metrics`, the detailed `/ready`): a free loopback port unless
+    /// the test sets `OTP_ADMIN_LISTEN` itself; `None` when it is off.
+    pub admin_base: Option<String>,
     pub plugins_dir: PathBuf,
     pub http: reqwest::Client,
 }
@@ -521,6 +613,27 @@ impl Server {
         self.request("GET", path, Body::None, None).await
     }
 
+    /// A request to the admin listener, with an optional bearer token.
+    pub async fn admin(&self, method: &str, path: &str, token: Option<&str>) -> Answer {
+        let base = self.admin_base.as_ref().expect("the admin listener is on");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = self.http.request(method, format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the admin listener answers");
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("reading the body").to_vec(),
+        }
+    }
+
+    /// The detailed readiness report (the admin listener's `/ready`).
+    pub async fn ready_details(&self) -> Answer {
+        self.admin("GET", "/ready", None).await
+    }
+
     /// Moves the server's clock forward (the server runs with `OTP_TEST_CLOCK=1`).
     pub async fn advance_clock(&self, ms: u64) {
         let answer = self
@@ -554,10 +667,22 @@ impl Server {
         needle: &str,
         timeout: Duration,
     ) -> Option<String> {
+        self.wait_for_log_line(skip, |line| line.contains(needle), timeout)
+    }
+
+    /// Waits for a log line after the first `skip` that `wanted` accepts. Lines from different
+    /// parts of the server (a plugin, the access log) arrive in their own time: wait for the
+    /// line a test is about, not for a sibling of it.
+    pub fn wait_for_log_line(
+        &self,
+        skip: usize,
+        wanted: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let mut lines = self.log.lines.lock().unwrap();
         loop {
-            if let Some(line) = lines.iter().skip(skip).find(|l| l.contains(needle)) {
+            if let Some(line) = lines.iter().skip(skip).find(|l| wanted(l)) {
                 return Some(line.clone());
             }
             let now = Instant::now();

@@ -60,7 +60,7 @@ pub struct WebhookReceiver {
     pub url: String,
     pub port: u16,
     shared: Arc<Shared>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _serving: crate::serve::Serving,
 }
 
 impl WebhookReceiver {
@@ -79,40 +79,15 @@ impl WebhookReceiver {
             record,
             ..Shared::default()
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the receiver");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let port = listener.local_addr().expect("an address").port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        std::thread::Builder::new()
-            .name("webhook-receiver".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads.max(1))
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the receiver");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    let app = axum::Router::new()
-                        .route("/hook", axum::routing::post(receive))
-                        .with_state(state);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                });
-            })
-            .expect("spawning the receiver");
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(shared.clone());
+        let serving = crate::serve::serve("webhook-receiver", app, threads);
         WebhookReceiver {
-            url: format!("http://127.0.0.1:{port}/hook"),
-            port,
+            url: format!("http://127.0.0.1:{}/hook", serving.port),
+            port: serving.port,
             shared,
-            _stop: stop,
+            _serving: serving,
         }
     }
 

@@ -67,6 +67,7 @@ fn assert_documented(doc: &Value, method: &str, path: &str, answer: &Answer) {
         "resendBlock",
         "otpBlock",
         "blocked",
+        "retryAfter",
     ];
     for key in body.as_object().unwrap().keys() {
         assert!(

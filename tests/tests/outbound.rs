@@ -19,13 +19,13 @@ fn webhook_manifest(url: &str, allow: &str) -> String {
     format!(
         "hooks = [\"sending\"]\n\
          [outbound]\nallow = [{allow}]\n\
-         [config]\nurl = \"{url}\"\nsecret = \"${{OTP_WEBHOOK_SECRET}}\"\n"
+         [config]\nurl = \"{url}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n"
     )
 }
 
 fn token_manifest(extra_config: &str) -> String {
     format!(
-        "[config]\nsecret = \"${{OTP_SESSION_SECRET}}\"\nissuer = \"https://login.example.com\"\nttl = 600\n{extra_config}"
+        "[config]\nsecret = \"${{OTP_PLUGIN_SESSION_SECRET}}\"\nissuer = \"https://login.example.com\"\nttl = 600\n{extra_config}"
     )
 }
 
@@ -40,8 +40,8 @@ fn server_with_webhook(manifest: &str, env: &[(&str, &str)]) -> Server {
             "session-token-final",
             &token_manifest("cookie = \"session\"\n"),
         )
-        .env("OTP_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("OTP_SESSION_SECRET", SESSION_SECRET);
+        .env("OTP_PLUGIN_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("OTP_PLUGIN_SESSION_SECRET", SESSION_SECRET);
     for (k, v) in env {
         builder = builder.env(k, v);
     }
@@ -78,7 +78,7 @@ async fn passwordless_login_through_a_signed_webhook_and_a_session_token() {
         &webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\""),
         &[("OTP_RESEND_COOLDOWN_SECS", "0")],
     );
-    assert_eq!(server.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(server.ready_details().await.status, StatusCode::OK);
 
     let a = server.create("\"alice@example.com\"", None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
@@ -254,7 +254,13 @@ async fn receiver_answers_and_timeouts_map_to_the_api() {
     let started = Instant::now();
     let a = server.create("\"slow2\"", None).await;
     let took = started.elapsed();
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}\n{}",
+        a.text(),
+        server.log_text()
+    );
     assert_eq!(a.error(), "SEND:UNAVAILABLE");
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
@@ -274,7 +280,7 @@ async fn a_plugin_sees_only_its_own_config_and_no_environment() {
             ),
         )
         .manifest("snoop", "[config]\nmine = \"mine\"\n")
-        .env("OTP_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("OTP_PLUGIN_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("HOME", "/home/otp")
         .start();
     let a = server.create("\"carol\"", None).await;
@@ -336,7 +342,7 @@ async fn manifest_changes_reload_the_plugin() {
     })
     .await;
     eprintln!("config change served after {took:?}");
-    let before = server.get("/ready").await.json();
+    let before = server.ready_details().await.json();
     let digest = before["plugins"]["webhook-sender"]["manifest"].clone();
     assert!(digest.is_string(), "{before}");
 
@@ -347,7 +353,7 @@ async fn manifest_changes_reload_the_plugin() {
         .wait_for_log_after(skip, "plugin manifest rejected", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("not reported:\n{}", server.log_text()));
     assert!(line.contains("webhook-sender.toml"), "{line}");
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(
         ready["rejected"]["webhook-sender"]
             .as_str()
@@ -374,12 +380,13 @@ async fn manifest_changes_reload_the_plugin() {
     let skip = server.log_len();
     server.write_manifest(
         "webhook-sender",
-        &webhook_manifest(&b_side.url, allow).replace("OTP_WEBHOOK_SECRET", "OTP_NOT_SET"),
+        &webhook_manifest(&b_side.url, allow)
+            .replace("OTP_PLUGIN_WEBHOOK_SECRET", "OTP_PLUGIN_NOT_SET"),
     );
     let line = server
         .wait_for_log_after(skip, "plugin manifest rejected", Duration::from_secs(5))
         .unwrap();
-    assert!(line.contains("OTP_NOT_SET is not set"), "{line}");
+    assert!(line.contains("OTP_PLUGIN_NOT_SET is not set"), "{line}");
 
     // An allow-list change: the same URL is now refused, within 2 s; the error is gone.
     server.write_manifest(
@@ -391,7 +398,7 @@ async fn manifest_changes_reload_the_plugin() {
     })
     .await;
     eprintln!("allow-list change served after {took:?}");
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(ready["rejected"].as_object().unwrap().is_empty(), "{ready}");
 
     // Removing the manifest leaves the plugin without config (and network): it fails
@@ -402,7 +409,7 @@ async fn manifest_changes_reload_the_plugin() {
         a.error() == "SEND:UNAVAILABLE" && server.log_text().contains("has no \"url\"")
     })
     .await;
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(
         ready["plugins"]["webhook-sender"]["manifest"].is_null(),
         "{ready}"
@@ -426,9 +433,9 @@ async fn senders_are_routed_by_channel_and_hooks_restricted() {
             &webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
                 .replace("[outbound]", "channels = [\"email\"]\n[outbound]"),
         )
-        .env("OTP_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("OTP_PLUGIN_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .start();
-    let ready = server.get("/ready").await;
+    let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
     let ready = ready.json();
     assert_eq!(

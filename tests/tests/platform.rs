@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn ready_before_and_after_the_plugins_load() {
     let server = Server::builder().start();
-    let a = server.get("/ready").await;
+    let a = server.ready_details().await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     let body = a.json();
     assert_eq!(body["ready"], false);
@@ -29,7 +29,7 @@ async fn ready_before_and_after_the_plugins_load() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        let a = server.get("/ready").await;
+        let a = server.ready_details().await;
         if a.status == StatusCode::OK {
             break a.json();
         }
@@ -55,7 +55,7 @@ async fn ambiguous_hooks_need_configuration() {
         .default_plugins()
         .plugin_as(plugin("email-phone-credential"), "email-phone-credential")
         .start();
-    let a = server.get("/ready").await;
+    let a = server.ready_details().await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     let problems = a.json()["problems"].to_string();
     assert!(problems.contains("credential-validation"), "{problems}");
@@ -65,7 +65,7 @@ async fn ambiguous_hooks_need_configuration() {
         .plugin_as(plugin("email-phone-credential"), "email-phone-credential")
         .env("OTP_HOOK_CREDENTIAL_VALIDATION", "email-phone-credential")
         .start();
-    let a = server.get("/ready").await;
+    let a = server.ready_details().await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let a = server
         .create("{\"email\": \"  Bob@Example.COM \"}", None)
@@ -155,7 +155,7 @@ async fn hot_reload_replace_corrupt_delete_readd() {
         0,
         "no call failed during reloads"
     );
-    let ready = server.get("/ready").await.json();
+    let ready = server.ready_details().await.json();
     assert!(
         ready["rejected"]["default-credential"].is_string(),
         "{ready}"
@@ -272,7 +272,7 @@ async fn sender_errors_map_to_the_api() {
     let server = Server::builder()
         .plugin_as(fixture("fixture-all"), "all")
         .start();
-    assert_eq!(server.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(server.ready_details().await.status, StatusCode::OK);
     let a = server.create("\"unavailable\"", None).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
     assert_eq!(a.error(), "SEND:UNAVAILABLE");
@@ -303,9 +303,13 @@ fn plugins_check_good_and_bad_files() {
     assert!(ok, "{text}");
     assert!(text.contains("hooks: sending"), "{text}");
     assert!(
-        text.contains("otp:plugin/log@0.1.0"),
+        text.contains("otp:plugin/log@0.2.0"),
         "lists imports: {text}"
     );
+    assert!(text.contains("contract: otp:plugin@0.2.0"), "{text}");
+    let (ok, text) = plugins_check(&fixture("v010-dev-sender"));
+    assert!(ok, "{text}");
+    assert!(text.contains("contract: otp:plugin@0.1.0"), "{text}");
     assert!(text.contains("result: accepted"), "{text}");
 
     let (ok, text) = plugins_check(&fixture("fixture-all"));
@@ -317,7 +321,10 @@ fn plugins_check_good_and_bad_files() {
 
     let (ok, text) = plugins_check(&fixture("fixture-empty"));
     assert!(!ok, "{text}");
-    assert!(text.contains("exports no otp:plugin@0.1.0 hook"), "{text}");
+    assert!(
+        text.contains("exports no otp:plugin hook of a supported version (0.1.0, 0.2.0)"),
+        "{text}"
+    );
 
     let dir = scratch_dir("check");
     let corrupt = dir.join("corrupt.wasm");
@@ -350,6 +357,7 @@ fn sigterm_shuts_down_gracefully() {
     let dir = scratch_dir("sigterm");
     let mut child = std::process::Command::new(server_binary())
         .env("OTP_LISTEN", "127.0.0.1:0")
+        .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
         .env("OTP_PLUGINS_DIR", &dir)
         .env("OTP_CACHE_DIR", "")
         .stderr(std::process::Stdio::piped())

@@ -53,7 +53,7 @@ async fn start(plugins: &[(PathBuf, &str)], hooks: &[(&str, &str)]) -> Server {
 async fn wait_ready(server: &Server, hooks: &[(&str, &str)]) {
     let deadline = Instant::now() + LOAD_TIMEOUT;
     loop {
-        let a = server.get("/ready").await;
+        let a = server.ready_details().await;
         let body = a.json();
         let bound = hooks
             .iter()
@@ -118,11 +118,11 @@ fn plugins_check_accepts_each_and_names_its_hook() {
         assert!(text.contains(&format!("hooks: {hook}\n")), "{name}: {text}");
         assert!(text.contains("result: accepted"), "{name}: {text}");
         assert!(
-            text.contains(&format!("otp:plugin/{hook}@0.1.0")),
+            text.contains(&format!("otp:plugin/{hook}@0.2.0")),
             "{name} lists its export: {text}"
         );
         assert!(
-            text.contains("otp:plugin/log@0.1.0"),
+            text.contains("otp:plugin/log@0.2.0"),
             "{name} imports log: {text}"
         );
     }
@@ -228,10 +228,12 @@ async fn py_log_sender_logs_the_message_in_the_clients_language() {
     assert!(line.contains(PY), "tagged with the plugin name: {line}");
     let code = server.wait_code("\"dan\"", 1);
     let ms = expires_at(&line);
+    // The request id (0.2.0's request-context) is the one the answer carries.
+    let request_id = a.header("x-request-id").expect("a request id");
     assert_eq!(
         after_prefix(&line, "\"dan\""),
         format!(
-            "default: {code} (first, expires at {ms}) \"Your one-time code is {code}. It expires at {} UTC.\"",
+            "default: {code} (first, expires at {ms}) \"Your one-time code is {code}. It expires at {} UTC.\" request {request_id}",
             utc_clock(ms)
         )
     );
@@ -279,6 +281,7 @@ async fn py_log_sender_logs_the_message_in_the_clients_language() {
             .await
             .expect("the server answers");
         assert_eq!(a.status(), StatusCode::OK, "{header}");
+        let request_id = a.headers()["x-request-id"].to_str().unwrap().to_string();
         let line = sender_line(&server, id, 1);
         let code = server.wait_code(id, 1);
         let ms = expires_at(&line);
@@ -287,7 +290,7 @@ async fn py_log_sender_logs_the_message_in_the_clients_language() {
             .replace("{time}", &utc_clock(ms));
         assert_eq!(
             after_prefix(&line, id),
-            format!("default: {code} (first, expires at {ms}) \"{expected}\""),
+            format!("default: {code} (first, expires at {ms}) \"{expected}\" request {request_id}"),
             "{header}"
         );
     }
@@ -392,7 +395,7 @@ async fn three_languages_serve_one_flow_together() {
 
 /// The version (`/ready`'s hash of the file) of the plugin serving `hook`.
 async fn version(server: &Server, hook: &str) -> String {
-    server.get("/ready").await.json()["hooks"][hook]["version"]
+    server.ready_details().await.json()["hooks"][hook]["version"]
         .as_str()
         .unwrap_or_default()
         .to_string()

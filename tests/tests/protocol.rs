@@ -1,8 +1,10 @@
 //! The OTP protocol over HTTP, against the real binary with the default plugins:
 //! every row of the create, resend and verify tables, the reference suite's cases,
-//! replays, switching credentials, expiry, production cookies and the body limit.
+//! replays, switching credentials, expiry, production cookies, the body limit, and a
+//! handler panic answered 500 with the server still serving.
 
 use otp_server_blackbox::{Answer, Body, Server, StatusCode};
+use std::time::Duration;
 
 const MAX_AGE_MS: u64 = 180_000;
 const COOLDOWN_MS: u64 = 30_000;
@@ -47,7 +49,7 @@ async fn create_rejects_bad_bodies_like_the_reference() {
         .request("POST", "/api/otp/create", Body::None, None)
         .await;
     assert_error(&a, StatusCode::BAD_REQUEST, "CREDENTIAL:INVALID");
-    // JSON content type but no body.
+    // JSON content type but no body: malformed JSON (400 GENERIC), as the reference says.
     let a = server
         .request(
             "POST",
@@ -56,7 +58,8 @@ async fn create_rejects_bad_bodies_like_the_reference() {
             None,
         )
         .await;
-    assert_error(&a, StatusCode::BAD_REQUEST, "CREDENTIAL:INVALID");
+    assert_error(&a, StatusCode::BAD_REQUEST, "GENERIC");
+    assert!(a.json()["message"].as_str().unwrap().contains("JSON"));
     // text/plain.
     let a = server
         .request(
@@ -603,4 +606,91 @@ async fn cors_for_the_configured_origin_only() {
         .await
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn a_handler_panic_answers_500_and_the_server_goes_on() {
+    let server = Server::with_defaults();
+    for _ in 0..3 {
+        let a = server
+            .request("POST", "/test/panic", Body::None, None)
+            .await;
+        assert_error(&a, StatusCode::INTERNAL_SERVER_ERROR, "SERVER");
+    }
+    assert!(server
+        .wait_for_log("a request handler panicked", Duration::from_secs(5))
+        .is_some());
+    let (cookie, code) = start(&server, "\"after-panic\"", "\"after-panic\"").await;
+    let v = server.verify(&code, Some(&cookie)).await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.text());
+}
+
+/// Posts `size` bytes of JSON-ish body to create over a raw connection, chunked (8 KiB
+/// chunks) or with a Content-Length, writing all of it before reading the answer, as
+/// an ordinary client does; returns the status line.
+async fn post_oversized(address: &str, size: usize, chunked: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_string()
+    } else {
+        format!("content-length: {size}")
+    };
+    let head = format!(
+        "POST /api/otp/create HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n{framing}\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b' '; 8 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        if chunked {
+            stream
+                .write_all(format!("{n:x}\r\n").as_bytes())
+                .await
+                .expect("chunk size");
+        }
+        stream
+            .write_all(&chunk[..n])
+            .await
+            .expect("the server stopped reading the body");
+        if chunked {
+            stream.write_all(b"\r\n").await.expect("chunk end");
+        }
+        left -= n;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
+    }
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .await
+        .expect("the answer is readable");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("BODY:TOO_LARGE"), "{text}");
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn oversized_bodies_chunked_or_not_get_a_readable_413() {
+    let server = Server::with_defaults();
+    let address = server.base.trim_start_matches("http://").to_string();
+    for n in 0..100 {
+        let size = 100 * 1024 + 1 + n * 9 * 1024; // 100 KiB + 1 byte … ~1 MiB
+        let chunked = n % 2 == 0;
+        let status = post_oversized(&address, size, chunked).await;
+        assert!(
+            status.starts_with("HTTP/1.1 413"),
+            "{size} bytes (chunked: {chunked}): {status}"
+        );
+    }
+    // The server still serves.
+    let (cookie, code) = start(&server, "\"after-big\"", "\"after-big\"").await;
+    assert_eq!(
+        server.verify(&code, Some(&cookie)).await.status,
+        StatusCode::OK
+    );
 }

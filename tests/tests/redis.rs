@@ -1,6 +1,7 @@
 //! Scale-out on Redis: two server processes sharing one Redis, restarts, Redis
 //! crashes, and what Redis holds. Each test starts its own `redis-server`.
 
+use aes_gcm::aead::{Aead, KeyInit};
 use base64::Engine;
 use otp_server_blackbox::{
     plugin, scratch_dir, server_binary, RedisServer, Server, StatusCode, DEFAULT_PLUGINS,
@@ -113,7 +114,7 @@ async fn redis_down_fails_closed_and_recovers() {
     let server = on(&redis, &plugins);
     let created = server.create("\"a@example.com\"", None).await;
     assert_eq!(created.status, StatusCode::OK);
-    assert_eq!(server.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(server.ready_details().await.status, StatusCode::OK);
 
     redis.stop();
     for _ in 0..3 {
@@ -129,7 +130,7 @@ async fn redis_down_fails_closed_and_recovers() {
         assert_eq!(v.error(), "STORE:UNAVAILABLE", "{}", v.text());
     }
     assert_eq!(server.get("/health").await.status, StatusCode::OK);
-    let ready = server.get("/ready").await;
+    let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["store"], "unavailable");
 
@@ -180,7 +181,22 @@ async fn redis_holds_no_credential_code_or_key() {
     let mut everything: Vec<Vec<u8>> = Vec::new();
     let mut wrapped_keks = Vec::new();
     for key in &keys {
-        let value: Vec<u8> = redis::cmd("GET").arg(key).query(&mut con).unwrap();
+        let kind: String = redis::cmd("TYPE").arg(key).query(&mut con).unwrap();
+        let value: Vec<u8> = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(key).query(&mut con).unwrap(),
+            // The key store's index and revocation list: ids and times.
+            "zset" => {
+                let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(&mut con)
+                    .unwrap();
+                members.concat()
+            }
+            other => panic!("unexpected {other} at {}", String::from_utf8_lossy(key)),
+        };
         let name = String::from_utf8_lossy(key).to_string();
         if let Some(id) = name
             .strip_prefix("otp:kek:{keys}:")
@@ -192,20 +208,34 @@ async fn redis_holds_no_credential_code_or_key() {
         everything.push(value);
     }
     assert!(!wrapped_keks.is_empty(), "the KEK is in Redis: {keys:?}");
-    // Unwrap the stored KEKs with the master key the way the server does, to know
-    // what the plaintext key looks like — and find it nowhere.
-    let master: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(TEST_MASTER_KEY)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let kw = aes_kw::KekAes256::from(master);
+    // Open the stored KEKs with the master key the way the server does (AES-256-GCM,
+    // id and creation time authenticated), to know what the plaintext key looks like —
+    // and find it nowhere.
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(TEST_MASTER_KEY)
+            .unwrap(),
+    )
+    .unwrap();
     let mut plaintext_keys = Vec::new();
-    for (_, stored) in &wrapped_keks {
-        assert_eq!(stored.len(), 48, "creation time + AES-KW output");
-        let mut key = [0u8; 32];
-        kw.unwrap(&stored[8..], &mut key)
-            .expect("wrapped with the master key");
+    for (id, stored) in &wrapped_keks {
+        assert_eq!(
+            stored.len(),
+            69,
+            "version, creation time, nonce, sealed key"
+        );
+        let mut aad = b"otp-server kek record v1".to_vec();
+        aad.extend_from_slice(&hex::decode(id).unwrap());
+        aad.extend_from_slice(&stored[1..9]);
+        let key = cipher
+            .decrypt(
+                aes_gcm::Nonce::from_slice(&stored[9..21]),
+                aes_gcm::aead::Payload {
+                    msg: &stored[21..],
+                    aad: &aad,
+                },
+            )
+            .expect("sealed with the master key");
         plaintext_keys.push(key);
     }
     let needles: Vec<Vec<u8>> = [
@@ -240,6 +270,7 @@ fn redis_mode_needs_the_right_master_key() {
         command
             .env("OTP_STORE", redis.url())
             .env("OTP_LISTEN", "127.0.0.1:0")
+            .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
             .env("OTP_PLUGINS_DIR", scratch_dir("masterkey"))
             .env("OTP_CACHE_DIR", "");
         if let Some(key) = key {

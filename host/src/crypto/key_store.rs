@@ -2,7 +2,7 @@
 //!
 //! [`KeySource`] is the synchronous view that sealing and opening use on every request.
 //! [`KeyStore`] adds what needs I/O in a shared deployment: fetching a key another
-//! instance created, rotating everywhere at once, and periodic upkeep. The in-memory
+//! instance created, revoking a key everywhere at once, and periodic upkeep. The in-memory
 //! [`KeyRing`] is its own store; the Redis-backed one lives in
 //! [`crate::store::redis`].
 
@@ -21,12 +21,19 @@ pub trait KeyStore: KeySource {
         now_ms: u64,
     ) -> Result<Option<Arc<KeyEncryptionKey>>, StoreError>;
 
-    /// Rotates now, everywhere (a cookie suggested a key may have leaked).
-    async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError>;
+    /// Stops using a key that may have leaked, on every instance sharing this store:
+    /// cookies sealed with it no longer open (their users start over); if it was the
+    /// current key, a fresh one replaces it first.
+    async fn revoke(&self, id: &KekId, now_ms: u64) -> Result<(), StoreError>;
 
     /// Periodic upkeep: rotate when due, pick up rotations done elsewhere, forget keys
     /// no live cookie can use.
     async fn maintain(&self, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Makes a fresh key current now, here and (at their next upkeep, within a second)
+    /// on every instance sharing this store. Cookies sealed before keep opening until
+    /// they expire. Returns the new key's id.
+    async fn rotate(&self, now_ms: u64) -> Result<KekId, StoreError>;
 }
 
 /// The in-memory ring with its rotation schedule.
@@ -64,8 +71,9 @@ impl KeyStore for MemoryKeyStore {
         Ok(self.ring.get(id))
     }
 
-    async fn force_rotation(&self, now_ms: u64) -> Result<(), StoreError> {
-        self.ring.rotate(now_ms);
+    async fn revoke(&self, id: &KekId, now_ms: u64) -> Result<(), StoreError> {
+        let held = self.ring.revoke(id, now_ms);
+        tracing::warn!(kek_id = %id, held, "key-encryption key revoked");
         Ok(())
     }
 
@@ -75,5 +83,46 @@ impl KeyStore for MemoryKeyStore {
         }
         self.ring.prune(now_ms);
         Ok(())
+    }
+
+    async fn rotate(&self, now_ms: u64) -> Result<KekId, StoreError> {
+        Ok(self.ring.rotate(now_ms).id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn revoking_the_current_key_replaces_it_and_forgets_it() {
+        let store = MemoryKeyStore::new(0, 180_000, 60_000);
+        let first = store.current().id();
+        store.maintain(60_000).await.unwrap();
+        let second = store.current().id();
+        assert_ne!(first, second, "rotated when due");
+        assert!(store.fetch(&first, 60_001).await.unwrap().is_some());
+
+        store.revoke(&second, 60_002).await.unwrap();
+        assert_ne!(store.current().id(), second, "a fresh key is current");
+        assert!(
+            store.get(&second).is_none(),
+            "the revoked key no longer opens"
+        );
+        assert!(store.fetch(&second, 60_003).await.unwrap().is_none());
+        assert!(store.get(&first).is_some(), "other keys are untouched");
+    }
+
+    #[tokio::test]
+    async fn a_requested_rotation_makes_a_fresh_key_current_and_keeps_the_old_one() {
+        let store = MemoryKeyStore::new(0, 180_000, 60_000);
+        let first = store.current().id();
+        let fresh = store.rotate(1_000).await.unwrap();
+        assert_ne!(fresh, first);
+        assert_eq!(store.current().id(), fresh);
+        assert!(
+            store.get(&first).is_some(),
+            "cookies sealed before still open"
+        );
     }
 }

@@ -19,5 +19,5 @@ pub use cookie::{
 };
 pub use key::{KekId, KeyEncryptionKey};
 pub use key_store::{KeyStore, MemoryKeyStore};
-pub use master::{MasterKey, MasterKeyError, WRAPPED_KEK_LEN};
+pub use master::{MasterKey, MasterKeyError, MasterKeys, KEK_RECORD_LEN};
 pub use ring::{KeyRing, KeySource};

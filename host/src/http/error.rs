@@ -1,13 +1,16 @@
-//! Every error the API can answer, and the one place where host errors become HTTP.
+//! Every error the API can answer, and the one place where service errors become HTTP.
 //!
 //! Error bodies are `{"error": CODE, "message": text}`, plus the session state fields
 //! (`expires`, `resendBlock`, `otpBlock`, `blocked`) when the error is about a session
-//! the client still holds. Internal typed errors (hooks, protocol, store, cookies) are
-//! converted here and nowhere else.
+//! the client still holds, and `retryAfter` (whole seconds) on `RATE:LIMITED`, whose
+//! answers also carry `Retry-After`, `RateLimit-Policy` and `RateLimit` headers
+//! (draft-ietf-httpapi-ratelimit-headers). The service's [`ServiceError`] and the
+//! protocol's refusals are mapped to wire codes and statuses here and nowhere else.
 
-use crate::plugins::HookError;
+use crate::limits::RateLimited;
 use crate::protocol::{ProtocolError, SessionState};
-use crate::store::StoreError;
+pub use crate::service::CookieAction;
+use crate::service::{ServiceError, ServiceErrorKind};
 use axum::http::StatusCode;
 
 /// The error codes of the API, as they appear in the `error` field.
@@ -29,6 +32,8 @@ pub enum ErrorCode {
     PluginFailed,
     PluginUnavailable,
     StoreUnavailable,
+    RateLimited,
+    CredentialNotAllowed,
 }
 
 impl ErrorCode {
@@ -50,6 +55,8 @@ impl ErrorCode {
             ErrorCode::PluginFailed => "PLUGIN:FAILED",
             ErrorCode::PluginUnavailable => "PLUGIN:UNAVAILABLE",
             ErrorCode::StoreUnavailable => "STORE:UNAVAILABLE",
+            ErrorCode::RateLimited => "RATE:LIMITED",
+            ErrorCode::CredentialNotAllowed => "CREDENTIAL:NOT_ALLOWED",
         }
     }
 
@@ -58,7 +65,9 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Incorrect
             | ErrorCode::TooManyAttempts
-            | ErrorCode::VerificationNotAllowed => StatusCode::FORBIDDEN,
+            | ErrorCode::VerificationNotAllowed
+            | ErrorCode::CredentialNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Server | ErrorCode::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::SendUnavailable
             | ErrorCode::PluginUnavailable
@@ -88,16 +97,10 @@ impl ErrorCode {
             ErrorCode::PluginFailed => "a plugin failed",
             ErrorCode::PluginUnavailable => "no plugin serves this hook right now",
             ErrorCode::StoreUnavailable => "the session store is unavailable; try again",
+            ErrorCode::RateLimited => "too many requests; try again later",
+            ErrorCode::CredentialNotAllowed => "codes cannot be sent to this destination",
         }
     }
-}
-
-/// What to do with the session cookie alongside an answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CookieAction {
-    Keep,
-    Set { value: String, expires_at_ms: u64 },
-    Delete,
 }
 
 /// An error answer: code, message, optional session state, and the cookie action.
@@ -107,6 +110,8 @@ pub struct ApiError {
     pub message: String,
     pub state: Option<SessionState>,
     pub cookie: CookieAction,
+    /// Set on `RATE:LIMITED`: the policy that refused and when to come back.
+    pub rate_limited: Option<Box<RateLimited>>,
 }
 
 impl ApiError {
@@ -116,6 +121,7 @@ impl ApiError {
             message: code.default_message().to_string(),
             state: None,
             cookie: CookieAction::Keep,
+            rate_limited: None,
         }
     }
 
@@ -142,6 +148,9 @@ impl ApiError {
         };
         body.insert("error".into(), self.code.as_str().into());
         body.insert("message".into(), self.message.clone().into());
+        if let Some(limited) = &self.rate_limited {
+            body.insert("retryAfter".into(), limited.retry_after_secs.into());
+        }
         serde_json::Value::Object(body)
     }
 }
@@ -152,37 +161,41 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
-impl From<HookError> for ApiError {
-    fn from(error: HookError) -> Self {
-        match error {
-            // The plugin's reason goes to the log, not to the client: it may reveal
-            // how validation works, and it is the operator who can act on it.
-            HookError::Rejected(reason) => {
-                tracing::info!(%reason, "credential rejected by the validation plugin");
-                ApiError::new(ErrorCode::CredentialInvalid)
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        let api = match error.kind {
+            ServiceErrorKind::InvalidCookie => ApiError::new(ErrorCode::InvalidCookie),
+            ServiceErrorKind::Refused(refused) => refused.into(),
+            ServiceErrorKind::CredentialRejected => ApiError::new(ErrorCode::CredentialInvalid),
+            ServiceErrorKind::Undeliverable { state } => {
+                let api = ApiError::new(ErrorCode::CredentialInvalid);
+                match state {
+                    Some(state) => api.with_state(state),
+                    None => api,
+                }
             }
-            HookError::Undeliverable(reason) => {
-                tracing::info!(%reason, "sender: credential undeliverable");
-                ApiError::new(ErrorCode::CredentialInvalid)
-            }
-            HookError::Unavailable(reason) => {
-                tracing::warn!(%reason, "sender unavailable");
-                ApiError::new(ErrorCode::SendUnavailable)
-            }
-            HookError::Failed { plugin, .. } => ApiError::new(ErrorCode::PluginFailed)
+            ServiceErrorKind::SendUnavailable => ApiError::new(ErrorCode::SendUnavailable),
+            ServiceErrorKind::PluginFailed { plugin } => ApiError::new(ErrorCode::PluginFailed)
                 .with_message(format!("plugin {plugin} failed")),
-            HookError::Unbound(hook) => ApiError::new(ErrorCode::PluginUnavailable)
-                .with_message(format!("no plugin serves the {hook} hook")),
-            HookError::Busy => ApiError::new(ErrorCode::PluginUnavailable)
-                .with_message("too many plugin calls are running; try again"),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        tracing::warn!(%error, "session store error");
-        ApiError::new(ErrorCode::StoreUnavailable)
+            ServiceErrorKind::PluginUnavailable { hook, busy: false } => {
+                ApiError::new(ErrorCode::PluginUnavailable)
+                    .with_message(format!("no plugin serves the {hook} hook"))
+            }
+            ServiceErrorKind::PluginUnavailable { hook, busy: true } => {
+                ApiError::new(ErrorCode::PluginUnavailable)
+                    .with_message(format!("too many {hook} calls are running; try again"))
+            }
+            ServiceErrorKind::StoreUnavailable => ApiError::new(ErrorCode::StoreUnavailable),
+            ServiceErrorKind::RateLimited(limited) => {
+                let mut api = ApiError::new(ErrorCode::RateLimited).with_message(limited.message);
+                api.rate_limited = Some(Box::new(limited));
+                api
+            }
+            ServiceErrorKind::CredentialNotAllowed => {
+                ApiError::new(ErrorCode::CredentialNotAllowed)
+            }
+        };
+        api.with_cookie(error.cookie)
     }
 }
 
@@ -201,6 +214,59 @@ impl From<ProtocolError> for ApiError {
         match error.state() {
             Some(state) => api.with_state(state.clone()),
             None => api,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_protocol_refusal_has_its_wire_code() {
+        let state = crate::protocol::SessionState {
+            expires_at_ms: 0,
+            resend_blocked_until_ms: None,
+            otp_blocked_until_ms: None,
+            blocked: false,
+        };
+        let cases = [
+            (
+                ProtocolError::InvalidCredential,
+                "CREDENTIAL:INVALID",
+                false,
+            ),
+            (
+                ProtocolError::TooManyCredentials,
+                "OTP:TOO_MANY_CREDENTIALS",
+                false,
+            ),
+            (ProtocolError::Expired, "OTP:EXPIRED", false),
+            (
+                ProtocolError::ResendNotAllowed(state.clone()),
+                "OTP:RESENT_NOT_ALLOWED",
+                true,
+            ),
+            (
+                ProtocolError::VerificationNotAllowed(state.clone()),
+                "OTP:VERIFICATION_NOT_ALLOWED",
+                true,
+            ),
+            (
+                ProtocolError::Incorrect(state.clone()),
+                "OTP:INCORRECT",
+                true,
+            ),
+            (
+                ProtocolError::TooManyAttempts(state),
+                "OTP:TOO_MANY_ATTEMPTS",
+                true,
+            ),
+        ];
+        for (error, code, has_state) in cases {
+            let api = ApiError::from(error);
+            assert_eq!(api.code.as_str(), code);
+            assert_eq!(api.state.is_some(), has_state);
         }
     }
 }

@@ -5,10 +5,15 @@
 //! plain values to the [`OtpService`](crate::service::OtpService), and render what it
 //! returns. Unknown routes and methods get 404 with an empty body.
 
+pub mod admin;
+pub mod client;
 pub mod cookie;
+pub mod edge;
 mod demo;
 pub mod error;
 mod health;
+mod locale;
+pub mod observe;
 mod otp;
 mod test_clock;
 
@@ -28,14 +33,39 @@ use std::sync::Arc;
 /// Request bodies larger than this are refused with 413 `BODY:TOO_LARGE`.
 pub const MAX_BODY: usize = 100 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, because axum clones the state for every
+/// middleware and handler of every request (cloning each field's `Arc` instead made
+/// those reference counts a measurable share of a request's CPU).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl AppState {
+    pub fn new(app: App) -> AppState {
+        AppState(Arc::new(app))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The parts of the server the HTTP layer reaches.
+pub struct App {
     pub service: Arc<OtpService>,
     pub registry: Arc<PluginRegistry>,
+    /// The audit pipeline, for its counters in `/ready`.
+    pub audit: Arc<crate::events::AuditLog>,
     pub mode: Mode,
     pub cors_origin: Option<HeaderValue>,
     pub test_clock: Option<Arc<crate::clock::OffsetClock>>,
+    /// Who the client is: the peer, or what a trusted proxy says.
+    pub clients: Arc<client::ClientAddresses>,
+    /// One access-log line per request (`access_log`).
+    pub access_log: bool,
     /// Serve the demo page (`GET /demo`).
     pub demo: bool,
 }
@@ -48,7 +78,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/otp/resend", post(otp::resend))
         .route("/api/otp/verify", post(otp::verify));
     if state.test_clock.is_some() {
-        router = router.route("/test/clock", post(test_clock::advance));
+        router = router
+            .route("/test/clock", post(test_clock::advance))
+            .route("/test/panic", post(test_clock::panic));
     }
     if state.demo {
         router = router.merge(demo::routes(state.service.settings()));
@@ -56,16 +88,40 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        // A panic in a handler answers 500 `SERVER` (and is logged) instead of dropping
+        // the connection; the server goes on serving.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers,
+        ))
+        // Outermost: the request id, span and access-log line cover everything below,
+        // a caught panic's 500 included.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
         ))
         .with_state(state)
 }
 
 async fn not_found() -> StatusCode {
     StatusCode::NOT_FOUND
+}
+
+/// The answer to a handler that panicked. The panic's message is logged (it is the
+/// server's own text, never a request's), the client gets the documented error.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    let error = ApiError::new(ErrorCode::Server);
+    (error.code.status(), axum::Json(error.body())).into_response()
 }
 
 /// Renders an error answer, with its cookie action.
@@ -75,7 +131,30 @@ pub fn error_response(error: ApiError, mode: Mode) -> Response {
     }
     let mut response = (error.code.status(), axum::Json(error.body())).into_response();
     apply_cookie(&mut response, &error.cookie, mode);
+    if let Some(limited) = &error.rate_limited {
+        rate_limit_headers(&mut response, limited);
+    }
     response
+}
+
+/// `Retry-After` and the draft-ietf-httpapi-ratelimit-headers fields of a 429:
+/// `RateLimit-Policy: "NAME";q=QUOTA;w=WINDOW` and `RateLimit: "NAME";r=0;t=SECONDS`.
+fn rate_limit_headers(response: &mut Response, limited: &crate::limits::RateLimited) {
+    let h = response.headers_mut();
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(limited.retry_after_secs),
+    );
+    let policy = format!(
+        "\"{}\";q={};w={}",
+        limited.policy, limited.quota, limited.window_secs
+    );
+    let state = format!("\"{}\";r=0;t={}", limited.policy, limited.retry_after_secs);
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            h.insert(name, value);
+        }
+    }
 }
 
 pub fn apply_cookie(response: &mut Response, action: &CookieAction, mode: Mode) {

@@ -6,6 +6,7 @@
 
 use super::cookie::read_cookie;
 use super::error::{ApiError, ErrorCode};
+use super::observe::RequestId;
 use super::{apply_cookie, error_response, AppState, MAX_BODY};
 use crate::config::Mode;
 use crate::plugins::RequestContext;
@@ -14,22 +15,30 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use std::net::SocketAddr;
 
 pub async fn create(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mode = app.mode;
     let result = async {
         let bytes = read_body(body).await?;
-        if bytes.is_empty() || !has_media_type(&headers, is_json) {
+        if !has_media_type(&headers, is_json) {
             return Err(ApiError::new(ErrorCode::CredentialInvalid).with_message(
                 "send the credential as a JSON body with Content-Type: application/json",
             ));
+        }
+        // A JSON body that is empty is malformed JSON, as the reference server says.
+        if bytes.is_empty() {
+            return Err(
+                ApiError::new(ErrorCode::Generic).with_message("malformed JSON: the body is empty")
+            );
         }
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
             return Err(
@@ -40,8 +49,13 @@ pub async fn create(
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(ErrorCode::Generic))?;
         let cookie = read_cookie(&headers, mode);
         app.service
-            .create(cookie.as_deref(), text, &context(&headers, peer))
+            .create(
+                cookie.as_deref(),
+                text,
+                &context(&app, &headers, peer, request_id),
+            )
             .await
+            .map_err(ApiError::from)
     }
     .await;
     session_response(result, mode)
@@ -50,6 +64,7 @@ pub async fn create(
 pub async fn resend(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -58,8 +73,12 @@ pub async fn resend(
         read_body(body).await?;
         let cookie = read_cookie(&headers, mode);
         app.service
-            .resend(cookie.as_deref(), &context(&headers, peer))
+            .resend(
+                cookie.as_deref(),
+                &context(&app, &headers, peer, request_id),
+            )
             .await
+            .map_err(ApiError::from)
     }
     .await;
     session_response(result, mode)
@@ -68,6 +87,7 @@ pub async fn resend(
 pub async fn verify(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -81,8 +101,13 @@ pub async fn verify(
         }
         let cookie = read_cookie(&headers, mode);
         app.service
-            .verify(cookie.as_deref(), &code, &context(&headers, peer))
+            .verify(
+                cookie.as_deref(),
+                &code,
+                &context(&app, &headers, peer, request_id),
+            )
             .await
+            .map_err(ApiError::from)
     }
     .await;
     match result {
@@ -108,22 +133,50 @@ fn session_response(result: Result<SessionAnswer, ApiError>, mode: Mode) -> Resp
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY`] bytes whether or not the
-/// client sent a `Content-Length`.
+/// client sent a `Content-Length` (chunked or not). An oversized body is read to its
+/// end and discarded (up to [`MAX_DRAIN`] bytes and [`MAX_DRAIN_TIME`]) before the 413
+/// goes out: a server that answers mid-upload and closes makes the client's next write
+/// fail, and the client never reads the answer.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => Ok(bytes),
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(ApiError::new(ErrorCode::BodyTooLarge))
-            } else {
-                Err(ApiError::new(ErrorCode::Generic)
-                    .with_message("could not read the request body"))
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::new();
+    let mut too_large = false;
+    let mut drained = 0usize;
+    let started = std::time::Instant::now();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(
+                ApiError::new(ErrorCode::Generic).with_message("could not read the request body")
+            );
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if too_large {
+            // Read and discard the rest, so the client is not cut off mid-upload and
+            // reads the 413; past the bounds the connection closes after the answer.
+            drained += data.len();
+            if drained > MAX_DRAIN || started.elapsed() > MAX_DRAIN_TIME {
+                break;
             }
+        } else if bytes.len() + data.len() > MAX_BODY {
+            too_large = true;
+            drained = bytes.len() + data.len();
+            bytes = Vec::new();
+        } else {
+            bytes.extend_from_slice(&data);
         }
     }
+    if too_large {
+        return Err(ApiError::new(ErrorCode::BodyTooLarge));
+    }
+    Ok(Bytes::from(bytes))
 }
+
+/// How much of an oversized body is read and discarded before the 413 is answered.
+const MAX_DRAIN: usize = 4 * 1024 * 1024;
+const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn invalid_format() -> ApiError {
     ApiError::new(ErrorCode::InvalidFormat)
@@ -160,17 +213,28 @@ fn is_json(media_type: &str) -> bool {
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
-fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
+fn context(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    request_id: RequestId,
+) -> RequestContext {
     let text = |name: HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(512).collect::<String>())
     };
+    let accept_language = text(header::ACCEPT_LANGUAGE);
     RequestContext {
-        client_ip: Some(peer.ip().to_string()),
+        client_ip: Some(app.clients.resolve(peer.ip(), headers).to_string()),
         user_agent: text(header::USER_AGENT),
-        accept_language: text(header::ACCEPT_LANGUAGE),
+        locale: accept_language
+            .as_deref()
+            .and_then(super::locale::preferred),
+        accept_language,
+        // Set by the `observe` middleware (a trusted proxy's, or a fresh one).
+        request_id: request_id.0,
     }
 }
 
@@ -178,12 +242,12 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> RequestContext {
 /// plugin failure, never a malformed answer; headers that would let a plugin corrupt
 /// framing or the session cookie are dropped.
 fn plugin_response(plugin: crate::plugins::PluginResponse) -> Response {
-    let Ok(status) = StatusCode::from_u16(plugin.status) else {
-        return failed_final("invalid status code");
+    // The plugin layer already refuses statuses outside 200..=599 (naming the plugin);
+    // this keeps the HTTP layer from ever sending one whatever reaches it.
+    let status = match StatusCode::from_u16(plugin.status) {
+        Ok(status) if crate::plugins::runtime::FINAL_STATUSES.contains(&plugin.status) => status,
+        _ => return failed_final("invalid status code"),
     };
-    if status.as_u16() < 200 {
-        return failed_final("invalid status code");
-    }
     let mut response = Response::new(Body::from(plugin.body));
     *response.status_mut() = status;
     for (name, value) in plugin.headers {

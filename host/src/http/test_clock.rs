@@ -1,7 +1,9 @@
-//! `POST /test/clock`: moves the server's clock forward, for black-box tests that
-//! must wait out a block, a cooldown or an expiry without sleeping.
+//! Test-only routes: `POST /test/clock` moves the server's clock forward, for black-box
+//! tests that must wait out a block, a cooldown or an expiry without sleeping;
+//! `POST /test/panic` panics in its handler, so a test can see that a panic answers
+//! 500 `SERVER` and the server goes on serving.
 //!
-//! The route exists only when `test_clock` (`OTP_TEST_CLOCK=1`) is set, which the
+//! The routes exist only when `test_clock` (`OTP_TEST_CLOCK=1`) is set, which the
 //! configuration refuses in production mode.
 
 use super::AppState;
@@ -24,4 +26,8 @@ pub async fn advance(
     Ok(Json(
         serde_json::json!({ "now": crate::clock::Clock::now_ms(&**clock) }),
     ))
+}
+
+pub async fn panic() -> StatusCode {
+    panic!("a test asked for a panic (POST /test/panic)")
 }

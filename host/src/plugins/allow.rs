@@ -8,10 +8,17 @@
 //!   any host, an IPv4 address or a bracketed IPv6 address (`[2001:db8::1]`);
 //! - `PORT` is a number, `*` for any port, or absent for the scheme's default (80, 443).
 //!
+//! An entry is the rule as a string, or a table `{ url = "RULE", private = true }` that
+//! opts that one rule into special-purpose addresses.
+//!
 //! A request is allowed when some rule matches its scheme, host and port. Independently
-//! of that, a destination whose address is loopback, private or otherwise special (see
-//! [`is_special`]) is refused unless a matching rule names that host *exactly* — a
-//! wildcard never reaches `127.0.0.1` or `10.0.0.1`, `http://127.0.0.1:*` does.
+//! of that, a destination whose address is loopback, private, link-local or otherwise
+//! special (see [`is_special`]) is refused unless the matching rule is an IP literal
+//! (`http://127.0.0.1:*`, `http://[::1]:8080`: the destination *is* that address, no DNS
+//! involved) or opts in with `private = true` (only on an exact host name). A plain host
+//! name never does, whatever its DNS says today — so a DNS change of an allowed name
+//! cannot lead a plugin to `169.254.169.254`, `10.0.0.1` or loopback — and a wildcard
+//! never does either.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -130,7 +137,61 @@ pub struct AllowRule {
     scheme: Scheme,
     host: HostPattern,
     port: PortPattern,
+    /// `private = true`: the host may resolve to special-purpose addresses.
+    private: bool,
     text: String,
+}
+
+/// An entry as written in a manifest: `"RULE"` or `{ url = "RULE", private = true }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub url: String,
+    pub private: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for AllowEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = AllowEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    r#"a string "scheme://host[:port]" or a table { url = "...", private = true }"#,
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<AllowEntry, E> {
+                Ok(AllowEntry {
+                    url: url.to_string(),
+                    private: false,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AllowEntry, A::Error> {
+                use serde::de::Error;
+                let (mut url, mut private) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "url" if url.is_none() => url = Some(map.next_value::<String>()?),
+                        "private" if private.is_none() => private = Some(map.next_value::<bool>()?),
+                        "url" | "private" => {
+                            return Err(A::Error::duplicate_field("allow entry key"))
+                        }
+                        other => return Err(A::Error::unknown_field(other, &["url", "private"])),
+                    }
+                }
+                Ok(AllowEntry {
+                    url: url.ok_or_else(|| A::Error::missing_field("url"))?,
+                    private: private.unwrap_or(false),
+                })
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
 }
 
 /// Why an allow-list entry does not parse.
@@ -142,6 +203,21 @@ pub struct RuleError {
 }
 
 impl AllowRule {
+    /// A manifest entry: the rule, opted into special-purpose addresses if it says so.
+    pub fn from_entry(entry: &AllowEntry) -> Result<AllowRule, RuleError> {
+        let mut rule = AllowRule::parse(&entry.url)?;
+        if entry.private {
+            if !matches!(rule.host, HostPattern::Exact(_)) {
+                return Err(RuleError {
+                    entry: entry.url.clone(),
+                    reason: "private = true needs one exact host, not a wildcard",
+                });
+            }
+            rule.private = true;
+        }
+        Ok(rule)
+    }
+
     pub fn parse(text: &str) -> Result<AllowRule, RuleError> {
         let fail = |reason| RuleError {
             entry: text.to_string(),
@@ -195,13 +271,19 @@ impl AllowRule {
             scheme,
             host,
             port,
+            private: false,
             text: text.to_string(),
         })
     }
 
-    /// The entry as written in the manifest.
+    /// The rule as written in the manifest.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// Whether this rule opts into special-purpose addresses with `private = true`.
+    pub fn is_private(&self) -> bool {
+        self.private
     }
 
     pub fn matches(&self, dest: &Destination) -> bool {
@@ -220,10 +302,10 @@ impl AllowRule {
             }
     }
 
-    /// Whether this rule names the destination's host exactly (no wildcard host), which is
-    /// what lets a destination reach a special-purpose address.
-    pub fn names_exactly(&self, dest: &Destination) -> bool {
-        matches!(&self.host, HostPattern::Exact(_)) && self.matches(dest)
+    /// Whether a destination matched by this rule may be a special-purpose address: the
+    /// rule is an IP literal (the destination is that very address) or opts in.
+    fn reaches_special(&self) -> bool {
+        self.private || matches!(&self.host, HostPattern::Exact(Host::Ip(_)))
     }
 }
 
@@ -250,8 +332,9 @@ fn split_host_port(text: &str) -> Option<(&str, Option<&str>)> {
 pub enum Verdict {
     /// No rule matches.
     Denied,
-    /// Allowed; special-purpose addresses only if `explicit` (a rule names the host).
-    Allowed { explicit: bool },
+    /// Allowed; to special-purpose addresses only if `special` (an IP-literal rule or
+    /// one with `private = true` matches).
+    Allowed { special: bool },
 }
 
 /// A plugin's allow-list. Empty means no outbound request is allowed.
@@ -273,6 +356,14 @@ impl AllowList {
             .map(AllowList::new)
     }
 
+    pub fn from_entries(entries: &[AllowEntry]) -> Result<AllowList, RuleError> {
+        entries
+            .iter()
+            .map(AllowRule::from_entry)
+            .collect::<Result<_, _>>()
+            .map(AllowList::new)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -283,13 +374,11 @@ impl AllowList {
 
     pub fn check(&self, dest: &Destination) -> Verdict {
         let mut verdict = Verdict::Denied;
-        for rule in &self.rules {
-            if rule.names_exactly(dest) {
-                return Verdict::Allowed { explicit: true };
+        for rule in self.rules.iter().filter(|r| r.matches(dest)) {
+            if rule.reaches_special() {
+                return Verdict::Allowed { special: true };
             }
-            if rule.matches(dest) {
-                verdict = Verdict::Allowed { explicit: false };
-            }
+            verdict = Verdict::Allowed { special: false };
         }
         verdict
     }
@@ -362,11 +451,11 @@ mod tests {
         let l = list(&["https://hooks.example.com", "http://127.0.0.1:8080"]);
         assert_eq!(
             l.check(&dest(Scheme::Https, "hooks.example.com", 443)),
-            Verdict::Allowed { explicit: true }
+            Verdict::Allowed { special: false }
         );
         assert_eq!(
             l.check(&dest(Scheme::Https, "HOOKS.Example.com.", 443)),
-            Verdict::Allowed { explicit: true },
+            Verdict::Allowed { special: false },
             "names are compared case-insensitively, without the root dot"
         );
         assert_eq!(
@@ -383,7 +472,8 @@ mod tests {
         );
         assert_eq!(
             l.check(&dest(Scheme::Http, "127.0.0.1", 8080)),
-            Verdict::Allowed { explicit: true }
+            Verdict::Allowed { special: true },
+            "an IP literal reaches that address"
         );
         assert_eq!(
             l.check(&dest(Scheme::Http, "127.0.0.1", 8081)),
@@ -396,15 +486,15 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_are_never_explicit() {
+    fn wildcards_never_reach_special_addresses() {
         let l = list(&["https://*.example.com:443", "http://*:*"]);
         assert_eq!(
             l.check(&dest(Scheme::Https, "a.example.com", 443)),
-            Verdict::Allowed { explicit: false }
+            Verdict::Allowed { special: false }
         );
         assert_eq!(
             l.check(&dest(Scheme::Https, "a.b.example.com", 443)),
-            Verdict::Allowed { explicit: false }
+            Verdict::Allowed { special: false }
         );
         assert_eq!(
             l.check(&dest(Scheme::Https, "example.com", 443)),
@@ -416,26 +506,87 @@ mod tests {
         );
         assert_eq!(
             l.check(&dest(Scheme::Http, "127.0.0.1", 9999)),
-            Verdict::Allowed { explicit: false },
+            Verdict::Allowed { special: false },
             "matched, but only by a wildcard: special addresses stay refused"
         );
         assert_eq!(
             l.check(&dest(Scheme::Http, "[::1]", 80)),
-            Verdict::Allowed { explicit: false }
+            Verdict::Allowed { special: false }
+        );
+    }
+
+    fn entry(url: &str, private: bool) -> AllowEntry {
+        AllowEntry {
+            url: url.to_string(),
+            private,
+        }
+    }
+
+    #[test]
+    fn a_host_name_reaches_special_addresses_only_when_it_opts_in() {
+        // Whatever localhost (or any name) resolves to, naming it is not enough.
+        let l = list(&["http://localhost:*", "https://hooks.example.com"]);
+        assert_eq!(
+            l.check(&dest(Scheme::Http, "localhost", 1234)),
+            Verdict::Allowed { special: false }
+        );
+        let l = AllowList::from_entries(&[
+            entry("http://*:*", false),
+            entry("http://localhost:*", true),
+        ])
+        .unwrap();
+        assert!(l.rules()[1].is_private() && !l.rules()[0].is_private());
+        assert_eq!(
+            l.check(&dest(Scheme::Http, "localhost", 1234)),
+            Verdict::Allowed { special: true },
+            "the opted-in rule wins over the wildcard"
+        );
+        assert_eq!(
+            l.check(&dest(Scheme::Http, "otherhost", 1234)),
+            Verdict::Allowed { special: false }
+        );
+        assert_eq!(
+            l.check(&dest(Scheme::Https, "localhost", 443)),
+            Verdict::Denied,
+            "the opt-in covers only what its rule matches"
         );
     }
 
     #[test]
-    fn an_exact_rule_wins_over_a_wildcard() {
-        let l = list(&["http://*:*", "http://localhost:*"]);
+    fn private_needs_an_exact_host() {
+        for url in ["http://*:*", "https://*.example.com"] {
+            let e = AllowRule::from_entry(&entry(url, true)).unwrap_err();
+            assert!(e.to_string().contains("exact host"), "{e}");
+        }
+        assert!(AllowRule::from_entry(&entry("http://10.0.0.1:8080", true)).is_ok());
+    }
+
+    #[test]
+    fn entries_deserialize_from_strings_and_tables() {
+        #[derive(serde::Deserialize)]
+        struct M {
+            allow: Vec<AllowEntry>,
+        }
+        let m: M = toml::from_str(
+            r#"allow = ["https://a.example.com", { url = "http://localhost:8080", private = true }, { url = "http://b" }]"#,
+        )
+        .unwrap();
         assert_eq!(
-            l.check(&dest(Scheme::Http, "localhost", 1234)),
-            Verdict::Allowed { explicit: true }
+            m.allow,
+            [
+                entry("https://a.example.com", false),
+                entry("http://localhost:8080", true),
+                entry("http://b", false)
+            ]
         );
-        assert_eq!(
-            l.check(&dest(Scheme::Http, "otherhost", 1234)),
-            Verdict::Allowed { explicit: false }
-        );
+        for bad in [
+            r#"allow = [{ url = "http://a", privat = true }]"#,
+            r#"allow = [{ private = true }]"#,
+            r#"allow = [{ url = "http://a", private = "yes" }]"#,
+            r#"allow = [3]"#,
+        ] {
+            assert!(toml::from_str::<M>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -443,11 +594,11 @@ mod tests {
         let l = list(&["http://[::1]:*", "https://[2001:db8::1]:8443/"]);
         assert_eq!(
             l.check(&dest(Scheme::Http, "[::1]", 3000)),
-            Verdict::Allowed { explicit: true }
+            Verdict::Allowed { special: true }
         );
         assert_eq!(
             l.check(&dest(Scheme::Https, "[2001:db8:0::1]", 8443)),
-            Verdict::Allowed { explicit: true }
+            Verdict::Allowed { special: true }
         );
     }
 

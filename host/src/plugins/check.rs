@@ -1,10 +1,15 @@
 //! `otp-server plugins check FILE.wasm`: tells a plugin author which hooks a file
-//! provides, what it imports, and why the server would reject it — before the file
-//! goes into the plugins folder. A manifest `FILE.toml` beside it is checked too
-//! (with the current environment for `${VAR}` references; values are never printed).
+//! provides, for which contract version, what it imports, and why the server would
+//! reject it — before the file goes into the plugins folder. The file is loaded through
+//! the same function the server uses ([`load_plugin`]), so a manifest `FILE.toml` beside
+//! it is checked exactly as the server would: `${VAR}` references resolve from the
+//! current environment, only for the variables the configuration makes available to
+//! plugins (`OTP_PLUGIN_*` and `plugin_env`); values are never printed.
 
+use super::load::{load_plugin, manifest_path, PluginFileError};
+use super::manifest::PluginEnv;
 use super::runtime::{LoadError, PluginRuntime, RuntimeOptions};
-use super::v0_1_0;
+use super::versions::{self, ContractVersion, DetectError};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -15,29 +20,24 @@ pub struct CheckReport {
     pub text: String,
 }
 
-pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+pub fn check_file(path: &Path, env: &PluginEnv) -> anyhow::Result<CheckReport> {
     let runtime = PluginRuntime::new(RuntimeOptions {
-        max_concurrent_calls: 1,
+        validate_slots: 1,
+        send_slots: 1,
+        final_slots: 1,
         ..RuntimeOptions::default()
     })?;
     let name = super::registry::plugin_name(path).unwrap_or_else(|| "plugin".to_string());
     let mut text = String::new();
     let _ = writeln!(text, "file: {}", path.display());
-    let loaded = runtime.load(&name, &bytes).and_then(|plugin| {
-        let manifest_path = path.with_extension("toml");
-        match std::fs::read_to_string(&manifest_path) {
-            Ok(source) => {
-                let manifest = super::manifest::Manifest::parse(
-                    &source,
-                    &|v| std::env::var(v).ok(),
-                    runtime.max_memory_bytes(),
-                )?;
+    let accepted = match load_plugin(&runtime, &name, path, env, None) {
+        Ok(plugin) => {
+            let manifest = &plugin.manifest;
+            if !manifest.digest.is_empty() {
                 let _ = writeln!(
                     text,
                     "manifest: {} (outbound: {}; config keys: {})",
-                    manifest_path.display(),
+                    manifest_path(path).display(),
                     none_if_empty(
                         manifest
                             .outbound
@@ -49,38 +49,39 @@ pub fn check_file(path: &Path) -> anyhow::Result<CheckReport> {
                     ),
                     none_if_empty(manifest.config_keys()),
                 );
-                Ok(plugin.with_manifest(manifest)?)
             }
-            Err(_) => Ok(plugin),
-        }
-    });
-    let accepted = match loaded {
-        Ok(plugin) => {
+            let _ = writeln!(text, "contract: otp:plugin@{}", plugin.contract);
             let _ = writeln!(text, "version: {}", plugin.version);
             let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
             let _ = writeln!(text, "hooks: {}", hooks.join(", "));
             list(&mut text, "imports", &plugin.imports);
             list(&mut text, "exports", &plugin.exports);
-            let unknown: Vec<&String> = plugin
+            for e in plugin
                 .exports
                 .iter()
-                .filter(|e| {
-                    v0_1_0::is_our_package(e)
-                        && !plugin.hooks.iter().any(|h| v0_1_0::export_name(*h) == **e)
-                })
-                .collect();
-            for e in unknown {
+                .filter(|e| versions::is_unknown_hook_export(e, plugin.contract))
+            {
                 let _ = writeln!(text, "note: export {e} is not a hook this server knows");
             }
             let _ = writeln!(text, "result: accepted");
             true
         }
+        Err(PluginFileError::Missing(_)) => {
+            anyhow::bail!("cannot read {}: no such file", path.display())
+        }
         Err(error) => {
-            if let LoadError::NoHooks(_) = &error {
+            if let PluginFileError::Load(LoadError::Contract(DetectError::NoHooks { .. })) = &error
+            {
+                let newest = ContractVersion::ALL[ContractVersion::ALL.len() - 1];
                 let _ = writeln!(
                     text,
                     "hint: export at least one of {}",
-                    super::Hook::ALL.map(v0_1_0::export_name).join(", ")
+                    newest
+                        .hooks()
+                        .iter()
+                        .map(|h| newest.export_name(*h))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             let _ = writeln!(text, "result: rejected: {error}");

@@ -1,10 +1,16 @@
-//! The host's own view of the three hooks, independent of any WIT version.
+//! The host's own view of the hooks, independent of any WIT version.
 //!
-//! The HTTP layer talks in these types; each supported WIT API version (see
-//! [`super::v0_1_0`]) converts them to and from its generated bindings. Keeping them
-//! apart is what lets a future `otp:plugin@0.2.0` live beside `@0.1.0`.
+//! The service talks in these types and reaches the plugins only through the [`Hooks`]
+//! trait, so its invariants (the old id retired before sending, the undo after a failed
+//! send, the final action's slot taken before the session id is spent) can be tested
+//! with a fake. Each supported WIT version (see [`super::v0_1_0`], [`super::v0_2_0`])
+//! converts these types to and from its generated bindings; fields a version does not
+//! know are dropped on the way in and absent on the way out.
 
+pub use crate::events::AuditEvent;
+use async_trait::async_trait;
 use std::fmt;
+use std::sync::Arc;
 
 /// One of the hooks a plugin can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -12,10 +18,21 @@ pub enum Hook {
     CredentialValidation,
     Sending,
     FinalAction,
+    /// The audit sink (contract 0.2.0 and later); called off the request path.
+    Events,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::CredentialValidation, Hook::Sending, Hook::FinalAction];
+    pub const ALL: [Hook; 4] = [
+        Hook::CredentialValidation,
+        Hook::Sending,
+        Hook::FinalAction,
+        Hook::Events,
+    ];
+
+    /// The hooks a server needs bound to serve OTP requests (`/ready`); the audit sink
+    /// is optional.
+    pub const REQUIRED: [Hook; 3] = [Hook::CredentialValidation, Hook::Sending, Hook::FinalAction];
 
     /// The hook's name: the WIT interface name, also used in configuration and `/ready`.
     pub fn name(self) -> &'static str {
@@ -23,6 +40,7 @@ impl Hook {
             Hook::CredentialValidation => "credential-validation",
             Hook::Sending => "sending",
             Hook::FinalAction => "final-action",
+            Hook::Events => "events",
         }
     }
 
@@ -43,6 +61,10 @@ pub struct RequestContext {
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
     pub accept_language: Option<String>,
+    /// The request's id (taken from a trusted proxy or made by the server).
+    pub request_id: String,
+    /// The best match of `Accept-Language`, e.g. `pt-BR`.
+    pub locale: Option<String>,
 }
 
 /// A credential as accepted by the validation hook.
@@ -50,6 +72,16 @@ pub struct RequestContext {
 pub struct Credential {
     pub id: String,
     pub channel: String,
+    /// The destination group for abuse limits (`sms:+44`); `None` from plugins that
+    /// give none (all of contract 0.1.0): the channel then stands for it.
+    pub group: Option<String>,
+}
+
+impl Credential {
+    /// The destination group abuse limits count per: the plugin's, else the channel.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.channel)
+    }
 }
 
 /// Whether a code is the first one for a credential or a resend.
@@ -57,6 +89,15 @@ pub struct Credential {
 pub enum SendKind {
     First,
     Resend,
+}
+
+impl SendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendKind::First => "first",
+            SendKind::Resend => "resend",
+        }
+    }
 }
 
 /// One code to deliver. Debug output redacts the code.
@@ -80,6 +121,13 @@ impl fmt::Debug for CodeDelivery {
     }
 }
 
+/// A delivered code: the sender that took it — the first of its channel's failover chain,
+/// unless that one was unavailable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub sender: Arc<str>,
+}
+
 /// The response a final-action plugin asks the server to send.
 #[derive(Clone, Debug)]
 pub struct PluginResponse {
@@ -88,7 +136,7 @@ pub struct PluginResponse {
     pub body: Vec<u8>,
 }
 
-/// How a hook call can fail. The HTTP layer maps each variant to one error code.
+/// How a hook call can fail. The service maps each variant to its own error.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     /// The validation hook rejected the credential (`CREDENTIAL:INVALID`).
@@ -107,7 +155,39 @@ pub enum HookError {
     /// No plugin serves the hook right now (`PLUGIN:UNAVAILABLE`).
     #[error("no plugin is bound to the {0} hook")]
     Unbound(Hook),
-    /// Too many hook calls are running at once to start another (`PLUGIN:UNAVAILABLE`).
-    #[error("plugin capacity exhausted")]
-    Busy,
+    /// The hook's concurrency budget is used up (`PLUGIN:UNAVAILABLE`).
+    #[error("all {0} call slots are busy")]
+    Busy(Hook),
+}
+
+/// The plugins as the service sees them. [`super::PluginRegistry`] is the real one;
+/// tests use fakes.
+#[async_trait]
+pub trait Hooks: Send + Sync + 'static {
+    /// Runs the credential-validation hook on a create request's body.
+    async fn validate(&self, body: &str, context: &RequestContext)
+        -> Result<Credential, HookError>;
+
+    /// Runs the senders of the delivery's channel in turn until one takes the code (see
+    /// [`super::PluginRegistry`] for the failover rules).
+    async fn send(
+        &self,
+        delivery: &CodeDelivery,
+        context: &RequestContext,
+    ) -> Result<Sent, HookError>;
+
+    /// Takes what a final action needs to run — the bound plugin and a call slot — so
+    /// that the caller spends the session id only once the action is sure to start.
+    async fn reserve_final_action(&self) -> Result<Box<dyn FinalAction>, HookError>;
+}
+
+/// A final action ready to run (see [`Hooks::reserve_final_action`]); dropping it
+/// gives the slot back.
+#[async_trait]
+pub trait FinalAction: Send {
+    async fn complete(
+        self: Box<Self>,
+        credential: &Credential,
+        context: &RequestContext,
+    ) -> Result<PluginResponse, HookError>;
 }

@@ -4,12 +4,21 @@
 //! serves, and per-hook limit overrides. A plugin without a manifest gets no network
 //! and no configuration.
 //!
+//! `${NAME}` reads only the variables the operator made available to plugins
+//! ([`PluginEnv`]): those named `OTP_PLUGIN_*` and those listed in the server setting
+//! `plugin_env`. `OTP_MASTER_KEY` never, even if listed; any other name rejects the
+//! manifest with a message naming the variable.
+//!
 //! ```toml
 //! hooks = ["sending"]            # bind only these of the hooks the plugin exports
 //! channels = ["email"]           # a sender serving only these channels
 //!
 //! [outbound]
-//! allow = ["https://hooks.example.com", "https://*.example.net:8443"]
+//! allow = [
+//!     "https://hooks.example.com",
+//!     "https://*.example.net:8443",
+//!     { url = "http://sms-gateway.internal:8080", private = true },  # may be a private address
+//! ]
 //! connect_timeout_ms = 3000      # defaults: 3000, 10000, 10000 ms and 1 MiB
 //! first_byte_timeout_ms = 5000
 //! total_timeout_ms = 8000
@@ -21,14 +30,14 @@
 //!
 //! [config]
 //! url = "https://hooks.example.com/otp"
-//! secret = "${WEBHOOK_SECRET}"   # resolved from the server's environment
+//! secret = "${OTP_PLUGIN_WEBHOOK_SECRET}"   # resolved from the server's environment
 //! ```
 //!
 //! Parsing is strict (unknown keys are errors) and every error names the field, so a
 //! typo never silently drops a restriction. Nothing here logs or prints a config value:
 //! the [`Debug`] output of a [`Manifest`] lists config keys only.
 
-use super::allow::{AllowList, RuleError};
+use super::allow::{AllowEntry, AllowList, RuleError};
 use super::hooks::Hook;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +56,88 @@ const MAX_RESPONSE_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
 const MAX_CONFIG_KEY: usize = 256;
 const MAX_CONFIG_VALUE: usize = 64 * 1024;
 
+/// Variables with this prefix are available to every manifest.
+pub const PLUGIN_ENV_PREFIX: &str = "OTP_PLUGIN_";
+/// The one variable no manifest may read, whatever the configuration says.
+pub const MASTER_KEY_VARIABLE: &str = "OTP_MASTER_KEY";
+
+/// Looks up a host environment variable.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The server environment variables that `${NAME}` in a manifest may read: those
+/// named `OTP_PLUGIN_*` and those the configuration lists in `plugin_env`, never
+/// `OTP_MASTER_KEY`.
+#[derive(Clone)]
+pub struct PluginEnv {
+    listed: Arc<BTreeSet<String>>,
+    lookup: EnvLookup,
+}
+
+/// Why a `plugin_env` list is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PluginEnvError {
+    #[error("lists {MASTER_KEY_VARIABLE}, which is never available to plugins")]
+    MasterKey,
+    #[error("{0:?} is not an environment variable name (letters, digits, _)")]
+    BadName(String),
+}
+
+impl PluginEnv {
+    /// The variables `listed` (and every `OTP_PLUGIN_*`), read with `lookup`.
+    pub fn new(
+        listed: impl IntoIterator<Item = String>,
+        lookup: EnvLookup,
+    ) -> Result<PluginEnv, PluginEnvError> {
+        let listed: BTreeSet<String> = listed.into_iter().collect();
+        for name in &listed {
+            if name == MASTER_KEY_VARIABLE {
+                return Err(PluginEnvError::MasterKey);
+            }
+            if !is_variable_name(name) {
+                return Err(PluginEnvError::BadName(name.clone()));
+            }
+        }
+        Ok(PluginEnv {
+            listed: Arc::new(listed),
+            lookup,
+        })
+    }
+
+    /// The variables `listed` (and every `OTP_PLUGIN_*`) of the process environment.
+    pub fn from_process(
+        listed: impl IntoIterator<Item = String>,
+    ) -> Result<PluginEnv, PluginEnvError> {
+        PluginEnv::new(listed, Arc::new(|name| std::env::var(name).ok()))
+    }
+
+    /// Whether a manifest may read `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        name != MASTER_KEY_VARIABLE
+            && (name.starts_with(PLUGIN_ENV_PREFIX) || self.listed.contains(name))
+    }
+}
+
+impl Default for PluginEnv {
+    /// Only `OTP_PLUGIN_*` of the process environment.
+    fn default() -> Self {
+        PluginEnv::from_process([]).expect("an empty list is valid")
+    }
+}
+
+impl fmt::Debug for PluginEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginEnv")
+            .field("listed", &self.listed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_variable_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Why a manifest was rejected. Messages name the field or variable, never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -58,8 +149,23 @@ pub enum ManifestError {
     Allow(#[from] RuleError),
     #[error("manifest [config] {key}: the environment variable {variable} is not set")]
     MissingVariable { key: String, variable: String },
+    #[error(
+        "manifest [config] {key}: ${{{variable}}} is not available to plugins: {}",
+        why_not_available(.variable)
+    )]
+    VariableNotAllowed { key: String, variable: String },
     #[error("manifest {field}: {message}")]
     Invalid { field: String, message: String },
+}
+
+fn why_not_available(variable: &str) -> String {
+    if variable == MASTER_KEY_VARIABLE {
+        "the master key never is".to_string()
+    } else {
+        format!(
+            "name it {PLUGIN_ENV_PREFIX}… or list it in the server setting plugin_env (OTP_PLUGIN_ENV)"
+        )
+    }
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
@@ -86,7 +192,7 @@ struct RawManifest {
 #[serde(deny_unknown_fields)]
 struct RawOutbound {
     #[serde(default)]
-    allow: Vec<String>,
+    allow: Vec<AllowEntry>,
     connect_timeout_ms: Option<u64>,
     first_byte_timeout_ms: Option<u64>,
     total_timeout_ms: Option<u64>,
@@ -165,7 +271,7 @@ impl Manifest {
     /// `max_memory_bytes` is the largest memory cap the engine was sized for.
     pub fn parse(
         text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
+        env: &PluginEnv,
         max_memory_bytes: usize,
     ) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
@@ -238,7 +344,7 @@ impl Manifest {
             }
         };
         let outbound = OutboundPolicy {
-            allow: AllowList::parse(&out.allow)?,
+            allow: AllowList::from_entries(&out.allow)?,
             connect_timeout: ms(
                 "connect_timeout_ms",
                 out.connect_timeout_ms,
@@ -396,13 +502,9 @@ impl Manifest {
 }
 
 /// Substitutes `${NAME}` with the environment variable `NAME`; `$${` stands for a
-/// literal `${`. A missing variable or a malformed reference is an error naming the
-/// config key and the variable, never the value.
-fn resolve(
-    key: &str,
-    value: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ManifestError> {
+/// literal `${`. A variable the plugin may not read, a missing one or a malformed
+/// reference is an error naming the config key and the variable, never the value.
+fn resolve(key: &str, value: &str, env: &PluginEnv) -> Result<String, ManifestError> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(at) = rest.find('$') {
@@ -419,16 +521,19 @@ fn resolve(
                 )
             })?;
             let name = &tail[..end];
-            let valid = !name.is_empty()
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
+            if !is_variable_name(name) {
                 return Err(invalid(
                     format!("[config] {key}"),
                     "${...} must name an environment variable (letters, digits, _)",
                 ));
             }
-            let resolved = env(name).ok_or_else(|| ManifestError::MissingVariable {
+            if !env.allows(name) {
+                return Err(ManifestError::VariableNotAllowed {
+                    key: key.to_string(),
+                    variable: name.to_string(),
+                });
+            }
+            let resolved = (env.lookup)(name).ok_or_else(|| ManifestError::MissingVariable {
                 key: key.to_string(),
                 variable: name.to_string(),
             })?;
@@ -449,16 +554,28 @@ mod tests {
 
     const MIB: usize = 1024 * 1024;
 
-    fn env(name: &str) -> Option<String> {
-        match name {
-            "TOKEN" => Some("s3cr3t".into()),
-            "EMPTY" => Some(String::new()),
-            _ => None,
-        }
+    /// Every variable below is set; `LISTED` is listed in `plugin_env`.
+    fn env_listing(listed: &[&str]) -> PluginEnv {
+        PluginEnv::new(
+            listed.iter().map(|s| s.to_string()),
+            Arc::new(|name| match name {
+                "OTP_PLUGIN_TOKEN" => Some("s3cr3t".into()),
+                "OTP_PLUGIN_EMPTY" => Some(String::new()),
+                "LISTED" => Some("listed-value".into()),
+                "OTP_MASTER_KEY" => Some("the-master-key".into()),
+                "HOME" => Some("/root".into()),
+                _ => None,
+            }),
+        )
+        .unwrap()
+    }
+
+    fn env() -> PluginEnv {
+        env_listing(&["LISTED"])
     }
 
     fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        Manifest::parse(text, &env, 64 * MIB)
+        Manifest::parse(text, &env(), 64 * MIB)
     }
 
     #[test]
@@ -488,7 +605,7 @@ mod tests {
             memory_mib = 16
             [config]
             url = "http://127.0.0.1/x"
-            secret = "${TOKEN}"
+            secret = "${OTP_PLUGIN_TOKEN}"
             ttl = 60
             "#,
         )
@@ -524,22 +641,26 @@ mod tests {
 
     #[test]
     fn references_resolve_from_the_environment() {
-        assert_eq!(resolve("k", "${TOKEN}", &env).unwrap(), "s3cr3t");
+        let env = env();
+        assert_eq!(resolve("k", "${OTP_PLUGIN_TOKEN}", &env).unwrap(), "s3cr3t");
         assert_eq!(
-            resolve("k", "Bearer ${TOKEN}!", &env).unwrap(),
+            resolve("k", "Bearer ${OTP_PLUGIN_TOKEN}!", &env).unwrap(),
             "Bearer s3cr3t!"
         );
-        assert_eq!(resolve("k", "a${EMPTY}b", &env).unwrap(), "ab");
+        assert_eq!(resolve("k", "a${OTP_PLUGIN_EMPTY}b", &env).unwrap(), "ab");
+        assert_eq!(resolve("k", "${LISTED}", &env).unwrap(), "listed-value");
         assert_eq!(
-            resolve("k", "$${TOKEN} costs $5", &env).unwrap(),
-            "${TOKEN} costs $5"
+            resolve("k", "$${HOME} costs $5", &env).unwrap(),
+            "${HOME} costs $5"
         );
-        let e = resolve("secret", "${NOPE}", &env).unwrap_err().to_string();
+        let e = resolve("secret", "${OTP_PLUGIN_NOPE}", &env)
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("secret") && e.contains("NOPE") && e.contains("not set"),
+            e.contains("secret") && e.contains("OTP_PLUGIN_NOPE") && e.contains("not set"),
             "{e}"
         );
-        for bad in ["${TOKEN", "${}", "${A-B}", "${1A}"] {
+        for bad in ["${OTP_PLUGIN_TOKEN", "${}", "${A-B}", "${1A}"] {
             let e = resolve("k", bad, &env).unwrap_err().to_string();
             assert!(e.contains("[config] k"), "{bad}: {e}");
         }
@@ -547,9 +668,47 @@ mod tests {
 
     #[test]
     fn a_missing_secret_rejects_the_manifest() {
-        let e = parse("[config]\nsecret = \"${NOT_SET}\"").unwrap_err();
+        let e = parse("[config]\nsecret = \"${OTP_PLUGIN_NOT_SET}\"").unwrap_err();
         assert!(matches!(e, ManifestError::MissingVariable { .. }), "{e}");
-        assert!(e.to_string().contains("NOT_SET"));
+        assert!(e.to_string().contains("OTP_PLUGIN_NOT_SET"));
+    }
+
+    #[test]
+    fn only_plugin_variables_resolve() {
+        // Set in the environment, but neither OTP_PLUGIN_* nor listed: rejected, named,
+        // and the value never appears in the message.
+        let e = parse("[config]\nhome = \"${HOME}\"").unwrap_err();
+        assert!(matches!(e, ManifestError::VariableNotAllowed { .. }), "{e}");
+        let message = e.to_string();
+        assert!(
+            message.contains("[config] home")
+                && message.contains("${HOME}")
+                && message.contains("plugin_env")
+                && !message.contains("/root"),
+            "{message}"
+        );
+        // Listed in plugin_env: resolves.
+        let m = Manifest::parse("[config]\nhome = \"${HOME}\"", &env_listing(&["HOME"]), MIB);
+        assert_eq!(m.unwrap().config_value("home"), Some("/root"));
+    }
+
+    #[test]
+    fn the_master_key_never_resolves() {
+        let e = parse("[config]\nkey = \"x${OTP_MASTER_KEY}\"").unwrap_err();
+        assert!(matches!(e, ManifestError::VariableNotAllowed { .. }), "{e}");
+        let message = e.to_string();
+        assert!(
+            message.contains("OTP_MASTER_KEY") && !message.contains("the-master-key"),
+            "{message}"
+        );
+        // Listing it is refused when the configuration is loaded.
+        let refused = PluginEnv::new(["OTP_MASTER_KEY".to_string()], Arc::new(|_| None));
+        assert_eq!(refused.unwrap_err(), PluginEnvError::MasterKey);
+        assert!(PluginEnvError::MasterKey
+            .to_string()
+            .contains("OTP_MASTER_KEY"));
+        let bad = PluginEnv::new(["A-B".to_string()], Arc::new(|_| None));
+        assert!(matches!(bad, Err(PluginEnvError::BadName(_))));
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!
 //! 1. its scheme, host and port match the plugin's allow-list (else `HTTP-request-denied`);
 //! 2. every address the host resolves to is an ordinary public address, or the
-//!    allow-list names that host exactly (else `destination-IP-prohibited`) — see
-//!    [`super::allow::is_special`];
+//!    matching rule is an IP literal or opts in with `private = true` (else
+//!    `destination-IP-prohibited`) — see [`super::allow`]; a plain host name in the
+//!    allow-list never reaches loopback, private or link-local addresses, whatever the
+//!    DNS answers;
 //! 3. it connects, within the connect timeout, to one of *those checked addresses*: the
 //!    name is resolved once, here, so DNS cannot answer differently between check and
 //!    connect. TLS still verifies the certificate against the host name.
@@ -101,15 +103,15 @@ impl WasiHttpHooks for OutboundHooks {
             let dest = destination(request.uri()).inspect_err(|_| {
                 tracing::warn!(%plugin, "outbound request refused: not an absolute http(s) URL");
             })?;
-            let explicit = match policy.allow.check(&dest) {
-                Verdict::Allowed { explicit } => explicit,
+            let special = match policy.allow.check(&dest) {
+                Verdict::Allowed { special } => special,
                 Verdict::Denied => {
                     tracing::warn!(%plugin, destination = %dest, "outbound request denied: not in the manifest's allow-list");
                     return Err(Error::HttpRequestDenied);
                 }
             };
             let timeouts = Timeouts::new(&policy, options, deadline);
-            let result = send(request, &dest, explicit, &policy, timeouts).await;
+            let result = send(request, &dest, special, &policy, timeouts).await;
             if let Err(error) = &result {
                 tracing::warn!(%plugin, destination = %dest, %error, "outbound request failed");
             }
@@ -169,7 +171,7 @@ fn destination(uri: &http::Uri) -> Result<Destination, Error> {
 async fn send(
     mut request: http::Request<WasiBody>,
     dest: &Destination,
-    explicit: bool,
+    special: bool,
     policy: &OutboundPolicy,
     t: Timeouts,
 ) -> Result<
@@ -183,7 +185,7 @@ async fn send(
     let addresses = tokio::time::timeout_at(connect_by, resolve(dest))
         .await
         .map_err(|_| Error::DnsTimeout)??;
-    if !explicit && addresses.iter().any(|a| is_special(a.ip())) {
+    if !special && addresses.iter().any(|a| is_special(a.ip())) {
         // One special address is enough to refuse: a name that mixes public and private
         // answers is exactly what a rebinding attack looks like.
         return Err(Error::DestinationIpProhibited);
@@ -461,8 +463,12 @@ mod tests {
     }
 
     fn hooks(allow: &[&str]) -> OutboundHooks {
+        hooks_for(super::super::allow::AllowList::parse(allow).unwrap())
+    }
+
+    fn hooks_for(allow: super::super::allow::AllowList) -> OutboundHooks {
         let policy = OutboundPolicy {
-            allow: super::super::allow::AllowList::parse(allow).unwrap(),
+            allow,
             ..OutboundPolicy::default()
         };
         OutboundHooks::new(
@@ -511,6 +517,13 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::HttpRequestDenied), "other port: {e}");
 
+        // A host name resolving to loopback, allowed by name but without the opt-in.
+        let mut h = hooks(&["http://localhost:*"]);
+        let e = outcome(&mut h, &format!("http://localhost:{port}/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DestinationIpProhibited), "{e}");
+
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !accepted.is_finished(),
@@ -520,21 +533,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_explicit_loopback_rule_connects() {
+    async fn an_ip_literal_or_an_opted_in_name_reaches_loopback() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                .await
-                .unwrap();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+            }
         });
         let mut h = hooks(&["http://127.0.0.1:*"]);
         assert_eq!(
             outcome(&mut h, &format!("http://127.0.0.1:{port}/x"))
+                .await
+                .unwrap(),
+            204
+        );
+        // `localhost` resolves to 127.0.0.1 here (and maybe ::1, which the connect
+        // falls back from); its entry opts in.
+        let entry = super::super::allow::AllowEntry {
+            url: "http://localhost:*".into(),
+            private: true,
+        };
+        let mut h = hooks_for(super::super::allow::AllowList::from_entries(&[entry]).unwrap());
+        assert_eq!(
+            outcome(&mut h, &format!("http://localhost:{port}/x"))
                 .await
                 .unwrap(),
             204

@@ -8,28 +8,61 @@
 //! component or its manifest — leaves the previous version of that plugin serving.
 //!
 //! Senders may be routed by channel: a sender whose manifest lists `channels` serves
-//! only those; the others serve every channel no channel-specific sender claims.
+//! only those; the others serve every channel no channel-specific sender claims. The
+//! configuration may instead name an ordered **failover chain** of senders, for every
+//! channel (`[hooks] sending = ["twilio-sms", "backup-sms"]`) or per channel
+//! (`[hooks.sending-by-channel] sms = [...]`). A send tries the chain in order: a sender
+//! that answers *unavailable* or fails (trap, deadline, memory) hands the code to the
+//! next; *undeliverable* (the destination cannot receive codes) and busy call slots end
+//! the chain, since no other sender would do better. The whole chain shares one send
+//! deadline ([`PluginRuntime::send_budget`]); each attempt also stops at its own.
+//!
+//! The registry is what the service calls hooks through ([`Hooks`]), and the sink the
+//! audit pipeline delivers to ([`EventSink`]); it reports loads and rejections as
+//! `plugin.loaded` / `plugin.rejected` audit events.
 
-use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
-use super::manifest::Manifest;
-use super::runtime::{LoadedPlugin, PluginRuntime};
+use super::hooks::{
+    CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse, RequestContext,
+    Sent,
+};
+use super::load::{load_plugin, PluginFileError};
+use super::manifest::PluginEnv;
+use super::runtime::{CallSlot, LoadedPlugin, PluginRuntime};
+use crate::events::{AuditEvent, AuditLog, EventSink, Subject};
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Looks up the host environment variables that manifests reference.
-pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// Senders in the order they are tried; never empty where the registry keeps one.
+pub type SenderChain = Arc<[Arc<LoadedPlugin>]>;
+
+/// What the configuration chose: the plugin of a hook that several plugins export, and
+/// the senders' failover chains.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookChoices {
+    /// Hook → plugin name, for every hook but `sending`.
+    pub plugins: BTreeMap<Hook, String>,
+    /// The senders of every channel without a chain of its own, in order; empty when the
+    /// configuration names none.
+    pub senders: Vec<String>,
+    /// Channel → its senders, in order.
+    pub channel_senders: BTreeMap<String, Vec<String>>,
+}
 
 /// A snapshot of the loaded plugins and the hook bindings.
 #[derive(Default)]
 pub struct RegistryState {
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
-    /// The plugin serving each hook; for `sending`, the sender of every channel that no
-    /// channel-specific sender claims.
+    /// The plugin serving each hook but `sending`.
     pub bound: BTreeMap<Hook, Arc<LoadedPlugin>>,
-    /// Channel → the sender whose manifest lists that channel.
-    pub channels: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// The senders of every channel without senders of its own.
+    pub senders: Option<SenderChain>,
+    /// Channel → its senders: the chain the configuration names for it, or the sender
+    /// whose manifest lists it. `None` when the configuration names a chain none of whose
+    /// senders serves now (the channel is then unserved, never handed to another sender).
+    pub channels: BTreeMap<String, Option<SenderChain>>,
     /// Binding problems (ambiguities, a configured plugin that is missing).
     pub problems: Vec<String>,
     /// The last load error per file name, for files that are not serving their
@@ -40,12 +73,15 @@ pub struct RegistryState {
 pub struct PluginRegistry {
     runtime: Arc<PluginRuntime>,
     dir: PathBuf,
-    /// Hook → plugin name chosen by configuration when several plugins export a hook.
-    preferences: BTreeMap<Hook, String>,
+    /// What the configuration chose: plugins for hooks several export, sender chains.
+    choices: HookChoices,
     /// Whether to warn about development-only plugins.
     production: bool,
-    /// Resolves `${NAME}` in manifests (the process environment outside tests).
-    env: EnvLookup,
+    /// Resolves `${NAME}` in manifests: `OTP_PLUGIN_*` and the variables the
+    /// configuration lists in `plugin_env`.
+    env: PluginEnv,
+    /// Where `plugin.loaded` / `plugin.rejected` go.
+    audit: Option<Arc<AuditLog>>,
     state: ArcSwap<RegistryState>,
     /// Reloads are serialized so two events for one file cannot interleave.
     reload: tokio::sync::Mutex<()>,
@@ -55,23 +91,32 @@ impl PluginRegistry {
     pub fn new(
         runtime: Arc<PluginRuntime>,
         dir: PathBuf,
-        preferences: BTreeMap<Hook, String>,
+        choices: HookChoices,
         production: bool,
     ) -> PluginRegistry {
         PluginRegistry {
             runtime,
             dir,
-            preferences,
+            choices,
             production,
-            env: Arc::new(|name| std::env::var(name).ok()),
+            env: PluginEnv::default(),
+            audit: None,
             state: ArcSwap::from_pointee(RegistryState::default()),
             reload: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Resolves manifest references with `env` instead of the process environment.
-    pub fn with_env(mut self, env: EnvLookup) -> PluginRegistry {
+    /// Resolves manifest references with `env` (by default: only `OTP_PLUGIN_*` of the
+    /// process environment).
+    pub fn with_env(mut self, env: PluginEnv) -> PluginRegistry {
         self.env = env;
+        self
+    }
+
+    /// Reports plugin loads and rejections to `audit`, and tells it whether an events
+    /// plugin is bound.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> PluginRegistry {
+        self.audit = Some(audit);
         self
     }
 
@@ -134,62 +179,36 @@ impl PluginRegistry {
         load_errors: &mut BTreeMap<String, String>,
     ) -> bool {
         let path = self.dir.join(format!("{name}.wasm"));
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if plugins.remove(name).is_some() {
-                    tracing::info!(plugin = %name, "plugin removed");
-                }
-                load_errors.remove(name);
-                return true;
-            }
-            Err(error) => {
-                tracing::error!(file = %path.display(), %error, "cannot read plugin file");
-                return false;
-            }
-        };
-        let manifest_path = self.dir.join(format!("{name}.toml"));
-        let manifest = match self.read_manifest(&manifest_path).await {
-            Ok(manifest) => manifest,
-            Err(error) => {
-                tracing::error!(
-                    file = %manifest_path.display(),
-                    %error,
-                    "plugin manifest rejected; the previous version (if any) keeps serving"
-                );
-                load_errors.insert(name.to_string(), format!("{name}.toml: {error}"));
-                return true;
-            }
-        };
         let previous = plugins.get(name).cloned();
-        let version = version_of(&bytes);
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.version == version && p.manifest.digest == manifest.digest)
-        {
-            return load_errors.remove(name).is_some();
-        }
-        let compiled = match previous.filter(|p| p.version == version) {
-            Some(same_code) => Ok(same_code),
-            None => {
-                let runtime = self.runtime.clone();
-                let plugin_name = name.to_string();
-                match tokio::task::spawn_blocking(move || runtime.load(&plugin_name, &bytes)).await
-                {
-                    Ok(loaded) => loaded.map(Arc::new),
-                    Err(join) => {
-                        tracing::error!(file = %path.display(), error = %join, "plugin load crashed");
-                        load_errors.insert(name.to_string(), "load crashed".to_string());
-                        return true;
-                    }
-                }
+        let (runtime, env, plugin_name, file) = (
+            self.runtime.clone(),
+            self.env.clone(),
+            name.to_string(),
+            path.clone(),
+        );
+        let reuse = previous.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            load_plugin(&runtime, &plugin_name, &file, &env, reuse.as_deref())
+        })
+        .await;
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(join) => {
+                tracing::error!(file = %path.display(), error = %join, "plugin load crashed");
+                load_errors.insert(name.to_string(), "load crashed".to_string());
+                return true;
             }
         };
-        let plugin = compiled.and_then(|c| c.with_manifest(manifest).map_err(Into::into));
-        match plugin {
+        match loaded {
             Ok(plugin) => {
+                if previous.as_ref().is_some_and(|p| {
+                    p.version == plugin.version && p.manifest.digest == plugin.manifest.digest
+                }) {
+                    return load_errors.remove(name).is_some();
+                }
                 tracing::info!(
                     plugin = %name,
+                    contract = %plugin.contract,
                     version = %plugin.version,
                     manifest = %plugin.manifest.digest,
                     hooks = ?plugin.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
@@ -197,14 +216,44 @@ impl PluginRegistry {
                     config_keys = ?plugin.manifest.config_keys(),
                     "plugin loaded"
                 );
+                crate::metrics::plugin_reload("ok");
+                self.audit(
+                    "plugin.loaded",
+                    name,
+                    serde_json::json!({
+                        "version": plugin.version,
+                        "contract": plugin.contract.as_str(),
+                        "hooks": plugin.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
+                    }),
+                );
                 plugins.insert(name.to_string(), Arc::new(plugin));
                 load_errors.remove(name);
             }
+            Err(PluginFileError::Missing(_)) => {
+                if plugins.remove(name).is_some() {
+                    tracing::info!(plugin = %name, "plugin removed");
+                }
+                load_errors.remove(name);
+            }
+            Err(PluginFileError::Read { path, message }) => {
+                tracing::error!(file = %path.display(), error = %message, "cannot read plugin file");
+                return false;
+            }
             Err(error) => {
+                let what = match &error {
+                    PluginFileError::Manifest { .. } => "plugin manifest rejected",
+                    _ => "plugin rejected",
+                };
                 tracing::error!(
                     file = %path.display(),
                     %error,
-                    "plugin rejected; the previous version (if any) keeps serving"
+                    "{what}; the previous version (if any) keeps serving"
+                );
+                crate::metrics::plugin_reload("rejected");
+                self.audit(
+                    "plugin.rejected",
+                    name,
+                    serde_json::json!({ "reason": error.to_string() }),
                 );
                 load_errors.insert(name.to_string(), error.to_string());
             }
@@ -212,15 +261,10 @@ impl PluginRegistry {
         true
     }
 
-    /// `NAME.toml`, or the empty manifest when there is none.
-    async fn read_manifest(&self, path: &Path) -> Result<Manifest, super::manifest::ManifestError> {
-        use super::manifest::ManifestError;
-        let text = match tokio::fs::read_to_string(path).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
-            Err(e) => return Err(ManifestError::Read(e.to_string())),
-        };
-        Manifest::parse(&text, &*self.env, self.runtime.max_memory_bytes())
+    fn audit(&self, kind: &str, plugin: &str, data: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            audit.emit(kind, Subject::Plain(plugin), || data);
+        }
     }
 
     /// Binds the hooks for a new set of plugins and swaps the new state in.
@@ -230,35 +274,41 @@ impl PluginRegistry {
         load_errors: BTreeMap<String, String>,
         previous: &RegistryState,
     ) {
-        let (bound, channels, problems) = resolve(&plugins, &self.preferences, previous);
+        let Resolved {
+            bound,
+            senders,
+            channels,
+            problems,
+        } = resolve(&plugins, &self.choices, previous);
         for problem in &problems {
             tracing::warn!("{problem}");
         }
-        self.warn_if_development_only(&bound, &channels);
-        self.state.store(Arc::new(RegistryState {
-            plugins,
-            bound,
-            channels,
-            problems,
-            load_errors,
-        }));
-    }
-
-    fn warn_if_development_only(
-        &self,
-        bound: &BTreeMap<Hook, Arc<LoadedPlugin>>,
-        channels: &BTreeMap<String, Arc<LoadedPlugin>>,
-    ) {
-        let mut senders = bound
-            .get(&Hook::Sending)
-            .into_iter()
-            .chain(channels.values());
-        if self.production && senders.any(|s| &*s.name == "dev-sender") {
+        let chains = senders.iter().chain(channels.values().flatten());
+        for chain in chains.clone().filter(|chain| chain.len() > 1) {
+            let names: Vec<&str> = chain.iter().map(|p| &*p.name).collect();
+            tracing::info!(chain = ?names, "senders fail over in this order");
+        }
+        if self.production
+            && chains
+                .flat_map(|c| c.iter())
+                .any(|s| &*s.name == "dev-sender")
+        {
             tracing::warn!(
                 "PRODUCTION MODE WITH THE dev-sender PLUGIN BOUND: codes are written to the \
                  log instead of being delivered. Remove dev-sender.wasm and install a real sender."
             );
         }
+        if let Some(audit) = &self.audit {
+            audit.set_sink_bound(bound.contains_key(&Hook::Events));
+        }
+        self.state.store(Arc::new(RegistryState {
+            plugins,
+            bound,
+            senders,
+            channels,
+            problems,
+            load_errors,
+        }));
     }
 
     fn bound(&self, hook: Hook) -> Result<Arc<LoadedPlugin>, HookError> {
@@ -270,19 +320,20 @@ impl PluginRegistry {
             .ok_or(HookError::Unbound(hook))
     }
 
-    /// The sender of a channel: the one whose manifest lists it, else the sender of
-    /// every channel.
-    fn sender_for(&self, channel: &str) -> Result<Arc<LoadedPlugin>, HookError> {
+    /// The senders of a channel: its own, else those of every channel.
+    fn senders_for(&self, channel: &str) -> Result<SenderChain, HookError> {
         let state = self.state.load();
-        state
-            .channels
-            .get(channel)
-            .or_else(|| state.bound.get(&Hook::Sending))
-            .cloned()
-            .ok_or(HookError::Unbound(Hook::Sending))
+        match state.channels.get(channel) {
+            Some(chain) => chain.clone(),
+            None => state.senders.clone(),
+        }
+        .ok_or(HookError::Unbound(Hook::Sending))
     }
+}
 
-    pub async fn validate(
+#[async_trait]
+impl Hooks for PluginRegistry {
+    async fn validate(
         &self,
         body: &str,
         context: &RequestContext,
@@ -291,22 +342,86 @@ impl PluginRegistry {
         self.runtime.validate(&plugin, body, context).await
     }
 
-    pub async fn send(
+    async fn send(
         &self,
         delivery: &CodeDelivery,
         context: &RequestContext,
-    ) -> Result<(), HookError> {
-        let plugin = self.sender_for(&delivery.channel)?;
-        self.runtime.send(&plugin, delivery, context).await
+    ) -> Result<Sent, HookError> {
+        let chain = self.senders_for(&delivery.channel)?;
+        let until = std::time::Instant::now() + self.runtime.send_budget(&chain[0]);
+        let mut senders = chain.iter().peekable();
+        while let Some(sender) = senders.next() {
+            let budget = until.saturating_duration_since(std::time::Instant::now());
+            let error = match self.runtime.send(sender, delivery, context, budget).await {
+                Ok(()) => {
+                    return Ok(Sent {
+                        sender: sender.name.clone(),
+                    })
+                }
+                Err(error) => error,
+            };
+            let next = senders.peek().filter(|_| std::time::Instant::now() < until);
+            match (&error, next) {
+                (HookError::Unavailable(_) | HookError::Failed { .. }, Some(next)) => {
+                    tracing::warn!(
+                        plugin = %sender.name,
+                        channel = %delivery.channel,
+                        next = %next.name,
+                        %error,
+                        "sender did not deliver; failing over to the next sender"
+                    );
+                }
+                _ => return Err(error),
+            }
+        }
+        unreachable!("a chain is never empty and its last sender returns")
     }
 
-    pub async fn complete(
-        &self,
+    async fn reserve_final_action(&self) -> Result<Box<dyn FinalAction>, HookError> {
+        let plugin = self.bound(Hook::FinalAction)?;
+        let slot = self.runtime.reserve(&plugin, Hook::FinalAction).await?;
+        Ok(Box::new(ReservedFinalAction {
+            runtime: self.runtime.clone(),
+            plugin,
+            slot,
+        }))
+    }
+}
+
+/// A final action with its plugin and call slot already taken.
+struct ReservedFinalAction {
+    runtime: Arc<PluginRuntime>,
+    plugin: Arc<LoadedPlugin>,
+    slot: CallSlot,
+}
+
+#[async_trait]
+impl FinalAction for ReservedFinalAction {
+    async fn complete(
+        self: Box<Self>,
         credential: &Credential,
         context: &RequestContext,
     ) -> Result<PluginResponse, HookError> {
-        let plugin = self.bound(Hook::FinalAction)?;
-        self.runtime.complete(&plugin, credential, context).await
+        let ReservedFinalAction {
+            runtime,
+            plugin,
+            slot,
+        } = *self;
+        runtime.complete(&plugin, slot, credential, context).await
+    }
+}
+
+#[async_trait]
+impl EventSink for PluginRegistry {
+    async fn deliver(&self, batch: &[AuditEvent]) -> Result<bool, String> {
+        let Ok(plugin) = self.bound(Hook::Events) else {
+            return Ok(false);
+        };
+        self.runtime
+            .deliver(&plugin, batch)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -332,57 +447,73 @@ fn name_with_extension(path: &Path, extension: &str) -> Option<String> {
     Some(stem.to_string())
 }
 
-fn version_of(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(bytes)[..6])
+/// The bindings [`resolve`] decides.
+struct Resolved {
+    bound: BTreeMap<Hook, Arc<LoadedPlugin>>,
+    senders: Option<SenderChain>,
+    channels: BTreeMap<String, Option<SenderChain>>,
+    problems: Vec<String>,
 }
 
-/// Decides which plugin serves each hook, and which sender each channel.
+/// Decides which plugin serves each hook, and which senders each channel.
 ///
-/// Senders whose manifest lists `channels` serve those channels only; two claiming the
-/// same channel are an ambiguity (the previous one stays, if still loaded). For each
-/// hook, the plugins serving it without such a restriction are the candidates: one is
-/// bound; with several, the configured preference decides; without one, the previous
-/// binding stays (if that plugin is still loaded) and the ambiguity is reported. A
-/// configured plugin that is missing leaves the hook unbound.
-type Bindings = (
-    BTreeMap<Hook, Arc<LoadedPlugin>>,
-    BTreeMap<String, Arc<LoadedPlugin>>,
-    Vec<String>,
-);
-
+/// Senders: a channel the configuration names a chain for gets the members of that chain
+/// that are loaded, export `sending` and serve the channel (a member that does not is
+/// reported and skipped; none at all leaves the channel unserved). A sender whose
+/// manifest lists `channels` serves those (two claiming one channel are an ambiguity: the
+/// previous one stays, if still loaded). Every other channel gets the configured chain
+/// `hooks.sending` (from the senders without `channels`), or the one sender without
+/// `channels`.
+///
+/// Other hooks: the plugins serving the hook are the candidates: one is bound; with
+/// several, the configured choice decides; without one, the previous binding stays (if
+/// that plugin is still loaded) and the ambiguity is reported. A configured plugin that
+/// is missing leaves the hook unbound.
 fn resolve(
     plugins: &BTreeMap<String, Arc<LoadedPlugin>>,
-    preferences: &BTreeMap<Hook, String>,
+    choices: &HookChoices,
     previous: &RegistryState,
-) -> Bindings {
-    let mut bound = BTreeMap::new();
+) -> Resolved {
     let mut problems = Vec::new();
-
-    let mut claims: BTreeMap<&str, Vec<&Arc<LoadedPlugin>>> = BTreeMap::new();
-    for plugin in plugins
+    let senders: Vec<&Arc<LoadedPlugin>> = plugins
         .values()
         .filter(|p| p.hooks.contains(&Hook::Sending))
-    {
+        .collect();
+
+    let mut channels = BTreeMap::new();
+    for (channel, names) in &choices.channel_senders {
+        let label = format!("hooks.sending-by-channel.{channel}");
+        let chain = chain_of(&senders, names, Some(channel), &label, &mut problems);
+        if chain.is_none() {
+            problems.push(format!(
+                "channel {channel}: none of the senders {label} names serves it; its codes are not sent"
+            ));
+        }
+        channels.insert(channel.clone(), chain);
+    }
+    let mut claims: BTreeMap<&str, Vec<&Arc<LoadedPlugin>>> = BTreeMap::new();
+    for plugin in &senders {
         for channel in plugin.manifest.channels.iter().flatten() {
-            claims.entry(channel.as_str()).or_default().push(plugin);
+            if !choices.channel_senders.contains_key(channel) {
+                claims.entry(channel.as_str()).or_default().push(plugin);
+            }
         }
     }
-    let mut channels = BTreeMap::new();
     for (channel, claimants) in claims {
         match claimants.as_slice() {
             [only] => {
-                channels.insert(channel.to_string(), (*only).clone());
+                channels.insert(channel.to_string(), Some(Arc::from([(*only).clone()])));
             }
             several => {
                 let names: Vec<&str> = several.iter().map(|p| &*p.name).collect();
                 let kept = previous
                     .channels
                     .get(channel)
-                    .and_then(|prev| several.iter().find(|p| p.name == prev.name));
+                    .and_then(Option::as_ref)
+                    .and_then(|prev| several.iter().find(|p| p.name == prev[0].name));
                 let outcome = match kept {
                     Some(p) => {
-                        channels.insert(channel.to_string(), (*p).clone());
+                        channels.insert(channel.to_string(), Some(Arc::from([(*p).clone()])));
                         format!("keeping {}", p.name)
                     }
                     None => "no sender serves it".to_string(),
@@ -395,49 +526,123 @@ fn resolve(
         }
     }
 
-    for hook in Hook::ALL {
+    let every_channel: Vec<&Arc<LoadedPlugin>> = senders
+        .iter()
+        .copied()
+        .filter(|p| p.manifest.channels.is_none())
+        .collect();
+    let default_senders = if choices.senders.is_empty() {
+        pick(
+            Hook::Sending,
+            &every_channel,
+            previous.senders.as_ref().map(|chain| &chain[0]),
+            &mut problems,
+        )
+        .map(|p| Arc::from([p]))
+    } else {
+        let chain = chain_of(
+            &senders,
+            &choices.senders,
+            None,
+            "hooks.sending",
+            &mut problems,
+        );
+        if chain.is_none() {
+            problems.push(
+                "hook sending: none of the senders hooks.sending names is loaded; \
+                 channels without senders of their own are not served"
+                    .to_string(),
+            );
+        }
+        chain
+    };
+
+    let mut bound = BTreeMap::new();
+    for hook in Hook::ALL.into_iter().filter(|h| *h != Hook::Sending) {
         let candidates: Vec<&Arc<LoadedPlugin>> = plugins
             .values()
-            .filter(|p| p.hooks.contains(&hook) && p.manifest.channels.is_none())
+            .filter(|p| p.hooks.contains(&hook))
             .collect();
-        if let Some(wanted) = preferences.get(&hook) {
-            match candidates.iter().find(|p| &*p.name == wanted) {
-                Some(p) => {
-                    bound.insert(hook, (*p).clone());
+        let chosen = match choices.plugins.get(&hook) {
+            Some(wanted) => {
+                let found = candidates.iter().find(|p| &*p.name == wanted);
+                if found.is_none() {
+                    problems.push(format!(
+                        "hook {hook}: the configured plugin {wanted:?} is not loaded or does not export it"
+                    ));
                 }
-                None => problems.push(format!(
-                    "hook {hook}: the configured plugin {wanted:?} is not loaded, does not export it, or serves only some channels"
-                )),
+                found.map(|p| (*p).clone())
             }
-            continue;
-        }
-        match candidates.as_slice() {
-            [] => {}
-            [only] => {
-                bound.insert(hook, (*only).clone());
-            }
-            several => {
-                let names: Vec<&str> = several.iter().map(|p| &*p.name).collect();
-                let kept = previous
-                    .bound
-                    .get(&hook)
-                    .and_then(|prev| several.iter().find(|p| p.name == prev.name));
-                match kept {
-                    Some(p) => {
-                        bound.insert(hook, (*p).clone());
-                        problems.push(format!(
-                            "hook {hook}: exported by {}; keeping {} — name one in the configuration (hooks.{hook})",
-                            names.join(", "),
-                            p.name
-                        ));
-                    }
-                    None => problems.push(format!(
-                        "hook {hook}: exported by {}; name one in the configuration (hooks.{hook})",
-                        names.join(", ")
-                    )),
-                }
-            }
+            None => pick(hook, &candidates, previous.bound.get(&hook), &mut problems),
+        };
+        if let Some(plugin) = chosen {
+            bound.insert(hook, plugin);
         }
     }
-    (bound, channels, problems)
+    Resolved {
+        bound,
+        senders: default_senders,
+        channels,
+        problems,
+    }
+}
+
+/// The one candidate for `hook`; with several, the previously bound one if it is among
+/// them (and the ambiguity reported either way).
+fn pick(
+    hook: Hook,
+    candidates: &[&Arc<LoadedPlugin>],
+    previous: Option<&Arc<LoadedPlugin>>,
+    problems: &mut Vec<String>,
+) -> Option<Arc<LoadedPlugin>> {
+    match candidates {
+        [] => None,
+        [only] => Some((*only).clone()),
+        several => {
+            let names: Vec<&str> = several.iter().map(|p| &*p.name).collect();
+            let kept = previous.and_then(|prev| several.iter().find(|p| p.name == prev.name));
+            let outcome = match kept {
+                Some(p) => format!("keeping {} — name one", p.name),
+                None => "name one".to_string(),
+            };
+            problems.push(format!(
+                "hook {hook}: exported by {}; {outcome} in the configuration (hooks.{hook})",
+                names.join(", ")
+            ));
+            kept.map(|p| (*p).clone())
+        }
+    }
+}
+
+/// The senders `names` lists that are loaded and serve `channel` (or, for `None`, every
+/// channel), in order; a listed sender that does not is reported. `None` when none does.
+fn chain_of(
+    senders: &[&Arc<LoadedPlugin>],
+    names: &[String],
+    channel: Option<&str>,
+    label: &str,
+    problems: &mut Vec<String>,
+) -> Option<SenderChain> {
+    let mut chain = Vec::with_capacity(names.len());
+    for name in names {
+        let sender = senders.iter().find(|p| &*p.name == name);
+        match (sender, channel) {
+            (Some(sender), Some(channel)) if sender.manifest.serves_channel(channel) => {
+                chain.push((*sender).clone())
+            }
+            (Some(sender), None) if sender.manifest.channels.is_none() => {
+                chain.push((*sender).clone())
+            }
+            (Some(_), Some(channel)) => problems.push(format!(
+                "{label}: sender {name:?} does not serve channel {channel} (its manifest's channels); skipped"
+            )),
+            (Some(_), None) => problems.push(format!(
+                "{label}: sender {name:?} serves only the channels its manifest lists; name it under hooks.sending-by-channel; skipped"
+            )),
+            (None, _) => problems.push(format!(
+                "{label}: sender {name:?} is not loaded or does not export the sending hook; skipped"
+            )),
+        }
+    }
+    (!chain.is_empty()).then(|| SenderChain::from(chain))
 }

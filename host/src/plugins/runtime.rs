@@ -1,20 +1,27 @@
 //! The WebAssembly runtime: one wasmtime `Engine`, compiling plugins, and running
-//! one hook call under its deadline and memory cap.
+//! one hook call under its deadline, memory cap and concurrency budget.
 //!
 //! The engine uses the pooling allocator (instantiation is a few microseconds) and
 //! epoch interruption: a ticker thread advances the epoch every [`TICK`], each call
 //! yields to the async runtime at every tick and is interrupted once its deadline has
 //! passed. A trap, a timeout or a memory blow-up fails only that call.
+//!
+//! Each hook has a budget of call slots of its own, so a flood of sends waiting on a
+//! slow provider cannot take the slots a final action needs. A call takes its slot
+//! before it starts ([`PluginRuntime::reserve`]); the verify path reserves the final
+//! action's slot before it spends the session id.
 
-use super::hooks::{CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext};
+use super::hooks::{
+    AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext,
+};
 use super::manifest::{Manifest, ManifestError};
 use super::store::PluginState;
-use super::v0_1_0;
-use sha2::{Digest, Sha256};
+use super::text::loggable;
+use super::versions::{self, Bindings, ContractVersion, DetectError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
@@ -42,8 +49,12 @@ pub struct RuntimeOptions {
     pub validate: HookLimits,
     pub send: HookLimits,
     pub final_action: HookLimits,
-    /// How many hook calls may run at once; further calls wait for a slot.
-    pub max_concurrent_calls: u32,
+    pub events: HookLimits,
+    /// How many calls of each hook may run at once; further calls wait for a slot (at
+    /// most until their deadline). The audit sink always runs one call at a time.
+    pub validate_slots: u32,
+    pub send_slots: u32,
+    pub final_slots: u32,
     /// Where compiled plugins are cached across restarts; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
 }
@@ -54,7 +65,19 @@ impl RuntimeOptions {
             Hook::CredentialValidation => self.validate,
             Hook::Sending => self.send,
             Hook::FinalAction => self.final_action,
+            Hook::Events => self.events,
         }
+    }
+
+    /// The concurrency budget of a hook.
+    pub fn slots(&self, hook: Hook) -> u32 {
+        match hook {
+            Hook::CredentialValidation => self.validate_slots,
+            Hook::Sending => self.send_slots,
+            Hook::FinalAction => self.final_slots,
+            Hook::Events => 1,
+        }
+        .max(1)
     }
 }
 
@@ -74,7 +97,13 @@ impl Default for RuntimeOptions {
                 deadline: Duration::from_secs(1),
                 memory_bytes: 64 * MIB,
             },
-            max_concurrent_calls: 256,
+            events: HookLimits {
+                deadline: Duration::from_secs(5),
+                memory_bytes: 64 * MIB,
+            },
+            validate_slots: 256,
+            send_slots: 256,
+            final_slots: 256,
             cache_dir: None,
         }
     }
@@ -85,12 +114,10 @@ impl Default for RuntimeOptions {
 pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
-    #[error("exports no otp:plugin@0.1.0 hook (exports: {0})")]
-    NoHooks(String),
+    #[error("{0}")]
+    Contract(#[from] DetectError),
     #[error("{0}")]
     Link(String),
-    #[error("{0}")]
-    Manifest(#[from] ManifestError),
 }
 
 /// A compiled, linked and type-checked plugin with its manifest. Immutable: a reload
@@ -98,6 +125,8 @@ pub enum LoadError {
 /// flight keep the `Arc` of the version they started with.
 pub struct LoadedPlugin {
     pub name: Arc<str>,
+    /// The contract version the component was built for.
+    pub contract: ContractVersion,
     /// The first 12 hex digits of the file's SHA-256: changes whenever the file does.
     pub version: String,
     /// The hooks this plugin is bound to: its exports, narrowed by its manifest.
@@ -108,7 +137,7 @@ pub struct LoadedPlugin {
     pub exports: Vec<String>,
     /// `NAME.toml`, or the empty manifest (no network, no config) without one.
     pub manifest: Arc<Manifest>,
-    bindings: Arc<v0_1_0::Bindings>,
+    bindings: Arc<Bindings>,
 }
 
 impl LoadedPlugin {
@@ -118,6 +147,7 @@ impl LoadedPlugin {
         let hooks = manifest.bound_hooks(&self.exported)?;
         Ok(LoadedPlugin {
             name: self.name.clone(),
+            contract: self.contract,
             version: self.version.clone(),
             hooks,
             exported: self.exported.clone(),
@@ -133,6 +163,7 @@ impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
             .field("name", &self.name)
+            .field("contract", &self.contract)
             .field("version", &self.version)
             .field("hooks", &self.hooks)
             .finish_non_exhaustive()
@@ -144,18 +175,19 @@ pub struct PluginRuntime {
     linker: Linker<PluginState>,
     options: RuntimeOptions,
     max_memory: usize,
-    slots: Semaphore,
+    /// Call slots per hook, indexed like [`Hook::ALL`].
+    slots: [Arc<Semaphore>; 4],
     _ticker: EpochTicker,
 }
 
 impl PluginRuntime {
     pub fn new(options: RuntimeOptions) -> anyhow::Result<PluginRuntime> {
-        let max_memory = [options.validate, options.send, options.final_action]
+        let max_memory = Hook::ALL
             .iter()
-            .map(|l| l.memory_bytes)
+            .map(|hook| options.limits(*hook).memory_bytes)
             .max()
             .unwrap_or(0);
-        let calls = options.max_concurrent_calls.max(1);
+        let calls: u32 = Hook::ALL.iter().map(|hook| options.slots(*hook)).sum();
         let mut pool = PoolingAllocationConfig::default();
         // A component holds a few core instances, memories and tables (more for
         // componentize-py or StarlingMonkey output), so the totals are multiples of
@@ -199,13 +231,13 @@ impl PluginRuntime {
             .map_err(anyhow::Error::from)?;
         wasmtime_wasi_config::add_to_linker(&mut linker, PluginState::config)
             .map_err(anyhow::Error::from)?;
-        v0_1_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        versions::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let ticker = EpochTicker::start(engine.clone());
         Ok(PluginRuntime {
             engine,
             linker,
-            slots: Semaphore::new(calls as usize),
+            slots: Hook::ALL.map(|hook| Arc::new(Semaphore::new(options.slots(hook) as usize))),
             max_memory,
             options,
             _ticker: ticker,
@@ -219,6 +251,17 @@ impl PluginRuntime {
     /// The largest memory cap the engine was sized for: a manifest may not ask for more.
     pub fn max_memory_bytes(&self) -> usize {
         self.max_memory
+    }
+
+    /// The time a failover chain of senders shares, from its first attempt to the answer:
+    /// the server's send deadline, or the first sender's own deadline if its manifest
+    /// gives it a longer one (so a chain of one keeps exactly its own deadline).
+    pub fn send_budget(&self, first: &LoadedPlugin) -> Duration {
+        let hook = Hook::Sending;
+        self.options
+            .limits(hook)
+            .deadline
+            .max(self.limits(first, hook).deadline)
     }
 
     /// A plugin's limits for a hook: the server's, overridden by its manifest.
@@ -246,27 +289,51 @@ impl PluginRuntime {
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        let hooks = v0_1_0::exported_hooks(&self.engine, &component);
-        if hooks.is_empty() {
-            let listed = if exports.is_empty() {
-                "none".to_string()
-            } else {
-                exports.join(", ")
-            };
-            return Err(LoadError::NoHooks(listed));
-        }
-        let bindings = v0_1_0::Bindings::new(&self.linker, &component, &hooks)
+        let (contract, hooks) = versions::detect(&self.engine, &component)?;
+        let bindings = Bindings::new(&self.linker, &component, contract, &hooks)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let digest = Sha256::digest(bytes);
         Ok(LoadedPlugin {
             name: Arc::from(name),
-            version: hex::encode(&digest[..6]),
+            contract,
+            version: super::load::version_of(bytes),
             exported: hooks.clone(),
             hooks,
             imports,
             exports,
             manifest: Arc::new(Manifest::default()),
             bindings: Arc::new(bindings),
+        })
+    }
+
+    /// How many calls of `hook` are running now.
+    pub fn slots_in_use(&self, hook: Hook) -> u32 {
+        let free = self.slots[hook_index(hook)].available_permits() as u32;
+        self.options.slots(hook).saturating_sub(free)
+    }
+
+    /// Takes a call slot of `hook` for `plugin`, waiting for one while all are busy but
+    /// not past the call's own deadline.
+    pub async fn reserve(&self, plugin: &LoadedPlugin, hook: Hook) -> Result<CallSlot, HookError> {
+        self.reserve_within(hook, self.limits(plugin, hook).deadline)
+            .await
+    }
+
+    /// Takes a call slot of `hook`, waiting at most `wait` while all are busy.
+    async fn reserve_within(&self, hook: Hook, wait: Duration) -> Result<CallSlot, HookError> {
+        let slots = &self.slots[hook_index(hook)];
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => {
+                tokio::time::timeout(wait, slots.clone().acquire_owned())
+                    .await
+                    .map_err(|_| HookError::Busy(hook))?
+                    .map_err(|_| HookError::Busy(hook))?
+            }
+            Err(TryAcquireError::Closed) => return Err(HookError::Busy(hook)),
+        };
+        Ok(CallSlot {
+            hook,
+            _permit: permit,
         })
     }
 
@@ -277,60 +344,116 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<Credential, HookError> {
         let hook = Hook::CredentialValidation;
-        let (mut store, _slot) = self.prepare(plugin, hook).await?;
-        let call = plugin.bindings.validate(&mut store, body, context);
-        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?
+        let started = std::time::Instant::now();
+        let result = async {
+            let slot = self.reserve(plugin, hook).await?;
+            let mut store = self.store(plugin, &slot, self.limits(plugin, hook).deadline);
+            let call = plugin.bindings.validate(&mut store, body, context);
+            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
+        }
+        .await;
+        measured(plugin, hook, started, result)
     }
 
+    /// Runs one sender under its own deadline, cut to `budget`: what is left of the send
+    /// deadline its failover chain shares (see [`PluginRuntime::send_budget`]).
     pub async fn send(
         &self,
         plugin: &LoadedPlugin,
         delivery: &CodeDelivery,
         context: &RequestContext,
+        budget: Duration,
     ) -> Result<(), HookError> {
         let hook = Hook::Sending;
-        let (mut store, _slot) = self.prepare(plugin, hook).await?;
-        let call = plugin.bindings.send(&mut store, delivery, context);
-        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?
+        let started = std::time::Instant::now();
+        let deadline = self.limits(plugin, hook).deadline.min(budget);
+        let result = async {
+            let slot = self.reserve_within(hook, deadline).await?;
+            let mut store = self.store(plugin, &slot, deadline);
+            let call = plugin.bindings.send(&mut store, delivery, context);
+            let outcome = within(deadline + GRACE, call).await;
+            finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
+        }
+        .await;
+        measured(plugin, hook, started, result)
     }
 
+    /// Runs the final action in a slot taken beforehand with [`PluginRuntime::reserve`].
     pub async fn complete(
         &self,
         plugin: &LoadedPlugin,
+        slot: CallSlot,
         credential: &Credential,
         context: &RequestContext,
     ) -> Result<PluginResponse, HookError> {
         let hook = Hook::FinalAction;
-        let (mut store, _slot) = self.prepare(plugin, hook).await?;
-        let call = plugin.bindings.complete(&mut store, credential, context);
-        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
-        finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
-            plugin: plugin.name.to_string(),
-            reason: format!("final action returned an error: {reason}"),
-        })
+        debug_assert_eq!(slot.hook, hook);
+        let started = std::time::Instant::now();
+        let result = self.complete_in(plugin, &slot, credential, context).await;
+        measured(plugin, hook, started, result)
     }
 
-    /// A fresh store with the hook's memory cap and deadline, and a concurrency slot.
-    async fn prepare(
+    async fn complete_in(
         &self,
         plugin: &LoadedPlugin,
-        hook: Hook,
-    ) -> Result<(Store<PluginState>, tokio::sync::SemaphorePermit<'_>), HookError> {
-        let limits = self.limits(plugin, hook);
-        let slot = match self.slots.try_acquire() {
-            Ok(slot) => slot,
-            // All slots busy: wait for one, but not past the call's own deadline.
-            Err(TryAcquireError::NoPermits) => {
-                tokio::time::timeout(limits.deadline, self.slots.acquire())
-                    .await
-                    .map_err(|_| HookError::Busy)?
-                    .map_err(|_| HookError::Busy)?
+        slot: &CallSlot,
+        credential: &Credential,
+        context: &RequestContext,
+    ) -> Result<PluginResponse, HookError> {
+        let hook = Hook::FinalAction;
+        let mut store = self.store(plugin, slot, self.limits(plugin, hook).deadline);
+        let call = plugin.bindings.complete(&mut store, credential, context);
+        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+        let failed = |reason: String| {
+            tracing::warn!(plugin = %plugin.name, %hook, %reason, "plugin call failed");
+            HookError::Failed {
+                plugin: plugin.name.to_string(),
+                reason,
             }
-            Err(TryAcquireError::Closed) => return Err(HookError::Busy),
         };
-        let deadline = Instant::now() + limits.deadline;
+        match finish(plugin, hook, &mut store, outcome)? {
+            Err(message) => Err(failed(format!(
+                "final action returned an error: {}",
+                loggable(&message)
+            ))),
+            Ok(response) if !FINAL_STATUSES.contains(&response.status) => Err(failed(format!(
+                "final action answered status {}, outside {}..={}",
+                response.status,
+                FINAL_STATUSES.start(),
+                FINAL_STATUSES.end()
+            ))),
+            Ok(response) => Ok(response),
+        }
+    }
+
+    /// Hands a batch of audit events to an events plugin.
+    pub async fn deliver(
+        &self,
+        plugin: &LoadedPlugin,
+        batch: &[AuditEvent],
+    ) -> Result<(), HookError> {
+        let hook = Hook::Events;
+        let started = std::time::Instant::now();
+        let result = async {
+            let slot = self.reserve(plugin, hook).await?;
+            let mut store = self.store(plugin, &slot, self.limits(plugin, hook).deadline);
+            let call = plugin.bindings.deliver(&mut store, batch);
+            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
+                plugin: plugin.name.to_string(),
+                reason: format!("event sink returned an error: {reason}"),
+            })
+        }
+        .await;
+        measured(plugin, hook, started, result)
+    }
+
+    /// A fresh store with the hook's memory cap and a deadline `limit` from now, for a call
+    /// holding `slot`.
+    fn store(&self, plugin: &LoadedPlugin, slot: &CallSlot, limit: Duration) -> Store<PluginState> {
+        let limits = self.limits(plugin, slot.hook);
+        let deadline = Instant::now() + limit;
         let mut store = Store::new(
             &self.engine,
             PluginState::new(
@@ -350,8 +473,21 @@ impl PluginRuntime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        Ok((store, slot))
+        store
     }
+}
+
+/// A taken call slot of one hook; dropping it frees the slot.
+pub struct CallSlot {
+    hook: Hook,
+    _permit: OwnedSemaphorePermit,
+}
+
+fn hook_index(hook: Hook) -> usize {
+    Hook::ALL
+        .iter()
+        .position(|h| *h == hook)
+        .expect("Hook::ALL lists every hook")
 }
 
 /// Runs `call` until `limit` from now. Almost every hook call finishes in its first
@@ -371,8 +507,44 @@ async fn within<F: std::future::Future>(
     tokio::time::timeout_at(started + limit, call).await
 }
 
+/// Records a finished call (`otp_plugin_calls_total`, `otp_plugin_call_duration_seconds`).
+fn measured<T>(
+    plugin: &LoadedPlugin,
+    hook: Hook,
+    started: std::time::Instant,
+    result: Result<T, HookError>,
+) -> Result<T, HookError> {
+    if crate::metrics::enabled() {
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(HookError::Rejected(_)) => "rejected",
+            Err(HookError::Undeliverable(_)) => "undeliverable",
+            Err(HookError::Unavailable(_)) => "unavailable",
+            Err(HookError::Failed { .. }) => "failed",
+            Err(HookError::Unbound(_)) => "unbound",
+            Err(HookError::Busy(_)) => "busy",
+        };
+        crate::metrics::plugin_call(&plugin.name, hook.name(), outcome, started.elapsed());
+    }
+    result
+}
+
+/// The statuses a final action may answer.
+pub const FINAL_STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
+
+/// A plugin's reason for rejecting a credential or failing a send, made safe to log.
+fn loggable_reason(error: HookError) -> HookError {
+    match error {
+        HookError::Rejected(reason) => HookError::Rejected(loggable(&reason)),
+        HookError::Undeliverable(reason) => HookError::Undeliverable(loggable(&reason)),
+        HookError::Unavailable(reason) => HookError::Unavailable(loggable(&reason)),
+        other => other,
+    }
+}
+
 /// Turns the outcome of a call into the hook's result, logging failures with the
-/// plugin's name and the reason.
+/// plugin's name and the reason (escaped and bounded: a trap message can carry a
+/// plugin's own text, function names in its backtrace for one).
 fn finish<R>(
     plugin: &LoadedPlugin,
     hook: Hook,
@@ -389,7 +561,7 @@ fn finish<R>(
             } else if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
                 "deadline exceeded".to_string()
             } else {
-                format!("{error:#}")
+                loggable(&format!("{error:#}"))
             }
         }
     };

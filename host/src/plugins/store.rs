@@ -8,23 +8,32 @@
 //! manifest grants comes on top: its own `[config]` values (never another plugin's,
 //! never the host's environment) and `wasi:http` requests to allow-listed destinations
 //! (see [`super::outbound`]); without a manifest both are empty.
+//!
+//! The memory cap holds for the whole call: every linear memory and table of every
+//! core instance the component creates (a component may have several) counts against
+//! one budget, from its initial size at instantiation to each later growth. Stdout and
+//! stderr are kept up to a bound and cut with a marker ([`super::output`]); every line
+//! that reaches the log is escaped and bounded ([`super::text`]).
 
 use super::manifest::Manifest;
 use super::outbound::OutboundHooks;
+use super::output::BoundedOutput;
+use super::text::loggable;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// At most this much of a call's stdout and stderr each is kept for the log.
 const OUTPUT_CAPACITY: usize = 16 * 1024;
-/// Log lines longer than this are cut, so one plugin cannot flood the log.
-const MAX_LOG_LINE: usize = 2048;
-/// At most this many log lines are taken from one call.
+/// At most this many log lines are taken from one call (each at most
+/// [`super::text::MAX_LOGGED_BYTES`]).
 const MAX_LOG_LINES: u32 = 64;
+/// What one table element costs against the memory cap (a pointer, as wasmtime
+/// stores it).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
 pub struct PluginState {
     plugin: Arc<str>,
@@ -34,9 +43,11 @@ pub struct PluginState {
     config: Arc<WasiConfigVariables>,
     table: ResourceTable,
     limits: CallLimits,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: BoundedOutput,
+    stderr: BoundedOutput,
     log_lines: u32,
+    /// Log lines dropped past [`MAX_LOG_LINES`].
+    log_lines_dropped: u32,
 }
 
 impl PluginState {
@@ -48,8 +59,8 @@ impl PluginState {
         memory_cap: usize,
         deadline: tokio::time::Instant,
     ) -> PluginState {
-        let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let stdout = BoundedOutput::new(OUTPUT_CAPACITY);
+        let stderr = BoundedOutput::new(OUTPUT_CAPACITY);
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -64,13 +75,11 @@ impl PluginState {
             http: WasiHttpCtx::new(),
             config: manifest.config.clone(),
             table: ResourceTable::new(),
-            limits: CallLimits {
-                memory_cap,
-                memory_exceeded: false,
-            },
+            limits: CallLimits::new(memory_cap),
             stdout,
             stderr,
             log_lines: 0,
+            log_lines_dropped: 0,
         }
     }
 
@@ -83,13 +92,20 @@ impl PluginState {
         self.limits.memory_exceeded
     }
 
-    /// Writes one plugin log line into the host's log, tagged with the plugin's name.
+    /// Writes one plugin log line into the host's log, tagged with the plugin's name,
+    /// escaped and bounded.
     pub fn plugin_log(&mut self, level: tracing::Level, message: &str) {
         if self.log_lines >= MAX_LOG_LINES {
+            self.log_lines_dropped = self.log_lines_dropped.saturating_add(1);
             return;
         }
         self.log_lines += 1;
-        let message = truncate(message.trim_end(), MAX_LOG_LINE);
+        let message = loggable(message.trim_end());
+        self.emit(level, &message);
+    }
+
+    /// Logs an already escaped line.
+    fn emit(&self, level: tracing::Level, message: &str) {
         let plugin = &*self.plugin;
         match level {
             tracing::Level::TRACE => tracing::trace!(target: "plugin", plugin, "{message}"),
@@ -100,31 +116,34 @@ impl PluginState {
         }
     }
 
-    /// Moves what the plugin wrote to stdout (info) and stderr (warn) into the log.
+    /// Moves what the plugin wrote to stdout (info) and stderr (warn) into the log, and
+    /// says what was cut: output past its bound, lines past [`MAX_LOG_LINES`].
     pub fn flush_output(&mut self) {
-        for (pipe, level) in [
-            (self.stdout.clone(), tracing::Level::INFO),
-            (self.stderr.clone(), tracing::Level::WARN),
+        for (pipe, level, name) in [
+            (self.stdout.clone(), tracing::Level::INFO, "stdout"),
+            (self.stderr.clone(), tracing::Level::WARN, "stderr"),
         ] {
-            let bytes = pipe.contents();
+            let (bytes, dropped) = pipe.take();
             for line in String::from_utf8_lossy(&bytes).lines() {
                 if !line.trim().is_empty() {
                     self.plugin_log(level, line);
                 }
             }
+            if dropped > 0 {
+                self.emit(
+                    tracing::Level::WARN,
+                    &format!("… [output cut: {dropped} bytes dropped from {name}]"),
+                );
+            }
+        }
+        if self.log_lines_dropped > 0 {
+            let dropped = std::mem::take(&mut self.log_lines_dropped);
+            self.emit(
+                tracing::Level::WARN,
+                &format!("… [log cut: {dropped} lines dropped]"),
+            );
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 impl WasiView for PluginState {
@@ -153,36 +172,119 @@ impl PluginState {
     }
 }
 
-/// Enforces the per-call memory cap and remembers whether it was hit, so the log can
-/// say "memory cap exceeded" rather than a bare trap.
+/// Enforces the per-call memory cap across every memory and table of the call, and
+/// remembers whether it was hit, so the log can say "memory cap exceeded" rather than
+/// a bare trap.
+///
+/// wasmtime asks before each allocation: at instantiation with `current = 0` and the
+/// initial size, and at every growth. What it asks for is added to the call's total;
+/// a request past the cap fails the call. A growth within the cap but beyond a memory's
+/// or table's own maximum is refused (the guest sees `-1`) without counting, as wasmtime
+/// would refuse it anyway. A growth approved here that the OS then fails stays counted, which
+/// only makes the cap stricter.
 struct CallLimits {
-    memory_cap: usize,
+    cap: usize,
+    used: usize,
     memory_exceeded: bool,
+}
+
+impl CallLimits {
+    fn new(cap: usize) -> CallLimits {
+        CallLimits {
+            cap,
+            used: 0,
+            memory_exceeded: false,
+        }
+    }
+
+    /// Accounts for `bytes` more, or fails the call past the cap. A growth within the cap
+    /// but beyond the memory's or table's own `maximum` is refused without counting.
+    fn take_unless_beyond(
+        &mut self,
+        bytes: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = match self.used.checked_add(bytes) {
+            Some(total) if total <= self.cap => total,
+            _ => {
+                self.memory_exceeded = true;
+                return Err(wasmtime::format_err!(
+                    "memory cap of {} bytes per call exceeded",
+                    self.cap
+                ));
+            }
+        };
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.used = total;
+        Ok(true)
+    }
 }
 
 impl ResourceLimiter for CallLimits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
-            self.memory_exceeded = true;
-            return Err(wasmtime::format_err!(
-                "memory cap of {} bytes exceeded",
-                self.memory_cap
-            ));
-        }
-        Ok(true)
+        self.take_unless_beyond(desired.saturating_sub(current), desired, maximum)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        let bytes = desired
+            .saturating_sub(current)
+            .saturating_mul(TABLE_ELEMENT_BYTES);
+        self.take_unless_beyond(bytes, desired, maximum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn the_cap_holds_across_memories() {
+        let mut limits = CallLimits::new(16 * MIB);
+        // Eight memories of 3 MiB each: each alone is far under the cap, the sum is not.
+        for _ in 0..5 {
+            assert!(limits.memory_growing(0, 3 * MIB, None).unwrap());
+        }
+        assert!(limits.memory_growing(0, 3 * MIB, None).is_err());
+        assert!(limits.memory_exceeded);
+    }
+
+    #[test]
+    fn growth_counts_the_difference_and_tables_count_too() {
+        let mut limits = CallLimits::new(4 * MIB);
+        assert!(limits.memory_growing(0, MIB, None).unwrap());
+        assert!(limits.memory_growing(MIB, 3 * MIB, None).unwrap());
+        assert_eq!(limits.used, 3 * MIB);
+        let elements = MIB / TABLE_ELEMENT_BYTES;
+        assert!(limits.table_growing(0, elements, None).unwrap());
+        assert!(!limits.memory_exceeded);
+        assert!(limits.table_growing(elements, elements + 1, None).is_err());
+        assert!(limits.memory_exceeded);
+    }
+
+    #[test]
+    fn growth_past_a_declared_maximum_is_refused_without_counting() {
+        let mut limits = CallLimits::new(4 * MIB);
+        assert!(!limits.memory_growing(0, 2 * MIB, Some(MIB)).unwrap());
+        assert!(!limits.table_growing(0, 20, Some(10)).unwrap());
+        assert_eq!(limits.used, 0);
+        assert!(!limits.memory_exceeded);
+        // Past the cap as well: the cap is what the call fails on.
+        assert!(limits.memory_growing(0, 8 * MIB, Some(6 * MIB)).is_err());
+        assert!(limits.memory_exceeded);
     }
 }

@@ -1,21 +1,22 @@
-//! Everything specific to version 0.1.0 of the `otp:plugin` WIT package.
+//! Everything specific to version 0.1.0 of the `otp:plugin` WIT package
+//! (`wit/v0.1.0`, frozen: plugins built for it keep working forever).
 //!
-//! The generated bindings, the host side of the `log` import, role detection from a
-//! component's exports, and the conversions between the generated types and the
-//! host's own [`hooks`](super::hooks) types all live here. A future
-//! `otp:plugin@0.2.0` gets a sibling module of its own; the rest of the runtime
-//! only sees [`Bindings`] and the host types.
+//! The generated bindings, the host side of this version's `log` import, and the
+//! conversions between the generated types and the host's own [`hooks`](super::hooks)
+//! types. 0.1.0 knows three hooks; a credential has no destination group and the
+//! request context carries neither request id nor locale.
 
 use super::hooks::{
     CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext, SendKind,
 };
 use super::store::PluginState;
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
-use wasmtime::{Engine, Store};
+use super::versions::not_served;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::Store;
 
 mod validator {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1.0",
         world: "credential-validator",
         exports: { default: async },
     });
@@ -23,7 +24,7 @@ mod validator {
 
 mod sender {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1.0",
         world: "sender",
         exports: { default: async },
         with: {
@@ -35,7 +36,7 @@ mod sender {
 
 mod finalizer {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1.0",
         world: "finalizer",
         exports: { default: async },
         with: {
@@ -47,30 +48,11 @@ mod finalizer {
 
 use validator::otp::plugin::{log as wit_log, types as wit_types};
 
-/// The package prefix of every export name of this version.
-const PACKAGE: &str = "otp:plugin/";
-const VERSION: &str = "@0.1.0";
+/// This version, as it appears in export names.
+pub const VERSION: &str = "0.1.0";
 
-/// The component export name that provides `hook` in this version.
-pub fn export_name(hook: Hook) -> String {
-    format!("{PACKAGE}{}{VERSION}", hook.name())
-}
-
-/// The hooks a component exports, judged by export names only (types are checked
-/// when the [`Bindings`] are built).
-pub fn exported_hooks(engine: &Engine, component: &Component) -> Vec<Hook> {
-    let ty = component.component_type();
-    Hook::ALL
-        .into_iter()
-        .filter(|hook| ty.get_export(engine, &export_name(*hook)).is_some())
-        .collect()
-}
-
-/// Whether an export name belongs to any version of our package (used to tell
-/// "exports a hook of an unsupported version" from "exports nothing we know").
-pub fn is_our_package(name: &str) -> bool {
-    name.starts_with(PACKAGE)
-}
+/// The hooks this version defines.
+pub const HOOKS: [Hook; 3] = Hook::REQUIRED;
 
 /// Adds this version's imports to a linker: `log`, and `types` (which has no
 /// functions, but components built against it still import it).
@@ -95,6 +77,7 @@ impl wit_log::Host for PluginState {
 }
 
 /// Pre-linked, type-checked entry points of one component, one per hook it serves.
+#[derive(Default)]
 pub struct Bindings {
     validator: Option<validator::CredentialValidatorPre<PluginState>>,
     sender: Option<sender::SenderPre<PluginState>>,
@@ -102,40 +85,17 @@ pub struct Bindings {
 }
 
 impl Bindings {
-    /// Links `component` and checks each exported hook against its world. An error
-    /// names the hook whose types do not match or the import the host cannot satisfy.
-    pub fn new(
-        linker: &Linker<PluginState>,
-        component: &Component,
-        hooks: &[Hook],
-    ) -> anyhow::Result<Bindings> {
-        let pre: InstancePre<PluginState> = linker
-            .instantiate_pre(component)
-            .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
-        let mut bindings = Bindings {
-            validator: None,
-            sender: None,
-            finalizer: None,
-        };
-        for hook in hooks {
-            let checked = match hook {
-                Hook::CredentialValidation => validator::CredentialValidatorPre::new(pre.clone())
-                    .map(|p| bindings.validator = Some(p)),
-                Hook::Sending => {
-                    sender::SenderPre::new(pre.clone()).map(|p| bindings.sender = Some(p))
-                }
-                Hook::FinalAction => {
-                    finalizer::FinalizerPre::new(pre.clone()).map(|p| bindings.finalizer = Some(p))
-                }
-            };
-            checked.map_err(|e| {
-                anyhow::anyhow!(
-                    "export {} does not match the WIT: {e:#}",
-                    export_name(*hook)
-                )
-            })?;
+    /// Checks one exported hook against its world and keeps its entry point.
+    pub fn bind(&mut self, hook: Hook, pre: &InstancePre<PluginState>) -> wasmtime::Result<()> {
+        match hook {
+            Hook::CredentialValidation => {
+                self.validator = Some(validator::CredentialValidatorPre::new(pre.clone())?)
+            }
+            Hook::Sending => self.sender = Some(sender::SenderPre::new(pre.clone())?),
+            Hook::FinalAction => self.finalizer = Some(finalizer::FinalizerPre::new(pre.clone())?),
+            Hook::Events => return Err(not_served(Hook::Events)),
         }
-        Ok(bindings)
+        Ok(())
     }
 
     pub async fn validate(
@@ -158,6 +118,7 @@ impl Bindings {
             .map(|c| Credential {
                 id: c.id,
                 channel: c.channel,
+                group: None,
             })
             .map_err(HookError::Rejected))
     }
@@ -217,10 +178,6 @@ impl Bindings {
             body: r.body,
         }))
     }
-}
-
-fn not_served(hook: Hook) -> wasmtime::Error {
-    wasmtime::format_err!("this plugin does not serve the {hook} hook")
 }
 
 fn to_wit_context(context: &RequestContext) -> wit_types::RequestContext {

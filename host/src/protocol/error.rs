@@ -1,4 +1,4 @@
-//! Why a transition refused a request, with the API error code each reason maps to.
+//! Why a transition refused a request. The HTTP layer maps each reason to its wire code.
 
 use super::state::SessionState;
 
@@ -6,7 +6,7 @@ use super::state::SessionState;
 /// so it can show blocks and expiry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    /// Becomes `CREDENTIAL:INVALID`: credential id or channel empty or over its length cap.
+    /// Answered as `CREDENTIAL:INVALID`: credential id or channel empty or over its length cap.
     #[error("credential id or channel is empty or too long")]
     InvalidCredential,
     /// Becomes `OTP:TOO_MANY_CREDENTIALS`: the session already holds the maximum number of
@@ -32,19 +32,6 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The API error code for this reason.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ProtocolError::InvalidCredential => "CREDENTIAL:INVALID",
-            ProtocolError::TooManyCredentials => "OTP:TOO_MANY_CREDENTIALS",
-            ProtocolError::Expired => "OTP:EXPIRED",
-            ProtocolError::ResendNotAllowed(_) => "OTP:RESENT_NOT_ALLOWED",
-            ProtocolError::VerificationNotAllowed(_) => "OTP:VERIFICATION_NOT_ALLOWED",
-            ProtocolError::Incorrect(_) => "OTP:INCORRECT",
-            ProtocolError::TooManyAttempts(_) => "OTP:TOO_MANY_ATTEMPTS",
-        }
-    }
-
     /// The state to show the client alongside the error, if the error has one.
     pub fn state(&self) -> Option<&SessionState> {
         match self {

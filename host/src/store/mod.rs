@@ -8,12 +8,17 @@
 //! Operations take `now_ms` from the shell's injectable clock instead of reading the
 //! system clock, so expiry is testable without sleeping and every node of a future shared
 //! store judges expiry by the same rule.
+//!
+//! The stores are [`MemoryIdStore`] and [`redis::RedisIdStore`]; with metrics on, the
+//! server wraps the Redis one in [`MeasuredIdStore`] to time its calls and count failures.
 
+mod measured;
 mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
 
+pub use measured::MeasuredIdStore;
 pub use memory::MemoryIdStore;
 
 use crate::protocol::SessionId;

@@ -1,11 +1,13 @@
 //! email-phone-credential: a credential validator for email addresses and phone numbers.
 //!
 //! Accepts `{"email": "..."}`, `{"phone": "+..."}` or a bare JSON string holding either.
-//! Email addresses get channel `email`, phone numbers (normalized to E.164) channel `sms`.
-//! The rules live in [`normalize`].
+//! Email addresses get channel `email`, phone numbers (normalized to E.164) channel `sms`,
+//! and each its destination group (`email:example.com`, `sms:+44`) for the server's abuse
+//! limits. The rules live in [`normalize`] and [`group`].
 
 use otp_plugin_sdk::{Credential, CredentialValidator, RequestContext};
 
+pub mod group;
 pub mod normalize;
 
 /// The exported validator.
@@ -13,7 +15,10 @@ pub struct EmailPhoneCredential;
 
 impl CredentialValidator for EmailPhoneCredential {
     fn validate(body: &str, _ctx: &RequestContext) -> Result<Credential, String> {
-        normalize::parse_body(body).map(|(id, channel)| Credential::new(id, channel))
+        normalize::parse_body(body).map(|(id, channel)| {
+            let group = group::destination_group(&id, channel);
+            Credential::new(id, channel).with_group(group)
+        })
     }
 }
 

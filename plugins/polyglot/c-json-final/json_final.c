@@ -8,7 +8,7 @@
 // become \n, \t, ... or \u00XX, and everything else (UTF-8 included) is copied unchanged.
 // An empty credential id is refused with an error (the client sees 500 PLUGIN:FAILED).
 //
-// The bindings (finalizer.h / finalizer.c) are generated from wit/plugin.wit by
+// The bindings (finalizer.h / finalizer.c) are generated from wit/v0.2.0/plugin.wit by
 // `wit-bindgen c --world finalizer`; see plugins/polyglot/README.md.
 #include <stdlib.h>
 #include <string.h>

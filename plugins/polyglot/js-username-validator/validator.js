@@ -2,8 +2,9 @@
 //
 // Accepts `{"username": "..."}` and also a bare JSON string `"..."`. The name is trimmed and
 // lower-cased; it must then be 3 to 32 characters of [a-z0-9_] and start with a letter.
-// The credential id is the canonical name, the channel is "default".
-import log from "otp:plugin/log@0.1.0";
+// The credential id is the canonical name, the channel is "default"; there is no destination
+// group (`group` absent), so abuse limits count usernames under their channel.
+import log from "otp:plugin/log@0.2.0";
 
 const NAME = /^[a-z][a-z0-9_]{2,31}$/;
 
@@ -39,6 +40,7 @@ export const credentialValidation = {
             throw `invalid username ${JSON.stringify(name)}: 3 to 32 of [a-z0-9_], starting with a letter`;
         }
         log.log("debug", `accepted username ${name}`);
-        return { id: name, channel: "default" };
+        // An absent `option<string>` is `undefined`.
+        return { id: name, channel: "default", group: undefined };
     },
 };

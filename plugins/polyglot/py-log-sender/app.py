@@ -2,10 +2,12 @@
 
 For every code it writes one info line through the `otp:plugin/log` import:
 
-    OTP for <credential-id> via <channel>: <code> (<first|resend>, expires at <ms>) "<message>"
+    OTP for <credential-id> via <channel>: <code> (<first|resend>, expires at <ms>) "<message>" request <request-id>
 
 where <message> is the text a real sender would deliver, in the language the client's
-`Accept-Language` header prefers among English, French and German (English otherwise):
+`Accept-Language` header prefers among English, French and German (English otherwise), and
+<request-id> is the request's id (contract 0.2.0), the one on the server's own log lines and
+in the answer's `x-request-id` header:
 
     Your one-time code is 123456. It expires at 12:34:56 UTC.
 
@@ -67,5 +69,5 @@ class Sending(exports.Sending):
         log.log(
             log.Level.INFO,
             f"OTP for {message.credential_id} via {message.channel}: {message.code} "
-            f'({kind}, expires at {message.expires_at}) "{body}"',
+            f'({kind}, expires at {message.expires_at}) "{body}" request {context.request_id}',
         )

@@ -3,7 +3,7 @@
 //!
 //! The token is a compact HS256 JWT with `sub` (the credential id), `iat`, `exp` (`iat` +
 //! `ttl`), `iss` and a random `jti`. Manifest `[config]`: `secret` (required, at least 32
-//! bytes; reference it from the environment, e.g. `secret = "${OTP_SESSION_SECRET}"`),
+//! bytes; reference it from the environment, e.g. `secret = "${OTP_PLUGIN_SESSION_SECRET}"`),
 //! `issuer` (default `otp-server`), `ttl` in seconds (default 3600) and `cookie` (optional:
 //! also set the token as a cookie of that name, `HttpOnly; Secure; SameSite=Strict; Path=/;
 //! Max-Age=<ttl>`). It needs no network.

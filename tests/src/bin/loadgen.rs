@@ -10,15 +10,30 @@
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 --endpoints flow
 //! ```
 //!
-//! The `flow` endpoint is the whole passwordless login: create, take the code from the
-//! webhook the server just sent, verify, and expect the session token. With it the
-//! spawned server runs `default-credential`, `webhook-sender` (posting to a receiver
-//! that loadgen runs itself on 127.0.0.1) and `session-token-final`, each with its
-//! manifest, instead of the default plugins.
+//! The `flow` endpoint is the whole passwordless login: create, take the code from
+//! where the sender delivered it, verify, and expect the session token. With it the
+//! spawned server runs `session-token-final` and, by `--senders` (one run each, compared
+//! with the first):
+//! - `webhook` (the default): `default-credential` and `webhook-sender`, posting to a
+//!   receiver that loadgen runs itself on 127.0.0.1;
+//! - `twilio-sms`, `sendgrid-email`, `postmark-email`, `ses-email`: `email-phone-credential`
+//!   and that provider plugin, speaking the provider's API to the same local fake the
+//!   provider tests use (it checks every request, SES signatures included).
 //!
-//! `--stores memory,redis` runs the same phases against a server on each store (it
-//! starts its own `redis-server` on a free port) and prints Redis mode as a share of
-//! memory mode.
+//! `--stores memory,redis,cluster` runs the same phases against a server on each store
+//! (it starts its own `redis-server` on a free port, and for `cluster` a 3-master +
+//! 3-replica Redis Cluster) and prints each mode as a share of the first.
+//!
+//! `--sinks none,hanging,failing,trapping` does the same for the audit-events hook:
+//! `hanging` binds `webhook-events` to a receiver that never answers within the sink's
+//! deadline, `failing` to one that answers 500 at once, and `trapping` binds the
+//! `fixture-trap` component, whose every delivery traps. Each run is compared with the
+//! first in req/s and p99, so "a sink that hangs or traps costs requests nothing" is a
+//! figure, not a hope.
+//!
+//! `--ops on,off` runs with the operations features as shipped (the admin listener, so
+//! metrics are recorded, and the access log; the default) and with both off. The spawned
+//! server's log goes to a file whose path is printed.
 //!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
@@ -27,14 +42,23 @@
 //! its next resend is refused (400 `OTP:RESENT_NOT_ALLOWED`, counted as expected) and
 //! the connection takes the next session made by the create phase.
 //!
+//! The spawned server runs with the abuse controls on but every budget raised far above
+//! what a run can use (`--limits on`, the default; the global circuit breaker stays off,
+//! as it is by default), so they cost what they cost without refusing anything. `--limits off,on` runs every store twice in the same run: with the abuse controls
+//! switched off (`OTP_LIMITS_ENABLED=false`) and on with every budget raised so that
+//! nothing is refused (the fraud guard in `record` mode with high floors), and prints
+//! "on" as a share of "off" per endpoint: what the limits cost.
+//!
 //! When loadgen starts the server it also reports the server's CPU time per request
 //! (user + system, from `/proc/PID/stat`): loadgen and the server share the machine, so
 //! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
 
-use otp_server_blackbox::webhook::WebhookReceiver;
+use otp_server_blackbox::providers::{FakeProvider, Provider};
+use otp_server_blackbox::redis_cluster::RedisCluster;
+use otp_server_blackbox::webhook::{Behaviour, WebhookReceiver};
 use otp_server_blackbox::{
-    extra, install_manifest, plugin, scratch_dir, workspace_root, RedisServer, DEFAULT_PLUGINS,
-    TEST_MASTER_KEY,
+    extra, fixture, install_manifest, plugin, scratch_dir, workspace_root, RedisServer,
+    DEFAULT_PLUGINS, TEST_MASTER_KEY,
 };
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
@@ -53,6 +77,10 @@ struct Options {
     env: Vec<(String, String)>,
     endpoints: Vec<String>,
     stores: Vec<String>,
+    sinks: Vec<String>,
+    limits: Vec<String>,
+    ops: Vec<String>,
+    senders: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -70,6 +98,10 @@ fn parse_options() -> Options {
             "verify".into(),
         ],
         stores: vec!["memory".into()],
+        sinks: vec!["none".into()],
+        limits: vec!["on".into()],
+        ops: vec!["on".into()],
+        senders: vec!["webhook".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -82,6 +114,10 @@ fn parse_options() -> Options {
             "--prefill" => o.prefill = value().parse().expect("--prefill N"),
             "--endpoints" => o.endpoints = value().split(',').map(str::to_string).collect(),
             "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
+            "--sinks" => o.sinks = value().split(',').map(str::to_string).collect(),
+            "--limits" => o.limits = value().split(',').map(str::to_string).collect(),
+            "--ops" => o.ops = value().split(',').map(str::to_string).collect(),
+            "--senders" => o.senders = value().split(',').map(str::to_string).collect(),
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -103,10 +139,118 @@ impl Drop for Spawned {
     }
 }
 
+/// Where the flow's codes go, and where loadgen reads them back (`--senders`).
+enum FlowSender {
+    /// `webhook-sender`, posting to this receiver.
+    Webhook(WebhookReceiver),
+    /// A provider plugin, speaking to this fake of the provider's API.
+    Provider(Provider, FakeProvider),
+}
+
+impl FlowSender {
+    fn start(name: &str) -> FlowSender {
+        let provider = match name {
+            "webhook" => return FlowSender::Webhook(WebhookReceiver::start_for_load(2)),
+            "twilio-sms" => Provider::Twilio,
+            "sendgrid-email" => Provider::Sendgrid,
+            "postmark-email" => Provider::Postmark,
+            "ses-email" => Provider::Ses,
+            other => panic!(
+                "unknown sender {other}: use webhook, twilio-sms, sendgrid-email, postmark-email or ses-email"
+            ),
+        };
+        FlowSender::Provider(provider, FakeProvider::start_for_load(provider, 2))
+    }
+
+    /// Installs the validator and the sender with their manifests; returns the secrets the
+    /// server needs in its environment.
+    fn install(&self, dir: &std::path::Path) -> Vec<(String, String)> {
+        let install = otp_server_blackbox::install;
+        match self {
+            FlowSender::Webhook(receiver) => {
+                install_manifest(
+                    dir,
+                    "webhook-sender",
+                    &format!(
+                        "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
+                        receiver.port, receiver.url
+                    ),
+                );
+                install(&plugin("default-credential"), dir, "default-credential");
+                install(&extra("webhook-sender"), dir, "webhook-sender");
+                Vec::new()
+            }
+            FlowSender::Provider(provider, fake) => {
+                // The code in brackets, so it can be read back from the message.
+                let templates = if provider.is_sms() {
+                    "\"template.en\" = \"Acme code [{code}] valid {minutes} min\"\n"
+                } else {
+                    "\"template.en.subject\" = \"Your {app} code\"\n\"template.en.body\" = \"Code [{code}], valid {minutes} minutes.\"\n"
+                };
+                install_manifest(
+                    dir,
+                    provider.plugin(),
+                    &format!(
+                        "hooks = [\"sending\"]\n[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\n{}app_name = \"Acme\"\n{templates}",
+                        fake.port,
+                        provider.config(&fake.url)
+                    ),
+                );
+                install(
+                    &plugin("email-phone-credential"),
+                    dir,
+                    "email-phone-credential",
+                );
+                install(&extra(provider.plugin()), dir, provider.plugin());
+                provider
+                    .secrets()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }
+        }
+    }
+
+    /// The create body of login number `n`, and the key its code is read back by.
+    fn credential(&self, n: u64) -> (String, String) {
+        match self {
+            FlowSender::Webhook(_) => {
+                let id = format!("\"flow{n}@example.com\"");
+                (id.clone(), id)
+            }
+            FlowSender::Provider(provider, _) => {
+                let to = provider.destination(n);
+                (provider.credential(&to), to)
+            }
+        }
+    }
+
+    /// The code the sender delivered for `key`, taken out.
+    fn take_code(&self, key: &str) -> Option<String> {
+        match self {
+            FlowSender::Webhook(receiver) => receiver.take_code(key),
+            FlowSender::Provider(_, fake) => {
+                let text = fake.take_text(key)?;
+                let (_, rest) = text.split_once('[')?;
+                Some(rest.split_once(']')?.0.to_string())
+            }
+        }
+    }
+}
+
+/// The audit-events sink a spawned server gets (`--sinks`).
+enum EventSink {
+    /// `webhook-events`, posting to this receiver.
+    Webhook(WebhookReceiver),
+    /// `fixture-trap`, whose every delivery traps.
+    Trapping,
+}
+
 fn spawn_server(
     o: &Options,
     extra_env: &[(String, String)],
-    receiver: Option<&WebhookReceiver>,
+    flow: Option<&FlowSender>,
+    sink: Option<&EventSink>,
 ) -> (Spawned, String) {
     let binary = o.binary.clone().unwrap_or_else(|| {
         workspace_root()
@@ -116,28 +260,20 @@ fn spawn_server(
     });
     let dir = scratch_dir("loadgen").join("plugins");
     std::fs::create_dir_all(&dir).expect("plugins folder");
-    match receiver {
+    let mut secrets = Vec::new();
+    match flow {
         None => {
             for name in DEFAULT_PLUGINS {
                 otp_server_blackbox::install(&plugin(name), &dir, name);
             }
         }
-        Some(receiver) => {
-            install_manifest(
-                &dir,
-                "webhook-sender",
-                &format!(
-                    "[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_WEBHOOK_SECRET}}\"\n",
-                    receiver.port, receiver.url
-                ),
-            );
+        Some(flow) => {
+            secrets = flow.install(&dir);
             install_manifest(
                 &dir,
                 "session-token-final",
-                "[config]\nsecret = \"${OTP_SESSION_SECRET}\"\nissuer = \"loadgen\"\n",
+                "[config]\nsecret = \"${OTP_PLUGIN_SESSION_SECRET}\"\nissuer = \"loadgen\"\n",
             );
-            otp_server_blackbox::install(&plugin("default-credential"), &dir, "default-credential");
-            otp_server_blackbox::install(&extra("webhook-sender"), &dir, "webhook-sender");
             otp_server_blackbox::install(
                 &extra("session-token-final"),
                 &dir,
@@ -145,10 +281,32 @@ fn spawn_server(
             );
         }
     }
+    match sink {
+        None => {}
+        Some(EventSink::Webhook(sink)) => {
+            install_manifest(
+                &dir,
+                "webhook-events",
+                &format!(
+                    "hooks = [\"events\"]\n[outbound]\nallow = [\"http://127.0.0.1:{}\"]\n[config]\nurl = \"{}\"\nsecret = \"${{OTP_PLUGIN_WEBHOOK_SECRET}}\"\n",
+                    sink.port, sink.url
+                ),
+            );
+            otp_server_blackbox::install(&extra("webhook-events"), &dir, "webhook-events");
+        }
+        Some(EventSink::Trapping) => {
+            install_manifest(&dir, "fixture-trap", "hooks = [\"events\"]\n");
+            otp_server_blackbox::install(&fixture("fixture-trap"), &dir, "fixture-trap");
+        }
+    }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         l.local_addr().expect("an address").port()
     };
+    // The server's log (access lines included) goes to a file, as it would in production.
+    let log_path = dir.with_file_name(format!("server-{port}.log"));
+    let log = std::fs::File::create(&log_path).expect("a server log file");
+    println!("server log: {}", log_path.display());
     let mut command = Command::new(&binary);
     command
         .env("OTP_LISTEN", format!("127.0.0.1:{port}"))
@@ -160,17 +318,17 @@ fn spawn_server(
         .env("OTP_SESSION_MAX_AGE_SECS", "3600")
         .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "1024")
         .env(
-            "OTP_WEBHOOK_SECRET",
+            "OTP_PLUGIN_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
         .env(
-            "OTP_SESSION_SECRET",
+            "OTP_PLUGIN_SESSION_SECRET",
             "loadgen-session-secret-0123456789abcdef",
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in o.env.iter().chain(extra_env) {
+        .stderr(Stdio::from(log));
+    for (k, v) in o.env.iter().chain(extra_env).chain(&secrets) {
         command.env(k, v);
     }
     let child = command
@@ -283,7 +441,7 @@ impl Endpoint {
             Endpoint::Create => "POST /api/otp/create",
             Endpoint::Resend => "POST /api/otp/resend",
             Endpoint::Verify => "POST /api/otp/verify (wrong code)",
-            Endpoint::Flow => "flow: create + webhook + verify",
+            Endpoint::Flow => "flow: create + send + verify",
         }
     }
 }
@@ -324,7 +482,7 @@ async fn one_request(
     current: &mut Option<String>,
     pool: &CookiePool,
     keep: bool,
-    receiver: Option<&WebhookReceiver>,
+    flow: Option<&FlowSender>,
 ) -> std::io::Result<bool> {
     match endpoint {
         Endpoint::Health => Ok(conn.call("GET", "/health", None, b"", None).await?.status == 200),
@@ -346,9 +504,9 @@ async fn one_request(
             Ok(reply.status == 200)
         }
         Endpoint::Flow => {
-            let receiver = receiver.expect("the flow runs with a webhook receiver");
+            let flow = flow.expect("the flow runs with a sender");
             let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-            let credential = format!("\"flow{n}@example.com\"");
+            let (credential, key) = flow.credential(n);
             let created = conn
                 .call(
                     "POST",
@@ -362,7 +520,7 @@ async fn one_request(
                 return Ok(false);
             };
             // The sender posts before create answers, so the code is already there.
-            let Some(code) = receiver.take_code(&credential) else {
+            let Some(code) = flow.take_code(&key) else {
                 return Ok(false);
             };
             let verified = conn
@@ -424,7 +582,7 @@ async fn phase(
     connections: usize,
     duration: Duration,
     pool: &CookiePool,
-    receiver: Option<Arc<WebhookReceiver>>,
+    flow: Option<Arc<FlowSender>>,
     server_pid: Option<u32>,
 ) -> PhaseResult {
     let cpu_before = server_pid.and_then(process_cpu);
@@ -432,7 +590,7 @@ async fn phase(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let address = address.to_string();
-        let receiver = receiver.clone();
+        let flow = flow.clone();
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&address).await.expect("connecting");
@@ -447,7 +605,7 @@ async fn phase(
                     &mut current,
                     &pool,
                     true,
-                    receiver.as_deref(),
+                    flow.as_deref(),
                 )
                 .await
                 {
@@ -592,7 +750,7 @@ fn endpoint_named(name: &str) -> Endpoint {
 async fn run_against(
     o: &Options,
     address: &str,
-    receiver: Option<Arc<WebhookReceiver>>,
+    flow: Option<Arc<FlowSender>>,
     server_pid: Option<u32>,
 ) -> Vec<(Endpoint, PhaseResult)> {
     wait_ready(address).await;
@@ -607,7 +765,7 @@ async fn run_against(
             o.connections,
             duration,
             &pool,
-            receiver.clone(),
+            flow.clone(),
             server_pid,
         )
         .await;
@@ -661,16 +819,74 @@ async fn run_against(
     results
 }
 
+/// The settings of a `--limits` mode: `off`, `on` (every budget far above what a run
+/// can use, so the cost is measured without refusals; the global breaker off, its
+/// default) or `default` (the server's own).
+/// Warnings, plus the access-log line and the `request` span it sits in (so the line
+/// carries the request id, as with the default `info`), but not the development sender's
+/// per-code line.
+const ACCESS_LOG_FILTER: &str = "warn,otp_server::access=info,otp_server::http::observe=info";
+
+/// `--ops`: `on` is the shipped default — the admin listener on (so metrics are
+/// recorded; on a free loopback port here) and one access-log line per request, written
+/// with the rest of the server's log to a file; `off` switches both off; `metrics` and
+/// `access` switch on one of them. Every mode logs the `request` span (the request id on
+/// every line of a request), which is not what is compared.
+fn ops_env(mode: &str) -> Vec<(String, String)> {
+    let (admin, access) = match mode {
+        "on" => ("127.0.0.1:0", "true"),
+        "off" => ("", "false"),
+        "metrics" => ("127.0.0.1:0", "false"),
+        "access" => ("", "true"),
+        other => panic!("unknown --ops mode {other}: use on, off, metrics or access"),
+    };
+    [
+        ("OTP_ADMIN_LISTEN", admin),
+        ("OTP_ACCESS_LOG", access),
+        ("OTP_LOG", ACCESS_LOG_FILTER),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn limits_env(mode: &str) -> Vec<(String, String)> {
+    let set = |k: &str, v: &str| (k.to_string(), v.to_string());
+    match mode {
+        "default" => Vec::new(),
+        "off" => vec![set("OTP_LIMITS_ENABLED", "false")],
+        "on" => {
+            let huge = "50000000/1d";
+            let mut env: Vec<_> = [
+                "SENDS_PER_CREDENTIAL",
+                "SENDS_PER_CREDENTIAL_DAILY",
+                "SENDS_PER_NETWORK",
+                "REQUESTS_PER_NETWORK",
+                "FAILED_VERIFIES_PER_NETWORK",
+                "FAILED_VERIFIES_PER_CREDENTIAL_NETWORK",
+            ]
+            .iter()
+            .map(|k| set(&format!("OTP_LIMITS_{k}"), huge))
+            .collect();
+            env.push(set("OTP_LIMITS_ENABLED", "true"));
+            env.push(set("OTP_LIMITS_FRAUD_GUARD", "record"));
+            env.push(set("OTP_LIMITS_FRAUD_HOURLY_FLOOR", "1000000000"));
+            env.push(set("OTP_LIMITS_FRAUD_DAILY_FLOOR", "1000000000"));
+            env
+        }
+        other => panic!("unknown --limits mode {other}: use off, on or default"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let o = parse_options();
-    let receiver = o
-        .endpoints
-        .iter()
-        .any(|e| e == "flow")
-        .then(|| Arc::new(WebhookReceiver::start_for_load(2)));
-    if receiver.is_some() && o.url.is_some() {
+    let flows = o.endpoints.iter().any(|e| e == "flow");
+    if flows && o.url.is_some() {
         panic!("the flow endpoint needs a server that loadgen starts itself (no --url)");
+    }
+    if !flows && o.senders != ["webhook"] {
+        panic!("--senders applies to the flow endpoint: add --endpoints flow");
     }
     if let Some(url) = &o.url {
         let address = url
@@ -684,37 +900,85 @@ async fn main() {
         run_against(&o, &address, None, None).await;
         return;
     }
-    let mut by_store = Vec::new();
+    let mut runs = Vec::new();
     for store in &o.stores {
-        let (_redis, env) = match store.as_str() {
-            "memory" => (None, Vec::new()),
-            "redis" => {
-                let redis = RedisServer::start();
-                let env = vec![
-                    ("OTP_STORE".to_string(), redis.url()),
+        for sink_mode in &o.sinks {
+            let shared = |url: String| {
+                vec![
+                    ("OTP_STORE".to_string(), url),
                     ("OTP_MASTER_KEY".to_string(), TEST_MASTER_KEY.to_string()),
-                ];
-                (Some(redis), env)
+                ]
+            };
+            // The store's processes, stopped when dropped after this run.
+            let (_store, env): (Option<Box<dyn std::any::Any>>, _) = match store.as_str() {
+                "memory" => (None, Vec::new()),
+                "redis" => {
+                    let redis = RedisServer::start();
+                    let env = shared(redis.url());
+                    (Some(Box::new(redis)), env)
+                }
+                "cluster" => {
+                    let cluster = RedisCluster::start();
+                    let env = shared(cluster.url());
+                    (Some(Box::new(cluster)), env)
+                }
+                other => panic!("unknown store {other}: use memory, redis or cluster"),
+            };
+            let sink = match sink_mode.as_str() {
+                "none" => None,
+                "hanging" => {
+                    let sink = WebhookReceiver::start_for_load(1);
+                    sink.behave(Behaviour::Slow(Duration::from_secs(3600)));
+                    Some(EventSink::Webhook(sink))
+                }
+                "failing" => {
+                    let sink = WebhookReceiver::start_for_load(1);
+                    sink.behave(Behaviour::Status(500));
+                    Some(EventSink::Webhook(sink))
+                }
+                "trapping" => Some(EventSink::Trapping),
+                other => panic!("unknown sink {other}: use none, hanging, failing or trapping"),
+            };
+            let mut combinations = Vec::new();
+            for sender in &o.senders {
+                for limits in &o.limits {
+                    for ops in &o.ops {
+                        combinations.push((sender, limits, ops));
+                    }
+                }
             }
-            other => panic!("unknown store {other}: use memory or redis"),
-        };
-        let (_server, address) = spawn_server(&o, &env, receiver.as_deref());
-        println!(
-            "\n{store} store — otp-server at {address}: {} connections, {} s per endpoint",
-            o.connections, o.seconds
-        );
-        let results = run_against(&o, &address, receiver.clone(), Some(_server.0.id())).await;
-        by_store.push((store.clone(), results));
+            for (sender, limits, ops) in combinations {
+                let flow = flows.then(|| Arc::new(FlowSender::start(sender)));
+                let mut env = env.clone();
+                env.extend(limits_env(limits));
+                env.extend(ops_env(ops));
+                let (_server, address) = spawn_server(&o, &env, flow.as_deref(), sink.as_ref());
+                let sender = if flows {
+                    format!(", {sender} sender")
+                } else {
+                    String::new()
+                };
+                let label =
+                    format!("{store} store, {sink_mode} sink{sender}, limits {limits}, ops {ops}");
+                println!(
+                    "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
+                    o.connections, o.seconds
+                );
+                let results = run_against(&o, &address, flow.clone(), Some(_server.0.id())).await;
+                runs.push((label, results));
+            }
+        }
     }
-    if let [(first, base), rest @ ..] = by_store.as_slice() {
-        for (store, results) in rest {
-            println!("\n{store} mode as a share of {first} mode (req/s):");
+    if let [(first, base), rest @ ..] = runs.as_slice() {
+        for (label, results) in rest {
+            println!("\n{label} as a share of {first} (req/s, p99):");
             for (endpoint, r) in results {
                 if let Some((_, b)) = base.iter().find(|(e, _)| e == endpoint) {
                     println!(
-                        "  {:<36} {:>5.0} %",
+                        "  {:<36} {:>5.0} % {:>7.0} %",
                         endpoint.name(),
-                        100.0 * r.rate / b.rate
+                        100.0 * r.rate / b.rate,
+                        100.0 * r.p99_us as f64 / b.p99_us.max(1) as f64
                     );
                 }
             }

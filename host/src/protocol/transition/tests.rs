@@ -346,7 +346,7 @@ fn resend_keeps_spent_attempts_and_old_code_stops_working() {
         T0 + 30_001,
         &s,
     ));
-    assert_eq!(error.code(), "OTP:INCORRECT");
+    assert!(matches!(error, ProtocolError::Incorrect(_)));
     assert_eq!(after2.tokens[0].attempts_left, 1);
 }
 
@@ -529,7 +529,6 @@ fn default_schedule() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(e3.code(), "OTP:TOO_MANY_ATTEMPTS");
 
     // Then nothing is allowed any more.
     assert!(matches!(
@@ -603,48 +602,6 @@ fn sessions_without_a_current_token_are_expired_not_panics() {
         &mut codes
     )
     .is_ok());
-}
-
-#[test]
-fn error_codes() {
-    let state = start("a").state;
-    let cases = [
-        (
-            ProtocolError::InvalidCredential,
-            "CREDENTIAL:INVALID",
-            false,
-        ),
-        (
-            ProtocolError::TooManyCredentials,
-            "OTP:TOO_MANY_CREDENTIALS",
-            false,
-        ),
-        (ProtocolError::Expired, "OTP:EXPIRED", false),
-        (
-            ProtocolError::ResendNotAllowed(state.clone()),
-            "OTP:RESENT_NOT_ALLOWED",
-            true,
-        ),
-        (
-            ProtocolError::VerificationNotAllowed(state.clone()),
-            "OTP:VERIFICATION_NOT_ALLOWED",
-            true,
-        ),
-        (
-            ProtocolError::Incorrect(state.clone()),
-            "OTP:INCORRECT",
-            true,
-        ),
-        (
-            ProtocolError::TooManyAttempts(state),
-            "OTP:TOO_MANY_ATTEMPTS",
-            true,
-        ),
-    ];
-    for (error, code, has_state) in cases {
-        assert_eq!(error.code(), code);
-        assert_eq!(error.state().is_some(), has_state);
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,516 @@
+//! The in-memory limiter store: one process's budgets, for single-instance servers.
+//!
+//! Entries live in [`SHARDS`] mutex-guarded hash maps chosen by the key's first byte
+//! (keys are HMAC output, so shards fill evenly). A charge locks the few shards its
+//! keys fall in, in index order (no deadlock), checks every budget, and only then
+//! writes: all or nothing. Every entry has an expiry (a GCRA entry is useless once its
+//! TAT has passed; fraud-guard windows after two days; a pending send after a day); a
+//! background task sweeps one shard per tick, so the request path never walks the map.
+//! The store is bounded: a shard at its share of `max_keys` first drops its expired
+//! entries, and if all are live, the one that expires soonest (the least restrictive)
+//! to admit a new one — never an arbitrary one, which could be a budget an attacker
+//! wants gone. Reaching the bound takes a flood of distinct networks, which the
+//! bound's size (a million entries by default) makes costly.
+
+use super::fraud::{FraudMode, GroupWindows, DAY_MS};
+use super::gcra::{self, Decision};
+use super::keys::LimiterKey;
+use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
+use crate::clock::Clock;
+use crate::store::StoreError;
+use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub const SHARDS: usize = 64;
+
+/// What an entry is about: a budget kind's tag, or one of the fraud guard's records.
+type EntryKey = (&'static str, LimiterKey);
+
+const GROUP: &str = "g";
+const PENDING: &str = "p";
+
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    Tat(u64),
+    Group { windows: GroupWindows, expires: u64 },
+    Pending { group: LimiterKey, expires: u64 },
+}
+
+impl Entry {
+    fn expires(&self) -> u64 {
+        match self {
+            Entry::Tat(tat) => *tat,
+            Entry::Group { expires, .. } | Entry::Pending { expires, .. } => *expires,
+        }
+    }
+}
+
+type Shard = HashMap<EntryKey, Entry, BuildHasherDefault<EntryHasher>>;
+
+/// Entries each shard has room for from the start (64 × 1024 × ~100 bytes, resident
+/// only as they fill). Allocating every shard at its bound up front would spare a
+/// growing store its rehashes but keep ~130 MB resident from start-up (measured), so
+/// shards grow from here.
+const INITIAL_SHARD_CAPACITY: usize = 1024;
+
+/// The hash of an entry key: FxHash-style mixing, eight bytes at a time. A limiter key
+/// is HMAC output under a secret the client does not know, so it cannot be chosen to
+/// collide; SipHash's protection against chosen keys would be paid for nothing.
+#[derive(Default)]
+struct EntryHasher(u64);
+
+impl Hasher for EntryHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(SEED);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub struct MemoryLimiterStore {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryLimiterStore {
+    pub fn new(clock: Arc<dyn Clock>, max_keys: usize) -> MemoryLimiterStore {
+        let per_shard = (max_keys / SHARDS).max(16);
+        MemoryLimiterStore {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(HashMap::with_capacity_and_hasher(
+                        INITIAL_SHARD_CAPACITY.min(per_shard),
+                        BuildHasherDefault::default(),
+                    ))
+                })
+                .collect(),
+            per_shard,
+            clock,
+        }
+    }
+
+    /// Sweeps expired entries, one shard per `interval`, until the store is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) {
+        let store: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next = 0;
+            loop {
+                ticker.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                let now = store.clock.now_ms();
+                store.shards[next].lock().retain(|_, e| e.expires() > now);
+                next = (next + 1) % SHARDS;
+            }
+        });
+    }
+
+    fn shard_of(key: &LimiterKey) -> usize {
+        usize::from(key.0[0]) % SHARDS
+    }
+
+    /// Locks the shards of `keys`, in index order.
+    fn lock<'a>(&'a self, keys: impl Iterator<Item = &'a LimiterKey>) -> Locked<'a> {
+        let mut indices: Vec<usize> = keys.map(Self::shard_of).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        Locked {
+            guards: indices
+                .into_iter()
+                .map(|i| (i, self.shards[i].lock()))
+                .collect(),
+            per_shard: self.per_shard,
+        }
+    }
+
+    /// Entries held now (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+struct Locked<'a> {
+    guards: Vec<(usize, MutexGuard<'a, Shard>)>,
+    per_shard: usize,
+}
+
+impl Locked<'_> {
+    fn shard(&mut self, key: &LimiterKey) -> &mut Shard {
+        let index = MemoryLimiterStore::shard_of(key);
+        let position = self
+            .guards
+            .iter()
+            .position(|(i, _)| *i == index)
+            .expect("the shard was locked");
+        &mut self.guards[position].1
+    }
+
+    fn get(&mut self, key: EntryKey, now: u64) -> Option<Entry> {
+        self.shard(&key.1)
+            .get(&key)
+            .copied()
+            .filter(|e| e.expires() > now)
+    }
+
+    fn put(&mut self, key: EntryKey, entry: Entry, now: u64) {
+        let per_shard = self.per_shard;
+        let shard = self.shard(&key.1);
+        if shard.len() >= per_shard && !shard.contains_key(&key) {
+            // Full: drop what has expired; if every entry is live, the one that expires
+            // soonest restricts least. Both walk the shard, which only a flood of
+            // distinct keys as large as the bound makes happen more than rarely.
+            shard.retain(|_, e| e.expires() > now);
+            if shard.len() >= per_shard {
+                let soonest = shard
+                    .iter()
+                    .min_by_key(|(_, e)| e.expires())
+                    .map(|(k, _)| *k);
+                if let Some(victim) = soonest {
+                    shard.remove(&victim);
+                }
+            }
+        }
+        shard.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: EntryKey) {
+        self.shard(&key.1).remove(&key);
+    }
+
+    fn tat(&mut self, check: &Check, now: u64) -> u64 {
+        match self.get((check.kind.tag(), check.key), now) {
+            Some(Entry::Tat(tat)) => tat,
+            _ => 0,
+        }
+    }
+}
+
+#[async_trait]
+impl LimiterStore for MemoryLimiterStore {
+    async fn charge(
+        &self,
+        checks: &[Check],
+        fraud: Option<&FraudCheck>,
+    ) -> Result<Verdict, StoreError> {
+        let now = self.clock.now_ms();
+        let fraud_keys = fraud.iter().flat_map(|f| [&f.group, &f.credential]);
+        let mut locked = self.lock(checks.iter().map(|c| &c.key).chain(fraud_keys));
+        let mut refused: Option<Refusal> = None;
+        let mut tats = Vec::with_capacity(checks.len());
+        for check in checks {
+            match gcra::charge(locked.tat(check, now), now, check.rate) {
+                Decision::Allowed { tat, .. } => tats.push(tat),
+                Decision::Refused { retry_after_ms } => {
+                    if refused.is_none_or(|r| r.retry_after_ms < retry_after_ms) {
+                        refused = Some(Refusal {
+                            reason: Reason::Budget(check.kind, check.rate),
+                            retry_after_ms,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(refusal) = refused {
+            return Ok(Verdict::Refused(refusal));
+        }
+        let mut fraud_tripped = false;
+        if let Some(fraud) = fraud {
+            let mut windows = match locked.get((GROUP, fraud.group), now) {
+                Some(Entry::Group { windows, .. }) => windows,
+                _ => GroupWindows::default(),
+            };
+            if let Some(retry_after_ms) = fraud.thresholds.trips(&windows.counts(now), now) {
+                if fraud.mode == FraudMode::Deny {
+                    return Ok(Verdict::Refused(Refusal {
+                        reason: Reason::FraudGuard,
+                        retry_after_ms,
+                    }));
+                }
+                fraud_tripped = true;
+            }
+            windows.sent(now);
+            locked.put(
+                (GROUP, fraud.group),
+                Entry::Group {
+                    windows,
+                    expires: now + 2 * DAY_MS,
+                },
+                now,
+            );
+            locked.put(
+                (PENDING, fraud.credential),
+                Entry::Pending {
+                    group: fraud.group,
+                    expires: now + DAY_MS,
+                },
+                now,
+            );
+        }
+        for (check, tat) in checks.iter().zip(tats) {
+            locked.put((check.kind.tag(), check.key), Entry::Tat(tat), now);
+        }
+        Ok(Verdict::Allowed { fraud_tripped })
+    }
+
+    async fn settle(
+        &self,
+        refunds: &[Check],
+        verified: Option<LimiterKey>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let mut locked = self.lock(refunds.iter().map(|c| &c.key).chain(verified.iter()));
+        for check in refunds {
+            let key = (check.kind.tag(), check.key);
+            match gcra::refund(locked.tat(check, now), now, check.rate) {
+                Some(tat) => locked.put(key, Entry::Tat(tat), now),
+                None => locked.remove(key),
+            }
+        }
+        let Some(credential) = verified else {
+            return Ok(());
+        };
+        let Some(Entry::Pending { group, .. }) = locked.get((PENDING, credential), now) else {
+            return Ok(());
+        };
+        locked.remove((PENDING, credential));
+        drop(locked);
+        // The group may live in another shard: a second, short critical section.
+        let mut locked = self.lock(std::iter::once(&group));
+        if let Some(Entry::Group { mut windows, .. }) = locked.get((GROUP, group), now) {
+            windows.verified(now);
+            locked.put(
+                (GROUP, group),
+                Entry::Group {
+                    windows,
+                    expires: now + 2 * DAY_MS,
+                },
+                now,
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fraud::FraudThresholds;
+    use super::super::gcra::Rate;
+    use super::super::store::BudgetKind;
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn key(byte: u8) -> LimiterKey {
+        LimiterKey([byte; 16])
+    }
+
+    fn store() -> (Arc<ManualClock>, MemoryLimiterStore) {
+        let clock = Arc::new(ManualClock::new(1_000_000_000));
+        (clock.clone(), MemoryLimiterStore::new(clock, 1 << 20))
+    }
+
+    fn check(kind: BudgetKind, byte: u8, limit: u32, period_ms: u64) -> Check {
+        Check {
+            kind,
+            key: key(byte),
+            rate: Rate::per(limit, period_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn all_or_nothing() {
+        let (_clock, store) = store();
+        let loose = check(BudgetKind::NetworkSends, 1, 10, 60_000);
+        let tight = check(BudgetKind::CredentialSends, 200, 1, 60_000);
+        assert_eq!(
+            store.charge(&[loose, tight], None).await.unwrap(),
+            Verdict::Allowed {
+                fraud_tripped: false
+            }
+        );
+        // The tight budget refuses, so the loose one is not charged either.
+        for _ in 0..20 {
+            let verdict = store.charge(&[loose, tight], None).await.unwrap();
+            assert!(matches!(
+                verdict,
+                Verdict::Refused(Refusal {
+                    reason: Reason::Budget(BudgetKind::CredentialSends, _),
+                    retry_after_ms: 60_000
+                })
+            ));
+        }
+        for _ in 0..9 {
+            assert!(matches!(
+                store.charge(&[loose], None).await.unwrap(),
+                Verdict::Allowed { .. }
+            ));
+        }
+        assert!(matches!(
+            store.charge(&[loose], None).await.unwrap(),
+            Verdict::Refused(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn budgets_of_one_key_and_different_kinds_are_apart_and_expire() {
+        let (clock, store) = store();
+        let a = check(BudgetKind::CredentialSends, 7, 1, 10_000);
+        let b = check(BudgetKind::CredentialDailySends, 7, 1, 10_000);
+        assert!(matches!(
+            store.charge(&[a], None).await.unwrap(),
+            Verdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            store.charge(&[b], None).await.unwrap(),
+            Verdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            store.charge(&[a], None).await.unwrap(),
+            Verdict::Refused(_)
+        ));
+        clock.advance(10_000);
+        assert!(matches!(
+            store.charge(&[a], None).await.unwrap(),
+            Verdict::Allowed { .. }
+        ));
+        // A refund gives the unit back.
+        store.settle(&[a], None).await.unwrap();
+        assert!(matches!(
+            store.charge(&[a], None).await.unwrap(),
+            Verdict::Allowed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn bounded() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryLimiterStore::new(clock, 1024);
+        for i in 0..10_000u32 {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&i.to_le_bytes());
+            let c = Check {
+                kind: BudgetKind::NetworkRequests,
+                key: LimiterKey(bytes),
+                rate: Rate::per(10, 60_000),
+            };
+            store.charge(&[c], None).await.unwrap();
+        }
+        assert!(store.len() <= 1024, "{}", store.len());
+    }
+
+    #[tokio::test]
+    async fn a_full_shard_evicts_the_least_restrictive_entry_never_a_spent_budget() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        // 16 entries per shard; every key below falls in shard 0.
+        let store = MemoryLimiterStore::new(clock, 16 * SHARDS);
+        let in_shard_0 = |i: u8| {
+            let mut bytes = [0u8; 16];
+            bytes[1] = i;
+            LimiterKey(bytes)
+        };
+        let spent = Check {
+            kind: BudgetKind::CredentialSends,
+            key: in_shard_0(255),
+            rate: Rate::per(1, DAY_MS),
+        };
+        let allowed = |v: Verdict| matches!(v, Verdict::Allowed { .. });
+        assert!(allowed(store.charge(&[spent], None).await.unwrap()));
+        // A flood of other keys, each restricting for seconds only.
+        for i in 0..64 {
+            let c = Check {
+                kind: BudgetKind::NetworkRequests,
+                key: in_shard_0(i),
+                rate: Rate::per(10, 60_000),
+            };
+            store.charge(&[c], None).await.unwrap();
+        }
+        assert!(store.len() <= 16, "{}", store.len());
+        assert!(
+            !allowed(store.charge(&[spent], None).await.unwrap()),
+            "the flood evicted a spent day budget"
+        );
+    }
+
+    #[tokio::test]
+    async fn fraud_guard_records_denies_and_counts_conversions() {
+        let (_clock, store) = store();
+        // Hourly threshold max(2, 6 / 6) = 2 unverified sends.
+        let thresholds = FraudThresholds {
+            hourly_floor: 2,
+            daily_floor: 6,
+            verified_ratio: 0.2,
+        };
+        let fraud = |credential: u8, mode| FraudCheck {
+            group: key(99),
+            credential: key(credential),
+            thresholds,
+            mode,
+        };
+        for credential in 1..=2 {
+            assert_eq!(
+                store
+                    .charge(&[], Some(&fraud(credential, FraudMode::Deny)))
+                    .await
+                    .unwrap(),
+                Verdict::Allowed {
+                    fraud_tripped: false
+                }
+            );
+        }
+        assert!(matches!(
+            store
+                .charge(&[], Some(&fraud(3, FraudMode::Deny)))
+                .await
+                .unwrap(),
+            Verdict::Refused(Refusal {
+                reason: Reason::FraudGuard,
+                ..
+            })
+        ));
+        assert_eq!(
+            store
+                .charge(&[], Some(&fraud(3, FraudMode::Record)))
+                .await
+                .unwrap(),
+            Verdict::Allowed {
+                fraud_tripped: true
+            }
+        );
+        // Two of the three sends are verified: one unverified is left, so sends resume.
+        store.settle(&[], Some(key(1))).await.unwrap();
+        store.settle(&[], Some(key(2))).await.unwrap();
+        // A second verification of the same credential does not count twice.
+        store.settle(&[], Some(key(2))).await.unwrap();
+        assert_eq!(
+            store
+                .charge(&[], Some(&fraud(4, FraudMode::Deny)))
+                .await
+                .unwrap(),
+            Verdict::Allowed {
+                fraud_tripped: false
+            }
+        );
+        assert!(matches!(
+            store
+                .charge(&[], Some(&fraud(5, FraudMode::Deny)))
+                .await
+                .unwrap(),
+            Verdict::Refused(_)
+        ));
+    }
+}

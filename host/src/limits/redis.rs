@@ -1,0 +1,248 @@
+//! The Redis limiter store: budgets shared by every instance on one Redis.
+//!
+//! Each request is one Lua script (one round trip), atomic on the server: [`CHARGE`]
+//! checks every budget the request needs and the fraud guard and writes only if all
+//! pass; [`SETTLE`] gives reservations back and records a conversion. Scripts read
+//! Redis `TIME`, the one clock of all instances (never the instances' own clocks).
+//!
+//! Key layout (under the store prefix, default `otp:`; `H` = 32 hex digits of a
+//! [`LimiterKey`](super::LimiterKey), an HMAC, never a credential or an address):
+//! - `PREFIX lim:{lim}:TAG:H` — a budget's TAT in ms (string), expiring when it passes.
+//!   `TAG` is the budget kind: `sc`/`sd` sends per credential (10 min / day), `sn` sends
+//!   per network, `sg` global sends, `rn` requests per network, `fn` failures per
+//!   network, `fc` failures per (credential, network).
+//! - `PREFIX lim:{lim}:g:H` — a destination group's fraud-guard windows (hash: per hour
+//!   and per day the window index, sent and verified counts of it and of the previous
+//!   window), expiring two days after the last send.
+//! - `PREFIX lim:{lim}:p:H` — a credential's pending send: the `H` of its group, for a
+//!   day, so a successful verification counts for the right group.
+//!
+//! Redis Cluster: every limiter key carries the hash tag `{lim}`, so all of them live
+//! in one slot and every script's keys are in one slot (a script may only touch one).
+//! The price is that one shard serves all limiter traffic — one small script per
+//! request, well within a single node's capacity; spreading budgets over slots would
+//! need one round trip per key and lose the all-or-nothing charge. `SETTLE` reaches the
+//! group key named by the pending record, which it cannot declare in advance; it is in
+//! the same slot by construction.
+
+use super::keys::LimiterKey;
+use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
+use crate::store::redis::RedisConnection;
+use crate::store::StoreError;
+use async_trait::async_trait;
+
+/// KEYS: the n budget keys, then (with the fraud guard) the group key and the pending
+/// key. ARGV: n, then emission and burst per budget, then mode (0 none, 1 record,
+/// 2 deny), hourly floor, daily floor, verified ratio, the group's hex.
+/// Returns {0, tripped, 0} when allowed, {1, index, retry_ms} when a budget refuses,
+/// {2, 0, retry_ms} when the fraud guard denies.
+const CHARGE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
+local tats = {}
+local worst, worst_i = -1, 0
+for i = 1, n do
+  local emission = tonumber(ARGV[2 * i])
+  local tolerance = emission * tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local ahead = tat + emission - now
+  if ahead > tolerance then
+    if ahead - tolerance > worst then worst = ahead - tolerance; worst_i = i end
+  else
+    tats[i] = tat + emission
+  end
+end
+if worst_i > 0 then return {1, worst_i, worst} end
+local tripped = 0
+local f = 2 * n + 2
+local mode = tonumber(ARGV[f])
+if mode > 0 then
+  local g = KEYS[n + 1]
+  local function window(p, w)
+    local idx = math.floor(now / w)
+    local v = redis.call('HMGET', g, p .. 'i', p .. 's', p .. 'v')
+    local cur = tonumber(v[1] or '-1')
+    if cur ~= idx then
+      local s, ver = 0, 0
+      if cur == idx - 1 then s = tonumber(v[2] or '0'); ver = tonumber(v[3] or '0') end
+      redis.call('HSET', g, p .. 'i', string.format('%.0f', idx), p .. 's', 0, p .. 'v', 0,
+        p .. 'sp', s, p .. 'vp', ver)
+    end
+    local c = redis.call('HMGET', g, p .. 's', p .. 'sp', p .. 'v', p .. 'vp')
+    local share = 1 - (now % w) / w
+    return tonumber(c[1]) + tonumber(c[2]) * share, tonumber(c[3]) + tonumber(c[4]) * share
+  end
+  local sent_h, ver_h = window('h', 3600000)
+  local sent_d, ver_d = window('d', 86400000)
+  local daily = math.max(tonumber(ARGV[f + 2]), tonumber(ARGV[f + 3]) * ver_d)
+  local hourly = math.max(tonumber(ARGV[f + 1]), daily / 6)
+  local retry = 0
+  if math.max(sent_d - ver_d, 0) + 1 > daily then
+    retry = 86400000 - now % 86400000
+  elseif math.max(sent_h - ver_h, 0) + 1 > hourly then
+    retry = 3600000 - now % 3600000
+  end
+  if retry > 0 then
+    if mode == 2 then return {2, 0, retry} end
+    tripped = 1
+  end
+  redis.call('HINCRBY', g, 'hs', 1)
+  redis.call('HINCRBY', g, 'ds', 1)
+  redis.call('PEXPIRE', g, 2 * 86400000)
+  redis.call('SET', KEYS[n + 2], ARGV[f + 4], 'PX', 86400000)
+end
+for i = 1, n do
+  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', string.format('%.0f', tats[i] - now))
+end
+return {0, tripped, 0}";
+
+/// KEYS: the n budget keys to refund, then (when verified) the pending key. ARGV: n,
+/// the emission per budget, then the group key prefix (empty when nothing was verified).
+const SETTLE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local back = tat - tonumber(ARGV[i + 1])
+  if back > now then
+    redis.call('SET', KEYS[i], string.format('%.0f', back), 'PX', string.format('%.0f', back - now))
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+local prefix = ARGV[n + 2]
+if prefix == '' then return 0 end
+local group = redis.call('GET', KEYS[n + 1])
+if not group then return 0 end
+redis.call('DEL', KEYS[n + 1])
+local g = prefix .. group
+if redis.call('EXISTS', g) == 0 then return 0 end
+for _, w in ipairs({{'h', 3600000}, {'d', 86400000}}) do
+  local p, len = w[1], w[2]
+  local idx = math.floor(now / len)
+  local v = redis.call('HMGET', g, p .. 'i', p .. 's', p .. 'v')
+  local cur = tonumber(v[1] or '-1')
+  if cur ~= idx then
+    local s, ver = 0, 0
+    if cur == idx - 1 then s = tonumber(v[2] or '0'); ver = tonumber(v[3] or '0') end
+    redis.call('HSET', g, p .. 'i', string.format('%.0f', idx), p .. 's', 0, p .. 'v', 0,
+      p .. 'sp', s, p .. 'vp', ver)
+  end
+  redis.call('HINCRBY', g, p .. 'v', 1)
+end
+return 1";
+
+pub struct RedisLimiterStore {
+    redis: RedisConnection,
+    charge: redis::Script,
+    settle: redis::Script,
+}
+
+impl RedisLimiterStore {
+    pub fn new(redis: RedisConnection) -> RedisLimiterStore {
+        RedisLimiterStore {
+            redis,
+            charge: redis::Script::new(CHARGE),
+            settle: redis::Script::new(SETTLE),
+        }
+    }
+
+    fn key(&self, tag: &str, key: &LimiterKey) -> String {
+        self.redis.key(&format!("lim:{{lim}}:{tag}:{}", key.hex()))
+    }
+}
+
+#[async_trait]
+impl LimiterStore for RedisLimiterStore {
+    async fn charge(
+        &self,
+        checks: &[Check],
+        fraud: Option<&FraudCheck>,
+    ) -> Result<Verdict, StoreError> {
+        let mut invocation = self.charge.prepare_invoke();
+        invocation.arg(checks.len());
+        for check in checks {
+            invocation
+                .key(self.key(check.kind.tag(), &check.key))
+                .arg(check.rate.emission_ms)
+                .arg(check.rate.burst);
+        }
+        match fraud {
+            Some(fraud) => {
+                invocation
+                    .key(self.key("g", &fraud.group))
+                    .key(self.key("p", &fraud.credential))
+                    .arg(match fraud.mode {
+                        super::fraud::FraudMode::Record => 1,
+                        super::fraud::FraudMode::Deny => 2,
+                    })
+                    .arg(fraud.thresholds.hourly_floor)
+                    .arg(fraud.thresholds.daily_floor)
+                    .arg(fraud.thresholds.verified_ratio)
+                    .arg(fraud.group.hex());
+            }
+            None => {
+                invocation.arg(0);
+            }
+        }
+        let (outcome, detail, retry_after_ms): (u8, i64, i64) = self
+            .redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        let retry_after_ms = u64::try_from(retry_after_ms).unwrap_or(0);
+        Ok(match outcome {
+            0 => Verdict::Allowed {
+                fraud_tripped: detail == 1,
+            },
+            1 => {
+                let check = usize::try_from(detail - 1)
+                    .ok()
+                    .and_then(|i| checks.get(i))
+                    .ok_or_else(|| StoreError::Unavailable("limiter script: bad index".into()))?;
+                Verdict::Refused(Refusal {
+                    reason: Reason::Budget(check.kind, check.rate),
+                    retry_after_ms,
+                })
+            }
+            _ => Verdict::Refused(Refusal {
+                reason: Reason::FraudGuard,
+                retry_after_ms,
+            }),
+        })
+    }
+
+    async fn settle(
+        &self,
+        refunds: &[Check],
+        verified: Option<LimiterKey>,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.settle.prepare_invoke();
+        invocation.arg(refunds.len());
+        for check in refunds {
+            invocation
+                .key(self.key(check.kind.tag(), &check.key))
+                .arg(check.rate.emission_ms);
+        }
+        match verified {
+            Some(credential) => {
+                invocation
+                    .key(self.key("p", &credential))
+                    .arg(self.redis.key("lim:{lim}:g:"));
+            }
+            None => {
+                invocation.arg("");
+            }
+        }
+        self.redis
+            .run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.redis.ping().await
+    }
+}

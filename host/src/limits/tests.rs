@@ -1,0 +1,226 @@
+//! Unit tests of the checks with the memory store on a manual clock, and a store that
+//! fails (fail closed / fail open).
+
+use super::memory::MemoryLimiterStore;
+use super::*;
+use crate::clock::ManualClock;
+use zeroize::Zeroizing;
+
+fn limits(config: LimitsConfig) -> (Arc<ManualClock>, Limits) {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Arc::new(MemoryLimiterStore::new(clock.clone(), 1 << 16));
+    let hasher = KeyHasher::new(Zeroizing::new([7; 32]));
+    (clock, Limits::new(config, hasher, store))
+}
+
+fn policy(result: Result<(), LimitError>) -> &'static str {
+    match result {
+        Err(LimitError::Limited(answer)) => answer.policy,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn five_sends_per_credential_then_429_until_the_window_passes() {
+    let (clock, limits) = limits(LimitsConfig::default());
+    let ip = Some("192.0.2.1");
+    for _ in 0..5 {
+        limits
+            .before_send(ip, "bob", Some("default"))
+            .await
+            .unwrap();
+    }
+    let Err(LimitError::Limited(answer)) = limits.before_send(ip, "bob", Some("default")).await
+    else {
+        panic!("the sixth send is refused");
+    };
+    assert_eq!(answer.policy, "sends-per-credential");
+    assert_eq!((answer.quota, answer.window_secs), (5, 600));
+    assert_eq!(answer.retry_after_secs, 120);
+    // From another network the credential's budget is just as spent.
+    assert_eq!(
+        policy(
+            limits
+                .before_send(Some("198.51.100.9"), "bob", Some("default"))
+                .await
+        ),
+        "sends-per-credential"
+    );
+    clock.advance(600_000);
+    for _ in 0..5 {
+        limits
+            .before_send(ip, "bob", Some("default"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(limits.counters().rate_limited.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_network_spraying_credentials_is_capped_and_others_are_not() {
+    let (_clock, limits) = limits(LimitsConfig::default());
+    let attacker = Some("203.0.113.5");
+    let mut sent = 0;
+    for n in 0..100 {
+        if limits
+            .before_send(attacker, &format!("victim{n}"), Some("default"))
+            .await
+            .is_ok()
+        {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 10, "the burst of sends per network");
+    limits
+        .before_send(Some("203.0.113.6"), "victim0", Some("default"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn failures_are_reserved_and_refunded_and_never_keyed_on_the_credential_alone() {
+    let (_clock, limits) = limits(LimitsConfig::default());
+    let attacker = Some("203.0.113.5");
+    for _ in 0..10 {
+        let reservation = limits.before_verify(attacker, "bob").await.unwrap();
+        limits.after_verify(reservation, GuessOutcome::Failed).await;
+    }
+    assert!(matches!(
+        limits.before_verify(attacker, "bob").await,
+        Err(LimitError::Limited(RateLimited {
+            policy: "failed-verifications-per-credential-network",
+            ..
+        }))
+    ));
+    // The owner on another network is unaffected.
+    let reservation = limits
+        .before_verify(Some("198.51.100.1"), "bob")
+        .await
+        .unwrap();
+    limits
+        .after_verify(reservation, GuessOutcome::Verified)
+        .await;
+    // Right guesses and non-guesses give the reservation back.
+    for _ in 0..50 {
+        let reservation = limits
+            .before_verify(Some("198.51.100.2"), "carol")
+            .await
+            .unwrap();
+        limits
+            .after_verify(reservation, GuessOutcome::NoGuess)
+            .await;
+        let reservation = limits
+            .before_verify(Some("198.51.100.2"), "carol")
+            .await
+            .unwrap();
+        limits
+            .after_verify(reservation, GuessOutcome::Verified)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn safe_lists_groups_and_switching_off() {
+    let config = LimitsConfig {
+        safe_credentials: vec!["+15550000000".into()],
+        safe_networks: vec!["10.1.0.0/16".parse().unwrap()],
+        deny_groups: vec!["sms:+7".into(), "sms:+99*".into()],
+        ..LimitsConfig::default()
+    };
+    let (_clock, limits) = limits(config);
+    for _ in 0..50 {
+        limits
+            .before_send(Some("192.0.2.1"), "+15550000000", Some("sms:+1"))
+            .await
+            .unwrap();
+        limits
+            .before_send(Some("10.1.2.3"), "alice", Some("sms:+1"))
+            .await
+            .unwrap();
+    }
+    for group in ["sms:+7", "sms:+991"] {
+        assert!(matches!(
+            limits.before_send(Some("10.1.2.3"), "x", Some(group)).await,
+            Err(LimitError::NotAllowed)
+        ));
+    }
+    limits.check_group("sms:+77").unwrap();
+    let allow_only = LimitsConfig {
+        allow_groups: vec!["email:*".into()],
+        ..LimitsConfig::default()
+    };
+    let (_clock, limits) = limits_with(allow_only);
+    limits.check_group("email:example.com").unwrap();
+    assert!(limits.check_group("sms:+44").is_err());
+    let (_clock, off) = limits_with(LimitsConfig {
+        enabled: false,
+        ..LimitsConfig::default()
+    });
+    for _ in 0..200 {
+        off.before_request(Some("192.0.2.1")).await.unwrap();
+        off.before_send(Some("192.0.2.1"), "bob", Some("x"))
+            .await
+            .unwrap();
+    }
+}
+
+fn limits_with(config: LimitsConfig) -> (Arc<ManualClock>, Limits) {
+    limits(config)
+}
+
+#[tokio::test]
+async fn requests_per_network_and_unknown_addresses_share_a_budget() {
+    let (clock, limits) = limits(LimitsConfig::default());
+    for _ in 0..120 {
+        limits.before_request(None).await.unwrap();
+    }
+    assert_eq!(
+        policy(limits.before_request(Some("garbage")).await),
+        "requests-per-network"
+    );
+    limits.before_request(Some("192.0.2.1")).await.unwrap();
+    clock.advance(500);
+    limits.before_request(None).await.unwrap();
+}
+
+struct FailingStore;
+
+#[async_trait::async_trait]
+impl LimiterStore for FailingStore {
+    async fn charge(&self, _: &[Check], _: Option<&FraudCheck>) -> Result<Verdict, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn settle(&self, _: &[Check], _: Option<LimiterKey>) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_fails_closed_or_open() {
+    let hasher = || KeyHasher::new(Zeroizing::new([1; 32]));
+    let closed = Limits::new(LimitsConfig::default(), hasher(), Arc::new(FailingStore));
+    assert!(matches!(
+        closed.before_request(Some("192.0.2.1")).await,
+        Err(LimitError::Unavailable(_))
+    ));
+    assert!(!closed.ready().await);
+    let open = Limits::new(
+        LimitsConfig {
+            fail_open: true,
+            ..LimitsConfig::default()
+        },
+        hasher(),
+        Arc::new(FailingStore),
+    );
+    open.before_request(Some("192.0.2.1")).await.unwrap();
+    open.before_send(Some("192.0.2.1"), "bob", Some("g"))
+        .await
+        .unwrap();
+    assert!(open.ready().await);
+    let status = open.status().await;
+    assert_eq!(status["servedWithoutLimits"], 2);
+    assert_eq!(status["store"], "unavailable (serving without limits)");
+}

@@ -1,0 +1,367 @@
+//! Where log lines go: stderr, written in batches by a thread of their own — the `tracing`
+//! log ([`init`]) and the access log ([`access`]).
+//!
+//! With the access log on, every request writes a line. Writing each line to stderr as it
+//! is made costs the request a `write` system call under a lock (and, when stderr is a
+//! pipe whose reader is slow, a wait). Here a line is appended to a shared buffer instead,
+//! and a writer thread hands the buffer to stderr every few milliseconds (at once when it
+//! passes [`FLUSH_AT`]): one system call per batch, none on the request path. A line
+//! never waits: when the buffer already holds [`MAX_BUFFERED`] bytes (stderr blocked)
+//! lines are dropped and counted, and the count is written once stderr drains.
+//! [`flush`] writes what is buffered, for the last lines before the process exits.
+//!
+//! Lines are stamped by [`MillisecondTime`]: RFC 3339 UTC with milliseconds, formatted once
+//! per millisecond and thread rather than once per line.
+//!
+//! The access log is one line per request, so it is written by [`access`] directly rather
+//! than through `tracing`'s formatter (which costs a request several times more): the same
+//! layout as a `tracing` line of target `otp_server::access` inside the `request` span, in
+//! text or JSON after `log_format`, and only when the log filter enables that target at
+//! `info`.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::LogFormat;
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The writer thread wakes at least this often.
+const INTERVAL: Duration = Duration::from_millis(5);
+/// A buffer this full is written at once.
+const FLUSH_AT: usize = 64 * 1024;
+/// Lines beyond this many buffered bytes are dropped.
+const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    /// Held while a batch is written, so [`flush`] returns after it is out.
+    writing: Mutex<()>,
+}
+
+impl Shared {
+    /// Adds a whole line to what is pending, or counts it as dropped when the buffer is
+    /// full; never waits for stderr.
+    fn append(&self, line: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.bytes.len() + line.len() > MAX_BUFFERED {
+            pending.dropped += 1;
+        } else {
+            pending.bytes.extend_from_slice(line);
+            if pending.bytes.len() >= FLUSH_AT {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Takes what is pending and writes it to stderr.
+    fn write_pending(&self) {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, dropped) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut pending.bytes),
+                std::mem::take(&mut pending.dropped),
+            )
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(&bytes);
+        if dropped > 0 {
+            let _ = writeln!(
+                stderr,
+                "otp-server: {dropped} log lines dropped: stderr did not keep up"
+            );
+        }
+        let _ = stderr.flush();
+    }
+}
+
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// The process's batched stderr (its writer thread starts on first use).
+#[derive(Clone)]
+pub struct BatchedStderr(Arc<Shared>);
+
+impl BatchedStderr {
+    pub fn get() -> BatchedStderr {
+        BatchedStderr(SHARED.get_or_init(start_writer).clone())
+    }
+}
+
+/// The shared buffer, and the thread that writes it out.
+fn start_writer() -> Arc<Shared> {
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Pending::default()),
+        wake: Condvar::new(),
+        writing: Mutex::new(()),
+    });
+    let worker = shared.clone();
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || loop {
+            {
+                let pending = worker.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = worker
+                    .wake
+                    .wait_timeout_while(pending, INTERVAL, |p| p.bytes.len() < FLUSH_AT)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            worker.write_pending();
+        })
+        .expect("starting the log writer thread");
+    shared
+}
+
+impl Write for BatchedStderr {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.0.append(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchedStderr {
+    type Writer = BatchedStderr;
+
+    fn make_writer(&'a self) -> BatchedStderr {
+        self.clone()
+    }
+}
+
+/// Sends `tracing` output to stderr in batches, filtered by `filter` (an `EnvFilter`
+/// directive: `OTP_LOG` / `log`), as text or one JSON object per line; span fields such as
+/// `request_id` are on every line either way. Call once, before anything logs.
+pub fn init(filter: &str, format: LogFormat) {
+    let _ = FORMAT.set(format);
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(BatchedStderr::get())
+        .with_timer(MillisecondTime)
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// One request, as the access log records it. Never the cookie, the body or the raw path.
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    /// The route template (`/api/otp/create`), or `unmatched`.
+    pub route: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub request_id: &'a str,
+    /// The trace id of a valid `traceparent`.
+    pub trace_id: Option<&'a str>,
+}
+
+thread_local! {
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Writes the access-log line of a request, if the log filter enables target
+/// `otp_server::access` at `info`.
+pub fn access(line: &AccessLine<'_>) {
+    if !tracing::enabled!(target: "otp_server::access", tracing::Level::INFO) {
+        return;
+    }
+    let format = FORMAT.get().copied().unwrap_or(LogFormat::Text);
+    LINE.with(|buffer| {
+        let mut text = buffer.borrow_mut();
+        text.clear();
+        with_timestamp(|time| format_access(&mut text, line, format, time));
+        let shared = SHARED.get_or_init(start_writer);
+        shared.append(text.as_bytes());
+    });
+}
+
+/// Runs `f` with the current time as RFC 3339 text, formatted once per millisecond and
+/// thread.
+fn with_timestamp<R>(f: impl FnOnce(&str) -> R) -> R {
+    let now = SystemClock.now_ms();
+    STAMP.with(|stamp| {
+        let mut stamp = stamp.borrow_mut();
+        if stamp.0 != now {
+            *stamp = (now, crate::clock::rfc3339_ms(now));
+        }
+        f(&stamp.1)
+    })
+}
+
+/// The access-log line, newline included, laid out as `tracing` lays out an event of
+/// target `otp_server::access` with message `request` inside the `request` span.
+fn format_access(out: &mut String, line: &AccessLine<'_>, format: LogFormat, time: &str) {
+    use std::fmt::Write as _;
+    let duration_us = line.duration.as_micros() as u64;
+    match format {
+        LogFormat::Text => {
+            // Pieces pushed one by one: `core::fmt` would cost the request more than the
+            // rest of the line together.
+            for piece in [time, "  INFO request{request_id=", line.request_id] {
+                out.push_str(piece);
+            }
+            if let Some(trace) = line.trace_id {
+                out.push_str(" trace_id=");
+                out.push_str(trace);
+            }
+            for piece in [
+                "}: otp_server::access: request method=",
+                line.method,
+                " route=",
+                line.route,
+                " status=",
+            ] {
+                out.push_str(piece);
+            }
+            push_decimal(out, u64::from(line.status));
+            out.push_str(" duration_us=");
+            push_decimal(out, duration_us);
+            out.push('\n');
+        }
+        LogFormat::Json => {
+            let mut span = serde_json::json!({ "request_id": line.request_id, "name": "request" });
+            if let Some(trace) = line.trace_id {
+                span["trace_id"] = trace.into();
+            }
+            let event = serde_json::json!({
+                "timestamp": time,
+                "level": "INFO",
+                "fields": {
+                    "message": "request",
+                    "method": line.method,
+                    "route": line.route,
+                    "status": line.status,
+                    "duration_us": duration_us,
+                },
+                "target": "otp_server::access",
+                "span": span,
+                "spans": [span],
+            });
+            let _ = writeln!(out, "{event}");
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Log timestamps: RFC 3339 UTC with milliseconds, the text cached per thread for the
+/// millisecond it names (at many lines a second, most lines reuse it).
+pub struct MillisecondTime;
+
+thread_local! {
+    static STAMP: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+impl FormatTime for MillisecondTime {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        with_timestamp(|time| w.write_str(time))
+    }
+}
+
+/// Writes every buffered line now (before the process exits).
+pub fn flush() {
+    if let Some(shared) = SHARED.get() {
+        shared.write_pending();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_are_laid_out_like_tracing_lines() {
+        let line = AccessLine {
+            method: "POST",
+            route: "/api/otp/create",
+            status: 200,
+            duration: Duration::from_micros(1234),
+            request_id: "abc\"def",
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        };
+        let mut text = String::new();
+        format_access(
+            &mut text,
+            &line,
+            LogFormat::Text,
+            "2026-12-03T11:59:59.999Z",
+        );
+        assert_eq!(
+            text,
+            "2026-12-03T11:59:59.999Z  INFO request{request_id=abc\"def trace_id=4bf92f3577b34da6a3ce929d0e0e4736}: \
+             otp_server::access: request method=POST route=/api/otp/create status=200 duration_us=1234\n"
+        );
+        let mut json = String::new();
+        format_access(
+            &mut json,
+            &line,
+            LogFormat::Json,
+            "2026-12-03T11:59:59.999Z",
+        );
+        assert!(json.ends_with('\n') && json.matches('\n').count() == 1);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["fields"]["status"], 200);
+        assert_eq!(value["fields"]["route"], "/api/otp/create");
+        assert_eq!(
+            value["span"]["request_id"], "abc\"def",
+            "escaped, not broken"
+        );
+        assert_eq!(value["target"], "otp_server::access");
+        for n in [0, 7, 10, 403, 18_446_744_073_709_551_615] {
+            let mut text = String::new();
+            push_decimal(&mut text, n);
+            assert_eq!(text, n.to_string());
+        }
+    }
+
+    #[test]
+    fn lines_are_buffered_whole_and_a_full_buffer_drops_instead_of_waiting() {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            writing: Mutex::new(()),
+        });
+        let mut writer = BatchedStderr(shared.clone());
+        writer.write_all(b"one line\n").unwrap();
+        writer.write_all(b"another\n").unwrap();
+        assert_eq!(shared.pending.lock().unwrap().bytes, b"one line\nanother\n");
+        let big = vec![b'x'; MAX_BUFFERED];
+        writer.write_all(&big).unwrap();
+        let pending = shared.pending.lock().unwrap();
+        assert_eq!(pending.dropped, 1);
+        assert_eq!(pending.bytes.len(), 17);
+    }
+}

@@ -1,0 +1,392 @@
+//! The service's invariants, tested with fake hooks on the in-memory stores: no wasm,
+//! no processes, no sleeping.
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::crypto::MemoryKeyStore;
+use crate::events::EventOptions;
+use crate::limits::memory::MemoryLimiterStore;
+use crate::limits::{KeyHasher, LimitsConfig};
+use crate::plugins::{Credential, FinalAction, Sent};
+use crate::store::MemoryIdStore;
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+
+const NOW: u64 = 1_700_000_000_000;
+
+/// Hooks that accept every credential, record each send (with whether the id the
+/// request came with was still live at that moment) and answer as scripted.
+struct FakeHooks {
+    ids: Arc<MemoryIdStore>,
+    /// The id whose liveness each send records.
+    watched: Mutex<Option<SessionId>>,
+    sends: Mutex<Vec<(String, bool)>>,
+    send_outcomes: Mutex<VecDeque<Result<(), HookError>>>,
+    final_busy: Mutex<bool>,
+}
+
+#[async_trait]
+impl Hooks for FakeHooks {
+    async fn validate(&self, body: &str, _: &RequestContext) -> Result<Credential, HookError> {
+        Ok(Credential {
+            id: body.trim_matches('"').to_string(),
+            channel: "sms".into(),
+            group: Some("sms:+44".into()),
+        })
+    }
+
+    async fn send(&self, delivery: &CodeDelivery, _: &RequestContext) -> Result<Sent, HookError> {
+        let watched = *self.watched.lock();
+        let live = match watched {
+            Some(id) => self.ids.contains(id, NOW).await.unwrap(),
+            None => false,
+        };
+        self.sends.lock().push((delivery.code.clone(), live));
+        let outcome = self.send_outcomes.lock().pop_front().unwrap_or(Ok(()));
+        outcome.map(|()| Sent {
+            sender: "fake-sender".into(),
+        })
+    }
+
+    async fn reserve_final_action(&self) -> Result<Box<dyn FinalAction>, HookError> {
+        if *self.final_busy.lock() {
+            return Err(HookError::Busy(Hook::FinalAction));
+        }
+        Ok(Box::new(EchoFinalAction))
+    }
+}
+
+struct EchoFinalAction;
+
+#[async_trait]
+impl FinalAction for EchoFinalAction {
+    async fn complete(
+        self: Box<Self>,
+        credential: &Credential,
+        _: &RequestContext,
+    ) -> Result<PluginResponse, HookError> {
+        Ok(PluginResponse {
+            status: 200,
+            headers: vec![],
+            body: credential.id.clone().into_bytes(),
+        })
+    }
+}
+
+struct Fixture {
+    service: OtpService,
+    hooks: Arc<FakeHooks>,
+    ids: Arc<MemoryIdStore>,
+    keys: Arc<MemoryKeyStore>,
+    events: tokio::sync::mpsc::Receiver<crate::events::AuditEvent>,
+}
+
+fn fixture() -> Fixture {
+    let ids = Arc::new(MemoryIdStore::new());
+    let keys = Arc::new(MemoryKeyStore::new(NOW, 3_600_000, 86_400_000));
+    let hooks = Arc::new(FakeHooks {
+        ids: ids.clone(),
+        watched: Mutex::new(None),
+        sends: Mutex::new(Vec::new()),
+        send_outcomes: Mutex::new(VecDeque::new()),
+        final_busy: Mutex::new(false),
+    });
+    let clock = Arc::new(ManualClock::new(NOW));
+    let options = EventOptions {
+        source: "/test".into(),
+        plain_credentials: true,
+        queue: 100,
+    };
+    let (audit, events) = AuditLog::new(options, [1; 32], clock.clone());
+    let clock_for_service: Arc<dyn crate::clock::Clock> = clock.clone();
+    audit.set_sink_bound(true);
+    let settings = Settings {
+        resend_cooldown_ms: 0,
+        ..Settings::default()
+    };
+    let service = OtpService::new(
+        settings,
+        keys.clone(),
+        ids.clone(),
+        clock_for_service,
+        hooks.clone(),
+        Arc::new(audit),
+        Arc::new(Limits::new(
+            LimitsConfig::default(),
+            KeyHasher::random(),
+            Arc::new(MemoryLimiterStore::new(clock.clone(), 1 << 12)),
+        )),
+    );
+    Fixture {
+        service,
+        hooks,
+        ids,
+        keys,
+        events,
+    }
+}
+
+impl Fixture {
+    fn session_of(&self, cookie: &CookieAction) -> Session {
+        let CookieAction::Set { value, .. } = cookie else {
+            panic!("expected a cookie, got {cookie:?}");
+        };
+        SessionCookie::open(value, &*self.keys).unwrap()
+    }
+
+    fn event_kinds(&mut self) -> Vec<String> {
+        let mut kinds = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            kinds.push(event.kind);
+        }
+        kinds
+    }
+
+    async fn live(&self, id: SessionId) -> bool {
+        self.ids.contains(id, NOW).await.unwrap()
+    }
+}
+
+fn value(cookie: &CookieAction) -> &str {
+    match cookie {
+        CookieAction::Set { value, .. } => value,
+        other => panic!("expected a cookie, got {other:?}"),
+    }
+}
+
+fn ctx() -> RequestContext {
+    RequestContext {
+        request_id: "req-1".into(),
+        ..RequestContext::default()
+    }
+}
+
+#[tokio::test]
+async fn a_resend_retires_the_old_id_before_the_code_goes_out() {
+    let f = fixture();
+    let created = f.service.create(None, "\"alice\"", &ctx()).await.unwrap();
+    let first = f.session_of(&created.cookie);
+    *f.hooks.watched.lock() = Some(first.id);
+    let resent = f
+        .service
+        .resend(Some(value(&created.cookie)), &ctx())
+        .await
+        .unwrap();
+    let sends = f.hooks.sends.lock().clone();
+    assert_eq!(sends.len(), 2);
+    assert!(
+        !sends[1].1,
+        "the old id was still live while the resend was sent"
+    );
+    assert!(!f.live(first.id).await);
+    assert!(f.live(f.session_of(&resent.cookie).id).await);
+}
+
+#[tokio::test]
+async fn a_failed_send_puts_the_ids_back_as_they_were() {
+    let f = fixture();
+    let created = f.service.create(None, "\"alice\"", &ctx()).await.unwrap();
+    let first = f.session_of(&created.cookie);
+    f.hooks
+        .send_outcomes
+        .lock()
+        .push_back(Err(HookError::Unavailable("provider down".into())));
+    let error = f
+        .service
+        .resend(Some(value(&created.cookie)), &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(error.kind, ServiceErrorKind::SendUnavailable));
+    assert_eq!(error.cookie, CookieAction::Keep);
+    assert!(
+        f.live(first.id).await,
+        "the client's cookie must keep working"
+    );
+
+    // A create whose first send fails leaves no live id behind.
+    f.hooks
+        .send_outcomes
+        .lock()
+        .push_back(Err(HookError::Unavailable("provider down".into())));
+    let error = f.service.create(None, "\"bob\"", &ctx()).await.unwrap_err();
+    assert!(matches!(error.kind, ServiceErrorKind::SendUnavailable));
+    assert_eq!(f.ids.len(), 1, "only alice's session id is live");
+}
+
+#[tokio::test]
+async fn an_undeliverable_resend_blocks_the_credential_in_the_session() {
+    let mut f = fixture();
+    let created = f.service.create(None, "\"alice\"", &ctx()).await.unwrap();
+    f.hooks
+        .send_outcomes
+        .lock()
+        .push_back(Err(HookError::Undeliverable("no such number".into())));
+    let error = f
+        .service
+        .resend(Some(value(&created.cookie)), &ctx())
+        .await
+        .unwrap_err();
+    let ServiceErrorKind::Undeliverable { state: Some(state) } = &error.kind else {
+        panic!("{error:?}");
+    };
+    assert!(state.blocked);
+    let blocked = f.session_of(&error.cookie);
+    assert!(blocked.current_token().unwrap().blocked);
+    assert!(f.live(blocked.id).await);
+    // The blocked session refuses another resend without sending anything.
+    let sends_before = f.hooks.sends.lock().len();
+    let refused = f
+        .service
+        .resend(Some(value(&error.cookie)), &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused.kind,
+        ServiceErrorKind::Refused(ProtocolError::ResendNotAllowed(_))
+    ));
+    assert_eq!(f.hooks.sends.lock().len(), sends_before);
+    assert_eq!(
+        f.event_kinds(),
+        [
+            "otp.code.sent",
+            "otp.code.send_failed",
+            "otp.session.blocked"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_verified_user_keeps_the_session_when_the_final_action_cannot_run() {
+    let mut f = fixture();
+    let created = f.service.create(None, "\"alice\"", &ctx()).await.unwrap();
+    let code = f.hooks.sends.lock()[0].0.clone();
+    let id = f.session_of(&created.cookie).id;
+
+    *f.hooks.final_busy.lock() = true;
+    let error = f
+        .service
+        .verify(Some(value(&created.cookie)), &code, &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        error.kind,
+        ServiceErrorKind::PluginUnavailable {
+            hook: Hook::FinalAction,
+            busy: true
+        }
+    ));
+    assert_eq!(error.cookie, CookieAction::Keep);
+    assert!(f.live(id).await, "the session id must not be spent");
+
+    *f.hooks.final_busy.lock() = false;
+    let verified = f
+        .service
+        .verify(Some(value(&created.cookie)), &code, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(verified.response.body, b"alice");
+    assert_eq!(verified.cookie, CookieAction::Delete);
+    assert!(!f.live(id).await);
+    assert_eq!(
+        f.event_kinds(),
+        ["otp.code.sent", "otp.verification.succeeded"]
+    );
+}
+
+#[tokio::test]
+async fn wrong_codes_are_recorded_and_the_block_is_an_event() {
+    let mut f = fixture();
+    let created = f.service.create(None, "\"alice\"", &ctx()).await.unwrap();
+    let code = f.hooks.sends.lock()[0].0.clone();
+    let wrong: String = code
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    let mut cookie = value(&created.cookie).to_string();
+    for _ in 0..2 {
+        let error = f
+            .service
+            .verify(Some(&cookie), &wrong, &ctx())
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error.kind,
+            ServiceErrorKind::Refused(ProtocolError::Incorrect(_))
+        ));
+        cookie = value(&error.cookie).to_string();
+    }
+    let kinds = f.event_kinds();
+    assert_eq!(
+        kinds,
+        [
+            "otp.code.sent",
+            "otp.verification.failed",
+            "otp.verification.failed",
+            "otp.session.blocked"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_send_over_budget_changes_nothing_and_sends_nothing() {
+    let f = fixture();
+    // Five sends per credential per ten minutes (the default), whatever the cookie.
+    for _ in 0..5 {
+        f.service.create(None, "\"bob\"", &ctx()).await.unwrap();
+    }
+    let mut previous = f.service.create(None, "\"carol\"", &ctx()).await.unwrap();
+    let carol = f.session_of(&previous.cookie);
+    let refused = f
+        .service
+        .create(Some(value(&previous.cookie)), "\"bob\"", &ctx())
+        .await
+        .unwrap_err();
+    match &refused.kind {
+        ServiceErrorKind::RateLimited(limited) => {
+            assert!(limited.retry_after_secs >= 1, "{limited:?}");
+        }
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    assert!(matches!(refused.cookie, CookieAction::Keep));
+    assert_eq!(
+        f.hooks.sends.lock().len(),
+        6,
+        "the sixth send to bob went out"
+    );
+    assert!(
+        f.live(carol.id).await,
+        "the refused create retired the session id"
+    );
+    // Another credential is not affected.
+    previous = f.service.create(None, "\"dave\"", &ctx()).await.unwrap();
+    assert!(f.live(f.session_of(&previous.cookie).id).await);
+}
+
+#[tokio::test]
+async fn a_spent_cookie_with_the_right_code_answers_like_any_spent_cookie() {
+    let f = fixture();
+    let created = f.service.create(None, "\"erin\"", &ctx()).await.unwrap();
+    let code = f.hooks.sends.lock()[0].0.clone();
+    // A wrong code spends this cookie state and hands out its successor.
+    let wrong = "0".repeat(code.len());
+    let error = f
+        .service
+        .verify(Some(value(&created.cookie)), &wrong, &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(error.kind, ServiceErrorKind::Refused(_)));
+    // The spent state with the right code, while the final action is busy: still only
+    // "invalid cookie" — a 503 would tell the replayer the code was right.
+    *f.hooks.final_busy.lock() = true;
+    let replayed = f
+        .service
+        .verify(Some(value(&created.cookie)), &code, &ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(replayed.kind, ServiceErrorKind::InvalidCookie),
+        "{:?}",
+        replayed.kind
+    );
+}

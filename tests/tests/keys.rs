@@ -1,0 +1,215 @@
+//! The shared key store on Redis: a current pointer naming a deleted record is repaired,
+//! a tampered record is refused, `otp-server keys rotate --revoke-current` ends every
+//! cookie sealed with the revoked key on every instance, and `otp-server keys rewrap`
+//! moves the stored keys to a new master key without ending a session. Each test starts
+//! its own `redis-server` and runs the real `otp-server` binary.
+
+use base64::Engine;
+use otp_server_blackbox::{
+    plugin, scratch_dir, server_binary, RedisServer, Server, StatusCode, DEFAULT_PLUGINS,
+    TEST_MASTER_KEY,
+};
+use std::time::Duration;
+
+const POINTER: &str = "otp:kek:{keys}:current";
+
+fn plugins_folder() -> std::path::PathBuf {
+    let dir = scratch_dir("keys-plugins");
+    for name in DEFAULT_PLUGINS {
+        otp_server_blackbox::install(&plugin(name), &dir, name);
+    }
+    dir
+}
+
+fn on(redis: &RedisServer, plugins: &std::path::Path) -> Server {
+    Server::builder().plugins_dir(plugins).redis(redis).start()
+}
+
+fn connection(redis: &RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn current_id(redis: &RedisServer) -> String {
+    redis::cmd("GET")
+        .arg(POINTER)
+        .query(&mut connection(redis))
+        .unwrap()
+}
+
+/// Runs `otp-server keys ARGS…` against `redis`; (success, stdout + stderr).
+fn keys_command(redis: &RedisServer, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(server_binary())
+        .arg("keys")
+        .args(args)
+        .env_clear()
+        .env("OTP_STORE", redis.url())
+        .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
+        .output()
+        .expect("running otp-server keys");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+/// A wrong code on a cookie: `OTP:INCORRECT` if the cookie opened, with its successor.
+async fn opens(server: &Server, cookie: &str) -> (String, Option<String>) {
+    let answer = server.verify("0000000000", Some(cookie)).await;
+    (answer.error(), answer.cookie())
+}
+
+#[tokio::test]
+async fn a_current_pointer_naming_a_deleted_record_is_repaired() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    {
+        let a = on(&redis, &plugins);
+        let _ = a.create("\"x@example.com\"", None).await;
+    }
+    let first = current_id(&redis);
+    let _: () = redis::cmd("DEL")
+        .arg(format!("otp:kek:{{keys}}:{first}"))
+        .query(&mut connection(&redis))
+        .unwrap();
+
+    // Every instance restarts: one repairs the pointer, all agree on the new key.
+    let a = on(&redis, &plugins);
+    let b = on(&redis, &plugins);
+    let repaired = current_id(&redis);
+    assert_ne!(repaired, first, "a new key is current");
+    let record: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("otp:kek:{{keys}}:{repaired}"))
+        .query(&mut connection(&redis))
+        .unwrap();
+    assert!(record.is_some(), "and its record exists");
+    let repairs = [&a, &b]
+        .iter()
+        .filter(|s| s.log_text().contains("repaired with a new key"))
+        .count();
+    assert_eq!(repairs, 1, "exactly one instance repaired");
+    for (sealer, opener) in [(&a, &b), (&b, &a)] {
+        let created = sealer.create("\"agree@example.com\"", None).await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+        let (error, _) = opens(opener, &created.cookie().unwrap()).await;
+        assert_eq!(error, "OTP:INCORRECT");
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_key_record_is_refused() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let a = on(&redis, &plugins);
+    let old_key = current_id(&redis);
+    let cookie = a.create("\"t@example.com\"", None).await.cookie().unwrap();
+    let (ok, out) = keys_command(&redis, &["rotate"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("rotated"), "{out}");
+    // B starts after the rotation, so it must fetch the old key to open the cookie.
+    let b = on(&redis, &plugins);
+    // Push the old key's creation time to the far future, as if to stop rotation.
+    let mut con = connection(&redis);
+    let record_key = format!("otp:kek:{{keys}}:{old_key}");
+    let mut record: Vec<u8> = redis::cmd("GET").arg(&record_key).query(&mut con).unwrap();
+    record[1..9].copy_from_slice(&u64::MAX.to_be_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(&record_key)
+        .arg(record)
+        .arg("KEEPTTL")
+        .query(&mut con)
+        .unwrap();
+
+    let (error, _) = opens(&b, &cookie).await;
+    assert_eq!(
+        error, "OTP:INVALID_COOKIE",
+        "the tampered record is not used"
+    );
+    assert!(
+        b.wait_for_log("record refused", Duration::from_secs(5))
+            .is_some(),
+        "and the refusal is logged:\n{}",
+        b.log_text()
+    );
+    // A, which loaded the key before the tampering, still holds the genuine one.
+    let (error, _) = opens(&a, &cookie).await;
+    assert_eq!(error, "OTP:INCORRECT");
+}
+
+#[tokio::test]
+async fn rotate_with_revoke_ends_old_cookies_on_every_instance() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let a = on(&redis, &plugins);
+    let b = on(&redis, &plugins);
+    let for_a = a.create("\"r1@example.com\"", None).await.cookie().unwrap();
+    let for_b = b.create("\"r2@example.com\"", None).await.cookie().unwrap();
+    let revoked = current_id(&redis);
+
+    let (ok, out) = keys_command(&redis, &["rotate", "--revoke-current"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("revoked: {revoked}")), "{out}");
+    assert_ne!(current_id(&redis), revoked);
+    for server in [&a, &b] {
+        assert!(
+            server
+                .wait_for_log("revoked elsewhere", Duration::from_secs(5))
+                .is_some(),
+            "every instance drops the revoked key:\n{}",
+            server.log_text()
+        );
+    }
+    assert_eq!(opens(&a, &for_a).await.0, "OTP:INVALID_COOKIE");
+    assert_eq!(opens(&b, &for_b).await.0, "OTP:INVALID_COOKIE");
+    // New cookies are sealed with the new key and open on the other instance.
+    let fresh = a.create("\"r3@example.com\"", None).await.cookie().unwrap();
+    assert_eq!(opens(&b, &fresh).await.0, "OTP:INCORRECT");
+}
+
+#[tokio::test]
+async fn rewrap_moves_to_a_new_master_key_without_ending_sessions() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let a = on(&redis, &plugins);
+    let created = a.create("\"w@example.com\"", None).await;
+    let cookie = created.cookie().unwrap();
+    let code = a.wait_code("\"w@example.com\"", 1);
+
+    let new_key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let file = scratch_dir("new-master").join("master.key");
+    std::fs::write(&file, format!("{new_key}\n")).unwrap();
+    let (ok, out) = keys_command(
+        &redis,
+        &["rewrap", "--new-master-key-file", file.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("1 key-encryption key record(s) re-sealed"),
+        "{out}"
+    );
+    drop(a);
+
+    // An instance on the new master key alone opens the session sealed before.
+    let b = Server::builder()
+        .plugins_dir(&plugins)
+        .redis(&redis)
+        .env("OTP_MASTER_KEY", &new_key)
+        .start();
+    let verified = b.verify(&code, Some(&cookie)).await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.text());
+    // One on the old key alone no longer can: the records moved.
+    let output = std::process::Command::new(server_binary())
+        .env_clear()
+        .env("OTP_STORE", redis.url())
+        .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
+        .env("OTP_LISTEN", "127.0.0.1:0")
+        .env("OTP_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("OTP_PLUGINS_DIR", &plugins)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("master key does not match"));
+}
