@@ -8,8 +8,8 @@
 pub mod admin;
 pub mod client;
 pub mod cookie;
-pub mod edge;
 mod demo;
+pub mod edge;
 pub mod error;
 mod health;
 mod locale;
