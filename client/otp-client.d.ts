@@ -16,7 +16,11 @@ export interface OtpState {
   blocked: boolean;
 }
 
-/** The final action's answer after a correct code. */
+/**
+ * The final action's answer after a correct code. The final action chooses its status
+ * (200–599): check `status`. (An answer from something in between, such as a proxy's 502
+ * without an API error body, arrives here too.)
+ */
 export interface Verified<Body = unknown> {
   status: number;
   /** Parsed JSON when the answer is JSON, else its text. */
@@ -38,6 +42,7 @@ export type KnownErrorCode =
   | "CREDENTIAL:INVALID"
   | "CREDENTIAL:NOT_ALLOWED"
   | "GENERIC"
+  | "OTP:CONFLICT"
   | "OTP:EXPIRED"
   | "OTP:INCORRECT"
   | "OTP:INVALID_COOKIE"
@@ -121,5 +126,8 @@ export declare function createOtp(credential: unknown, options?: OtpOptions): Pr
 /** Sends a new code for the current credential, once `resendBlock` has passed. */
 export declare function resend(options?: OtpOptions): Promise<OtpState>;
 
-/** Submits a code; resolves with the final action's answer. */
+/**
+ * Submits a code; resolves with the final action's answer, whatever its status. Rejects only
+ * with the server's own refusals (one of its error codes) or a network failure.
+ */
 export declare function verify<Body = unknown>(code: string, options?: OtpOptions): Promise<Verified<Body>>;

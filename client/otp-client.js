@@ -84,6 +84,20 @@ const CLASSES = {
   "PLUGIN:UNAVAILABLE": UnavailableError,
 };
 
+/**
+ * Every error code the server itself answers with (openapi.json's ErrorCode). On verify, a
+ * refusal with one of these is the server's; any other answer after a right code is the
+ * final action's, whatever its status.
+ */
+const SERVER_CODES = new Set([
+  ...Object.keys(CLASSES),
+  "BODY:TOO_LARGE",
+  "GENERIC",
+  "OTP:CONFLICT",
+  "PLUGIN:FAILED",
+  "SERVER",
+]);
+
 /** The error for an API error code: its subclass when the code is known, else a plain OtpError. */
 export function errorFor(code, message, details) {
   const Class = Object.hasOwn(CLASSES, code) ? CLASSES[code] : OtpError;
@@ -110,17 +124,23 @@ export async function resend(options = {}) {
 
 /**
  * Submits a code. Resolves with the final action's answer: `{ status, body, headers }`,
- * `body` parsed when it is JSON.
+ * `body` parsed when it is JSON. The final action chooses the status (200–599), so check
+ * `status`: only refusals carrying one of the server's own error codes reject.
  */
 export async function verify(code, options = {}) {
-  const answer = await call("/api/otp/verify", options, {
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ otp: code }).toString(),
-  });
+  const answer = await call(
+    "/api/otp/verify",
+    options,
+    {
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ otp: code }).toString(),
+    },
+    { finalAction: true },
+  );
   return { status: answer.status, body: answer.body, headers: answer.headers };
 }
 
-async function call(path, options, init) {
+async function call(path, options, init, { finalAction = false } = {}) {
   const fetchImpl = options.fetch ?? globalThis.fetch;
   const url = (options.baseUrl ?? "").replace(/\/+$/, "") + path;
   let response;
@@ -138,12 +158,22 @@ async function call(path, options, init) {
     throw new NetworkError(NETWORK, "the server could not be reached (offline, or the browser refused the call)", { cause });
   }
   const offsetMs = clockOffset(response);
-  const text = await response.text();
+  let text;
+  try {
+    text = await response.text();
+  } catch (cause) {
+    if (cause?.name === "AbortError") throw cause;
+    throw new NetworkError(NETWORK, "the answer was cut off before it was complete", {
+      cause,
+      status: response.status,
+    });
+  }
   const json = response.headers.get("content-type")?.includes("json") ? parseJson(text) : undefined;
-  if (response.ok) {
+  const apiError = json && typeof json.error === "string" && (!finalAction || SERVER_CODES.has(json.error));
+  if (response.ok || (finalAction && !apiError)) {
     return { status: response.status, body: json ?? text, headers: response.headers, offsetMs };
   }
-  if (json && typeof json.error === "string") {
+  if (apiError) {
     const details = {
       status: response.status,
       body: json,

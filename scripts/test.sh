@@ -59,9 +59,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     run_tests() { cargo test --no-fail-fast "$@"; }
 fi
-run_tests --workspace
 # The client script (client/otp-client.js) under Node's test runner, against a live server.
 node --test client/test/otp-client.test.mjs
+run_tests --workspace
 OTP_BLACKBOX_STORE=redis run_tests -p otp-server-blackbox \
     --test protocol --test concurrency --test cookie_tampering --test openapi --test limits
 # Plugins built for contract 0.1.0 (frozen wit/v0.1.0) must keep passing the protocol suite.

@@ -259,6 +259,28 @@ describe("without a server", () => {
     });
   });
 
+  test("verify: any answer but the server's own refusals is the final action's", async () => {
+    // A final action may answer any status with any body, an `error` field included.
+    const refused = { error: "account_locked", message: "ask support" };
+    const answer = await verify("0123456789", { fetch: fakeFetch(403, refused) });
+    assert.equal(answer.status, 403);
+    assert.deepEqual(answer.body, refused);
+    const plain = await verify("0123456789", { fetch: fakeFetch(502, "bad gateway") });
+    assert.equal(plain.status, 502);
+    // The server's own refusals still reject, typed.
+    const wrong = { error: "OTP:INCORRECT", message: "wrong", expires: new Date().toISOString() };
+    await assert.rejects(verify("0123456789", { fetch: fakeFetch(403, wrong) }), IncorrectCodeError);
+    await assert.rejects(
+      verify("0123456789", { fetch: fakeFetch(500, { error: "PLUGIN:FAILED", message: "m" }) }),
+      (err) => err.code === "PLUGIN:FAILED" && err.status === 500,
+    );
+    // Elsewhere an answer without an API error body is unexpected.
+    await assert.rejects(createOtp("x", { fetch: fakeFetch(502, "bad gateway") }), (err) => {
+      assert.equal(err.code, UNEXPECTED_RESPONSE);
+      return true;
+    });
+  });
+
   test("a skewed server clock is corrected", async () => {
     const serverNow = Date.now() + 3_600_000;
     const expires = new Date(serverNow + 180_000).toISOString();

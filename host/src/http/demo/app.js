@@ -75,11 +75,14 @@ function messageFor(err) {
   } else if (err instanceof VerificationNotAllowedError) {
     text = s?.blocked
       ? "This address is blocked in this session after too many wrong codes."
-      : `Too many wrong codes: wait ${secondsUntil(s?.otpBlock ?? new Date())} s before the next try.`;
+      : s?.otpBlock
+        ? `Too many wrong codes: wait ${secondsUntil(s.otpBlock)} s before the next try.`
+        : "Too many wrong codes: wait a moment before the next try.";
   } else if (err instanceof ResendNotAllowedError) {
     if (s?.blocked) text = "No new code can be sent: this address is blocked in this session.";
     else if (s?.resendBlock && s.resendBlock >= s.expires) text = "No more codes can be sent until this one expires.";
-    else text = `You can ask for a new code in ${secondsUntil(s?.resendBlock ?? new Date())} s.`;
+    else if (s?.resendBlock) text = `You can ask for a new code in ${secondsUntil(s.resendBlock)} s.`;
+    else text = "No new code can be sent right now.";
   } else if (err instanceof ExpiredError) {
     text = "The code has expired. Ask for a new one.";
   } else if (err instanceof InvalidCookieError) {
@@ -212,8 +215,9 @@ $("code-step").addEventListener("submit", async (event) => {
     const answer = await verify(code, options);
     clearInterval(ticker);
     state = null;
-    $("answer").textContent =
-      typeof answer.body === "string" ? answer.body : JSON.stringify(answer.body, null, 2);
+    // The final action chose this answer, whatever its status: show it as it came.
+    const body = typeof answer.body === "string" ? answer.body : JSON.stringify(answer.body, null, 2);
+    $("answer").textContent = answer.status >= 200 && answer.status < 300 ? body : `HTTP ${answer.status}\n${body}`;
     show("done-step");
     $("done-title").focus();
     announce("Signed in.");
