@@ -7,15 +7,22 @@
 //! TAT has passed; fraud-guard windows after two days; a pending send after a day); a
 //! background task sweeps one shard per tick, so the request path never walks the map.
 //! The store is bounded: a shard at its share of `max_keys` first drops its expired
-//! entries, and if all are live, the one that expires soonest (the least restrictive)
-//! to admit a new one — never an arbitrary one, which could be a budget an attacker
-//! wants gone. Reaching the bound takes a flood of distinct networks, which the
-//! bound's size (a million entries by default) makes costly.
+//! entries, and if all are live, the eighth of them that expire soonest (the least
+//! restrictive) — never arbitrary ones, which could be budgets an attacker wants gone.
+//! Freeing an eighth at once keeps a full store at O(1) amortized work per insert: one
+//! pass over the shard buys room for the next eighth of it (evicting one entry per insert
+//! walked the whole shard on every new key, and a flood of new credentials then cost
+//! 0.7 ms of CPU per create). Reaching the bound takes a flood of distinct keys, which
+//! the bound's size (a million entries by default) makes costly.
+//!
+//! An entry is small: a one-byte kind and the 16-byte key, and a TAT or a pending send
+//! in 32 bytes (a destination group's windows, one per group, live in a box), 56 bytes a
+//! slot; a shard's bound is rounded down to what its table holds without doubling.
 
 use super::fraud::{FraudMode, GroupWindows, DAY_MS};
 use super::gcra::{self, Decision};
 use super::keys::LimiterKey;
-use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
+use super::store::{BudgetKind, Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
 use crate::clock::Clock;
 use crate::store::StoreError;
 use async_trait::async_trait;
@@ -27,26 +34,54 @@ use std::time::Duration;
 
 pub const SHARDS: usize = 64;
 
-/// What an entry is about: a budget kind's tag, or one of the fraud guard's records.
-type EntryKey = (&'static str, LimiterKey);
+/// What an entry is about: a budget, or one of the fraud guard's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum EntryKind {
+    Budget(BudgetKind),
+    Group,
+    Pending,
+}
 
-const GROUP: &str = "g";
-const PENDING: &str = "p";
+type EntryKey = (EntryKind, LimiterKey);
 
-#[derive(Clone, Copy, Debug)]
+const GROUP: EntryKind = EntryKind::Group;
+const PENDING: EntryKind = EntryKind::Pending;
+
+#[derive(Clone, Debug)]
 enum Entry {
     Tat(u64),
-    Group { windows: GroupWindows, expires: u64 },
+    Group(Box<GroupRecord>),
     Pending { group: LimiterKey, expires: u64 },
+}
+
+/// A destination group's fraud-guard windows.
+#[derive(Clone, Copy, Debug)]
+struct GroupRecord {
+    windows: GroupWindows,
+    expires: u64,
 }
 
 impl Entry {
     fn expires(&self) -> u64 {
         match self {
             Entry::Tat(tat) => *tat,
-            Entry::Group { expires, .. } | Entry::Pending { expires, .. } => *expires,
+            Entry::Group(record) => record.expires,
+            Entry::Pending { expires, .. } => *expires,
         }
     }
+
+    fn group(windows: GroupWindows, now: u64) -> Entry {
+        Entry::Group(Box::new(GroupRecord {
+            windows,
+            expires: now + 2 * DAY_MS,
+        }))
+    }
+}
+
+/// The most entries a hash table of `buckets` buckets (a power of two) holds without
+/// growing: seven eighths of them (the standard library's `HashMap`).
+fn table_capacity(buckets: usize) -> usize {
+    buckets / 8 * 7
 }
 
 type Shard = HashMap<EntryKey, Entry, BuildHasherDefault<EntryHasher>>;
@@ -86,7 +121,14 @@ pub struct MemoryLimiterStore {
 
 impl MemoryLimiterStore {
     pub fn new(clock: Arc<dyn Clock>, max_keys: usize) -> MemoryLimiterStore {
-        let per_shard = (max_keys / SHARDS).max(16);
+        // The largest table that holds a shard's share: a bound just above a table's
+        // capacity would double the table to hold a few more entries.
+        let share = (max_keys / SHARDS).max(16);
+        let mut buckets = 32;
+        while table_capacity(buckets * 2) <= share {
+            buckets *= 2;
+        }
+        let per_shard = table_capacity(buckets).min(share);
         MemoryLimiterStore {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -161,10 +203,9 @@ impl Locked<'_> {
         &mut self.guards[position].1
     }
 
-    fn get(&mut self, key: EntryKey, now: u64) -> Option<Entry> {
+    fn get(&mut self, key: EntryKey, now: u64) -> Option<&mut Entry> {
         self.shard(&key.1)
-            .get(&key)
-            .copied()
+            .get_mut(&key)
             .filter(|e| e.expires() > now)
     }
 
@@ -172,19 +213,7 @@ impl Locked<'_> {
         let per_shard = self.per_shard;
         let shard = self.shard(&key.1);
         if shard.len() >= per_shard && !shard.contains_key(&key) {
-            // Full: drop what has expired; if every entry is live, the one that expires
-            // soonest restricts least. Both walk the shard, which only a flood of
-            // distinct keys as large as the bound makes happen more than rarely.
-            shard.retain(|_, e| e.expires() > now);
-            if shard.len() >= per_shard {
-                let soonest = shard
-                    .iter()
-                    .min_by_key(|(_, e)| e.expires())
-                    .map(|(k, _)| *k);
-                if let Some(victim) = soonest {
-                    shard.remove(&victim);
-                }
-            }
+            make_room(shard, per_shard, now);
         }
         shard.insert(key, entry);
     }
@@ -194,11 +223,40 @@ impl Locked<'_> {
     }
 
     fn tat(&mut self, check: &Check, now: u64) -> u64 {
-        match self.get((check.kind.tag(), check.key), now) {
-            Some(Entry::Tat(tat)) => tat,
+        match self.get((EntryKind::Budget(check.kind), check.key), now) {
+            Some(Entry::Tat(tat)) => *tat,
             _ => 0,
         }
     }
+}
+
+/// Frees a full shard: drops what has expired, and if that frees less than an eighth
+/// of the bound, also the live entries that expire soonest (they restrict least) until
+/// an eighth is free. Two passes over the shard, paid once per eighth of it.
+fn make_room(shard: &mut Shard, per_shard: usize, now: u64) {
+    shard.retain(|_, e| e.expires() > now);
+    let target = per_shard - per_shard / 8;
+    if shard.len() <= target {
+        return;
+    }
+    let mut expiries: Vec<u64> = shard.values().map(Entry::expires).collect();
+    let excess = shard.len() - target;
+    let (_, &mut threshold, _) = expiries.select_nth_unstable(excess - 1);
+    // Everything before the threshold goes, and of the entries exactly at it, as many as
+    // still needed.
+    let below = expiries.iter().filter(|&&e| e < threshold).count();
+    let mut at_threshold = excess - below;
+    shard.retain(|_, e| {
+        let expires = e.expires();
+        if expires < threshold {
+            false
+        } else if expires == threshold && at_threshold > 0 {
+            at_threshold -= 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 #[async_trait]
@@ -232,7 +290,7 @@ impl LimiterStore for MemoryLimiterStore {
         let mut fraud_tripped = false;
         if let Some(fraud) = fraud {
             let mut windows = match locked.get((GROUP, fraud.group), now) {
-                Some(Entry::Group { windows, .. }) => windows,
+                Some(Entry::Group(record)) => record.windows,
                 _ => GroupWindows::default(),
             };
             if let Some(retry_after_ms) = fraud.thresholds.trips(&windows.counts(now), now) {
@@ -245,14 +303,7 @@ impl LimiterStore for MemoryLimiterStore {
                 fraud_tripped = true;
             }
             windows.sent(now);
-            locked.put(
-                (GROUP, fraud.group),
-                Entry::Group {
-                    windows,
-                    expires: now + 2 * DAY_MS,
-                },
-                now,
-            );
+            locked.put((GROUP, fraud.group), Entry::group(windows, now), now);
             locked.put(
                 (PENDING, fraud.credential),
                 Entry::Pending {
@@ -263,7 +314,11 @@ impl LimiterStore for MemoryLimiterStore {
             );
         }
         for (check, tat) in checks.iter().zip(tats) {
-            locked.put((check.kind.tag(), check.key), Entry::Tat(tat), now);
+            locked.put(
+                (EntryKind::Budget(check.kind), check.key),
+                Entry::Tat(tat),
+                now,
+            );
         }
         Ok(Verdict::Allowed { fraud_tripped })
     }
@@ -276,7 +331,7 @@ impl LimiterStore for MemoryLimiterStore {
         let now = self.clock.now_ms();
         let mut locked = self.lock(refunds.iter().map(|c| &c.key).chain(verified.iter()));
         for check in refunds {
-            let key = (check.kind.tag(), check.key);
+            let key = (EntryKind::Budget(check.kind), check.key);
             match gcra::refund(locked.tat(check, now), now, check.rate) {
                 Some(tat) => locked.put(key, Entry::Tat(tat), now),
                 None => locked.remove(key),
@@ -285,23 +340,16 @@ impl LimiterStore for MemoryLimiterStore {
         let Some(credential) = verified else {
             return Ok(());
         };
-        let Some(Entry::Pending { group, .. }) = locked.get((PENDING, credential), now) else {
+        let Some(&mut Entry::Pending { group, .. }) = locked.get((PENDING, credential), now) else {
             return Ok(());
         };
         locked.remove((PENDING, credential));
         drop(locked);
         // The group may live in another shard: a second, short critical section.
         let mut locked = self.lock(std::iter::once(&group));
-        if let Some(Entry::Group { mut windows, .. }) = locked.get((GROUP, group), now) {
-            windows.verified(now);
-            locked.put(
-                (GROUP, group),
-                Entry::Group {
-                    windows,
-                    expires: now + 2 * DAY_MS,
-                },
-                now,
-            );
+        if let Some(Entry::Group(record)) = locked.get((GROUP, group), now) {
+            record.windows.verified(now);
+            record.expires = now + 2 * DAY_MS;
         }
         Ok(())
     }
@@ -444,6 +492,59 @@ mod tests {
             !allowed(store.charge(&[spent], None).await.unwrap()),
             "the flood evicted a spent day budget"
         );
+    }
+
+    #[test]
+    fn a_shard_bound_never_doubles_its_table() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let bound = |max_keys| MemoryLimiterStore::new(clock.clone(), max_keys).per_shard;
+        // A million keys: 15 625 per shard would need 32 768 buckets; 16 384 hold 14 336.
+        assert_eq!(bound(1_000_000), 14_336);
+        assert_eq!(bound(64 * 14_336), 14_336);
+        assert_eq!(bound(64 * 16), 16);
+    }
+
+    #[tokio::test]
+    async fn a_full_shard_frees_an_eighth_at_once() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryLimiterStore::new(clock, 64 * SHARDS);
+        let bound = store.per_shard as u16;
+        let in_shard_0 = |i: u16| {
+            let mut bytes = [0u8; 16];
+            bytes[1..3].copy_from_slice(&i.to_le_bytes());
+            LimiterKey(bytes)
+        };
+        // Fill shard 0 to its bound: entry i restricts for i + 1 seconds.
+        for i in 0..bound {
+            let c = Check {
+                kind: BudgetKind::NetworkRequests,
+                key: in_shard_0(i),
+                rate: Rate::per(1, 1_000 * (u64::from(i) + 1)),
+            };
+            store.charge(&[c], None).await.unwrap();
+        }
+        assert_eq!(store.len(), usize::from(bound));
+        // One more: the eighth that expires soonest goes, the newcomer stays.
+        let newcomer = Check {
+            kind: BudgetKind::NetworkRequests,
+            key: in_shard_0(1000),
+            rate: Rate::per(1, 100_000),
+        };
+        store.charge(&[newcomer], None).await.unwrap();
+        let freed = bound / 8;
+        assert_eq!(store.len(), usize::from(bound - freed + 1));
+        let shard = store.shards[0].lock();
+        for i in 0..bound {
+            let key = (
+                EntryKind::Budget(BudgetKind::NetworkRequests),
+                in_shard_0(i),
+            );
+            assert_eq!(shard.contains_key(&key), i >= freed, "entry {i}");
+        }
+        assert!(shard.contains_key(&(
+            EntryKind::Budget(BudgetKind::NetworkRequests),
+            in_shard_0(1000)
+        )));
     }
 
     #[tokio::test]

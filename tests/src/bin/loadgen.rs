@@ -469,6 +469,14 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// A process's resident memory (`VmRSS` of `/proc/PID/status`), in bytes.
+fn process_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Whether `needle` occurs in a response body.
 fn contains(body: &[u8], needle: &[u8]) -> bool {
     body.windows(needle.len()).any(|w| w == needle)
@@ -754,6 +762,13 @@ async fn run_against(
     server_pid: Option<u32>,
 ) -> Vec<(Endpoint, PhaseResult)> {
     wait_ready(address).await;
+    if let Some(pid) = server_pid {
+        // Settled: plugins loaded and compiled, no request served yet.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(rss) = process_rss(pid) {
+            println!("idle RSS: {:.1} MB", rss as f64 / 1e6);
+        }
+    }
     let duration = Duration::from_secs(o.seconds);
     let pool: CookiePool = Arc::default();
     let mut results = Vec::new();
@@ -782,7 +797,17 @@ async fn run_against(
     }
     print_table(&results);
     if o.prefill > 0 {
+        let rss_before = server_pid.and_then(process_rss);
         prefill(address, o.prefill, o.connections).await;
+        let rss_after = server_pid.and_then(process_rss);
+        if let (Some(before), Some(after)) = (rss_before, rss_after) {
+            println!(
+                "RSS {:.1} MB → {:.1} MB: {:.0} bytes per live session (store entry, limiter and fraud-guard state of a new credential, allocator overhead)",
+                before as f64 / 1e6,
+                after as f64 / 1e6,
+                after.saturating_sub(before) as f64 / o.prefill as f64
+            );
+        }
         let mut after = Vec::new();
         for endpoint in [Endpoint::Health, Endpoint::Create] {
             after.push((
