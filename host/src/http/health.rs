@@ -98,7 +98,9 @@ pub async fn readiness(app: &AppState) -> (bool, serde_json::Value) {
         Err(_) => "unavailable",
     };
     let limits = app.service.limits();
-    let ready = missing.is_empty() && store == "ok" && limits.ready().await;
+    // A channel whose configured senders are all missing cannot be served: not ready.
+    let unserved = registry.channels.values().any(Option::is_none);
+    let ready = missing.is_empty() && !unserved && store == "ok" && limits.ready().await;
     let counts = app.audit.counts();
     let body = serde_json::json!({
         "ready": ready,

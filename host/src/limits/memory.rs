@@ -84,6 +84,23 @@ fn table_capacity(buckets: usize) -> usize {
     buckets / 8 * 7
 }
 
+/// A shard's share of `max_keys`, rounded down to what a table holds when that loses less
+/// than a quarter of it: a share just above a table's capacity (a million keys: 15 625 per
+/// shard, where 16 384 buckets hold 14 336) would double the table for a few more entries.
+fn shard_bound(max_keys: usize) -> usize {
+    let share = (max_keys / SHARDS).max(16);
+    let mut buckets = 32;
+    while table_capacity(buckets * 2) <= share {
+        buckets *= 2;
+    }
+    let rounded = table_capacity(buckets).min(share);
+    if rounded * 4 >= share * 3 {
+        rounded
+    } else {
+        share
+    }
+}
+
 type Shard = HashMap<EntryKey, Entry, BuildHasherDefault<EntryHasher>>;
 
 /// Entries each shard has room for from the start (64 × 1024 × ~100 bytes, resident
@@ -121,14 +138,14 @@ pub struct MemoryLimiterStore {
 
 impl MemoryLimiterStore {
     pub fn new(clock: Arc<dyn Clock>, max_keys: usize) -> MemoryLimiterStore {
-        // The largest table that holds a shard's share: a bound just above a table's
-        // capacity would double the table to hold a few more entries.
-        let share = (max_keys / SHARDS).max(16);
-        let mut buckets = 32;
-        while table_capacity(buckets * 2) <= share {
-            buckets *= 2;
+        let per_shard = shard_bound(max_keys);
+        if per_shard * SHARDS != max_keys {
+            tracing::info!(
+                configured = max_keys,
+                effective = per_shard * SHARDS,
+                "limits: the memory store's key bound is rounded to whole hash tables"
+            );
         }
-        let per_shard = table_capacity(buckets).min(share);
         MemoryLimiterStore {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -155,11 +172,16 @@ impl MemoryLimiterStore {
                 let Some(store) = store.upgrade() else {
                     return;
                 };
-                let now = store.clock.now_ms();
-                store.shards[next].lock().retain(|_, e| e.expires() > now);
+                store.sweep(next);
                 next = (next + 1) % SHARDS;
             }
         });
+    }
+
+    /// Drops the expired entries of one shard.
+    fn sweep(&self, shard: usize) {
+        let now = self.clock.now_ms();
+        self.shards[shard].lock().retain(|_, e| e.expires() > now);
     }
 
     fn shard_of(key: &LimiterKey) -> usize {
@@ -212,7 +234,11 @@ impl Locked<'_> {
     fn put(&mut self, key: EntryKey, entry: Entry, now: u64) {
         let per_shard = self.per_shard;
         let shard = self.shard(&key.1);
-        if shard.len() >= per_shard && !shard.contains_key(&key) {
+        // Full, or out of room in its table (removals leave tombstones, and a table that is
+        // more than half full grows rather than clean them up): make room in place.
+        let full = shard.len() >= per_shard;
+        let no_room = shard.capacity() <= shard.len() && shard.len() >= per_shard / 2;
+        if (full || no_room) && !shard.contains_key(&key) {
             make_room(shard, per_shard, now);
         }
         shard.insert(key, entry);
@@ -230,33 +256,36 @@ impl Locked<'_> {
     }
 }
 
-/// Frees a full shard: drops what has expired, and if that frees less than an eighth
-/// of the bound, also the live entries that expire soonest (they restrict least) until
-/// an eighth is free. Two passes over the shard, paid once per eighth of it.
+/// Frees a shard: drops what has expired, and if that leaves less than an eighth of the
+/// bound free, also the live entries that expire soonest (they restrict least) until an
+/// eighth is free; then rebuilds the table at the bound's size, without tombstones. A
+/// few passes over the shard, paid once per eighth of it.
 fn make_room(shard: &mut Shard, per_shard: usize, now: u64) {
-    shard.retain(|_, e| e.expires() > now);
+    let mut live: Vec<(EntryKey, Entry)> =
+        shard.drain().filter(|(_, e)| e.expires() > now).collect();
     let target = per_shard - per_shard / 8;
-    if shard.len() <= target {
-        return;
+    if live.len() > target {
+        let excess = live.len() - target;
+        let mut expiries: Vec<u64> = live.iter().map(|(_, e)| e.expires()).collect();
+        let (_, &mut threshold, _) = expiries.select_nth_unstable(excess - 1);
+        // Everything before the threshold goes, and of the entries exactly at it, as many
+        // as still needed.
+        let below = expiries.iter().filter(|&&e| e < threshold).count();
+        let mut at_threshold = excess - below;
+        live.retain(|(_, e)| {
+            let expires = e.expires();
+            if expires < threshold {
+                false
+            } else if expires == threshold && at_threshold > 0 {
+                at_threshold -= 1;
+                false
+            } else {
+                true
+            }
+        });
     }
-    let mut expiries: Vec<u64> = shard.values().map(Entry::expires).collect();
-    let excess = shard.len() - target;
-    let (_, &mut threshold, _) = expiries.select_nth_unstable(excess - 1);
-    // Everything before the threshold goes, and of the entries exactly at it, as many as
-    // still needed.
-    let below = expiries.iter().filter(|&&e| e < threshold).count();
-    let mut at_threshold = excess - below;
-    shard.retain(|_, e| {
-        let expires = e.expires();
-        if expires < threshold {
-            false
-        } else if expires == threshold && at_threshold > 0 {
-            at_threshold -= 1;
-            false
-        } else {
-            true
-        }
-    });
+    *shard = Shard::with_capacity_and_hasher(per_shard, BuildHasherDefault::default());
+    shard.extend(live);
 }
 
 #[async_trait]
@@ -502,6 +531,8 @@ mod tests {
         assert_eq!(bound(1_000_000), 14_336);
         assert_eq!(bound(64 * 14_336), 14_336);
         assert_eq!(bound(64 * 16), 16);
+        // Rounding down would lose almost half of 1.8 M: the share stays, in its table.
+        assert_eq!(bound(1_800_000), 28_125);
     }
 
     #[tokio::test]
@@ -545,6 +576,39 @@ mod tests {
             EntryKind::Budget(BudgetKind::NetworkRequests),
             in_shard_0(1000)
         )));
+    }
+
+    #[tokio::test]
+    async fn churn_never_grows_a_full_shard_past_its_bound() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryLimiterStore::new(clock.clone(), 64 * SHARDS);
+        let bound = store.per_shard;
+        let in_shard_0 = |i: u32| {
+            let mut bytes = [0u8; 16];
+            bytes[1..5].copy_from_slice(&i.to_le_bytes());
+            LimiterKey(bytes)
+        };
+        // A flood of new keys with mixed lifetimes, the clock moving on and the sweeper
+        // removing what expired (leaving tombstones in the table).
+        for i in 0..20_000u32 {
+            let c = Check {
+                kind: BudgetKind::NetworkRequests,
+                key: in_shard_0(i),
+                rate: Rate::per(1, 1_000 * u64::from(i % 97 + 1)),
+            };
+            store.charge(&[c], None).await.unwrap();
+            if i % 50 == 0 {
+                clock.advance(700);
+                store.sweep(0);
+            }
+            let shard = store.shards[0].lock();
+            assert!(shard.len() <= bound, "{} entries", shard.len());
+            assert!(
+                shard.capacity() <= table_capacity(64),
+                "the table grew to hold {} after {i} keys",
+                shard.capacity()
+            );
+        }
     }
 
     #[tokio::test]

@@ -15,7 +15,9 @@
 //! that answers *unavailable* or fails (trap, deadline, memory) hands the code to the
 //! next; *undeliverable* (the destination cannot receive codes) and busy call slots end
 //! the chain, since no other sender would do better. The whole chain shares one send
-//! deadline ([`PluginRuntime::send_budget`]); each attempt also stops at its own.
+//! deadline ([`PluginRuntime::send_budget`]); each attempt also stops at its own, and a
+//! sender is not tried with less than [`MIN_FAILOVER_BUDGET`] left. A chain that ends
+//! without a delivery answers with the first *unavailable* if there was one.
 //!
 //! The registry is what the service calls hooks through ([`Hooks`]), and the sink the
 //! audit pipeline delivers to ([`EventSink`]); it reports loads and rejections as
@@ -37,6 +39,10 @@ use std::sync::Arc;
 
 /// Senders in the order they are tried; never empty where the registry keeps one.
 pub type SenderChain = Arc<[Arc<LoadedPlugin>]>;
+
+/// The least time left of a chain's send deadline for which the next sender is tried:
+/// less would cut its provider call short before it could answer.
+const MIN_FAILOVER_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the configuration chose: the plugin of a hook that several plugins export, and
 /// the senders' failover chains.
@@ -349,6 +355,9 @@ impl Hooks for PluginRegistry {
     ) -> Result<Sent, HookError> {
         let chain = self.senders_for(&delivery.channel)?;
         let until = std::time::Instant::now() + self.runtime.send_budget(&chain[0]);
+        // A sender's "unavailable" is what the client hears when the chain ends without a
+        // delivery (503 SEND:UNAVAILABLE: try again), rather than a later sender's trap.
+        let mut unavailable = None;
         let mut senders = chain.iter().peekable();
         while let Some(sender) = senders.next() {
             let budget = until.saturating_duration_since(std::time::Instant::now());
@@ -360,9 +369,10 @@ impl Hooks for PluginRegistry {
                 }
                 Err(error) => error,
             };
-            let next = senders.peek().filter(|_| std::time::Instant::now() < until);
-            match (&error, next) {
-                (HookError::Unavailable(_) | HookError::Failed { .. }, Some(next)) => {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let next = senders.peek().filter(|_| left >= MIN_FAILOVER_BUDGET);
+            let error = match (error, next) {
+                (error @ (HookError::Unavailable(_) | HookError::Failed { .. }), Some(next)) => {
                     tracing::warn!(
                         plugin = %sender.name,
                         channel = %delivery.channel,
@@ -370,8 +380,15 @@ impl Hooks for PluginRegistry {
                         %error,
                         "sender did not deliver; failing over to the next sender"
                     );
+                    error
                 }
-                _ => return Err(error),
+                (error @ (HookError::Unavailable(_) | HookError::Failed { .. }), None) => {
+                    return Err(unavailable.unwrap_or(error));
+                }
+                (error, _) => return Err(error),
+            };
+            if unavailable.is_none() && matches!(error, HookError::Unavailable(_)) {
+                unavailable = Some(error);
             }
         }
         unreachable!("a chain is never empty and its last sender returns")
@@ -559,9 +576,10 @@ fn resolve(
 
     let mut bound = BTreeMap::new();
     for hook in Hook::ALL.into_iter().filter(|h| *h != Hook::Sending) {
+        // A sender restricted to some channels competes for no other hook.
         let candidates: Vec<&Arc<LoadedPlugin>> = plugins
             .values()
-            .filter(|p| p.hooks.contains(&hook))
+            .filter(|p| p.hooks.contains(&hook) && p.manifest.channels.is_none())
             .collect();
         let chosen = match choices.plugins.get(&hook) {
             Some(wanted) => {

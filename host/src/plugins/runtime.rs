@@ -357,7 +357,8 @@ impl PluginRuntime {
     }
 
     /// Runs one sender under its own deadline, cut to `budget`: what is left of the send
-    /// deadline its failover chain shares (see [`PluginRuntime::send_budget`]).
+    /// deadline its failover chain shares (see [`PluginRuntime::send_budget`]). Waiting for
+    /// a call slot counts against both.
     pub async fn send(
         &self,
         plugin: &LoadedPlugin,
@@ -367,12 +368,15 @@ impl PluginRuntime {
     ) -> Result<(), HookError> {
         let hook = Hook::Sending;
         let started = std::time::Instant::now();
-        let deadline = self.limits(plugin, hook).deadline.min(budget);
+        let end = started + self.limits(plugin, hook).deadline.min(budget);
         let result = async {
-            let slot = self.reserve_within(hook, deadline).await?;
-            let mut store = self.store(plugin, &slot, deadline);
+            let slot = self
+                .reserve_within(hook, end.saturating_duration_since(started))
+                .await?;
+            let limit = end.saturating_duration_since(std::time::Instant::now());
+            let mut store = self.store(plugin, &slot, limit);
             let call = plugin.bindings.send(&mut store, delivery, context);
-            let outcome = within(deadline + GRACE, call).await;
+            let outcome = within(limit + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
         }
         .await;
