@@ -194,7 +194,7 @@ settings! {
         kek_rotation_secs: u64 { default: 24 * 3600, env: "OTP_KEK_ROTATION_SECS", parse: parsed },
         /// per-call deadline of the validation hook
         validate_deadline_ms: u64 { default: 100, env: "OTP_VALIDATE_DEADLINE_MS", parse: parsed },
-        /// per-call deadline of the sending hook
+        /// deadline of a send, waiting for a call slot included; a failover chain of senders shares it
         send_deadline_ms: u64 { default: 10_000, env: "OTP_SEND_DEADLINE_MS", parse: parsed },
         /// per-call deadline of the final action
         final_deadline_ms: u64 { default: 1_000, env: "OTP_FINAL_DEADLINE_MS", parse: parsed },

@@ -548,7 +548,13 @@ async fn a_flood_of_slow_sends_does_not_cost_a_user_with_the_right_code_their_lo
     for create in flood {
         let answer = create.await.expect("a flood request");
         if answer.status == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(answer.error(), "PLUGIN:UNAVAILABLE", "{}", answer.text());
+            // No slot within the send deadline, or a slot with too little of the deadline
+            // left for the slow provider: the waiting counts against it.
+            assert!(
+                ["PLUGIN:UNAVAILABLE", "SEND:UNAVAILABLE"].contains(&answer.error().as_str()),
+                "{}",
+                answer.text()
+            );
             unavailable += 1;
         } else {
             assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
