@@ -100,6 +100,17 @@ impl PluginState {
             return;
         }
         self.log_lines += 1;
+        // Escaping is paid only for lines the log filter keeps.
+        let enabled = match level {
+            tracing::Level::TRACE => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            tracing::Level::DEBUG => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            tracing::Level::INFO => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            tracing::Level::WARN => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            tracing::Level::ERROR => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
         let message = loggable(message.trim_end());
         self.emit(level, &message);
     }

@@ -19,6 +19,10 @@ pub const MAX_LOGGED_BYTES: usize = 2048;
 
 /// `raw`, escaped so that it stays on one log line, and cut at [`MAX_LOGGED_BYTES`].
 pub fn loggable(raw: &str) -> String {
+    // The common case, a short line of printable ASCII, is copied as it is.
+    if raw.len() <= MAX_LOGGED_BYTES && raw.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return raw.to_string();
+    }
     bounded(raw, MAX_LOGGED_BYTES)
 }
 

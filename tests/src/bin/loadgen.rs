@@ -328,7 +328,8 @@ fn spawn_server(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    for (k, v) in o.env.iter().chain(extra_env).chain(&secrets) {
+    // `--env` last: what the command line says wins over a mode's settings.
+    for (k, v) in extra_env.iter().chain(&secrets).chain(&o.env) {
         command.env(k, v);
     }
     let child = command
