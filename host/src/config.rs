@@ -929,10 +929,16 @@ mod tests {
         assert!(err.contains("OTP_STORE"), "{err}");
     }
 
+    /// A fresh folder for one test's files, under the system's temporary folder.
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("otp-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn toml_file_is_read_and_unknown_keys_rejected() {
-        let dir = std::env::temp_dir().join(format!("otp-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("file");
         let good = dir.join("good.toml");
         std::fs::write(
             &good,
@@ -1041,8 +1047,7 @@ mod tests {
 
     #[test]
     fn hooks_table_in_file_and_environment() {
-        let dir = std::env::temp_dir().join(format!("otp-config-hooks-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("hooks");
         let file = dir.join("hooks.toml");
         std::fs::write(
             &file,
@@ -1069,8 +1074,7 @@ mod tests {
 
     #[test]
     fn sender_chains_in_file_and_environment() {
-        let dir = std::env::temp_dir().join(format!("otp-config-chains-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("chains");
         let file = dir.join("chains.toml");
         std::fs::write(
             &file,

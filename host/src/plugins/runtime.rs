@@ -346,10 +346,11 @@ impl PluginRuntime {
         let hook = Hook::CredentialValidation;
         let started = std::time::Instant::now();
         let result = async {
-            let slot = self.reserve(plugin, hook).await?;
-            let mut store = self.store(plugin, &slot, self.limits(plugin, hook).deadline);
+            let limits = self.limits(plugin, hook);
+            let slot = self.reserve_within(hook, limits.deadline).await?;
+            let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.validate(&mut store, body, context);
-            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            let outcome = within(limits.deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
         }
         .await;
@@ -368,13 +369,18 @@ impl PluginRuntime {
     ) -> Result<(), HookError> {
         let hook = Hook::Sending;
         let started = std::time::Instant::now();
-        let end = started + self.limits(plugin, hook).deadline.min(budget);
+        let limits = self.limits(plugin, hook);
+        let end = started + limits.deadline.min(budget);
         let result = async {
             let slot = self
                 .reserve_within(hook, end.saturating_duration_since(started))
                 .await?;
             let limit = end.saturating_duration_since(std::time::Instant::now());
-            let mut store = self.store(plugin, &slot, limit);
+            let limits = HookLimits {
+                deadline: limit,
+                ..limits
+            };
+            let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.send(&mut store, delivery, context);
             let outcome = within(limit + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
@@ -406,9 +412,10 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<PluginResponse, HookError> {
         let hook = Hook::FinalAction;
-        let mut store = self.store(plugin, slot, self.limits(plugin, hook).deadline);
+        let limits = self.limits(plugin, hook);
+        let mut store = self.store(plugin, slot, limits);
         let call = plugin.bindings.complete(&mut store, credential, context);
-        let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+        let outcome = within(limits.deadline + GRACE, call).await;
         let failed = |reason: String| {
             tracing::warn!(plugin = %plugin.name, %hook, %reason, "plugin call failed");
             HookError::Failed {
@@ -440,10 +447,11 @@ impl PluginRuntime {
         let hook = Hook::Events;
         let started = std::time::Instant::now();
         let result = async {
-            let slot = self.reserve(plugin, hook).await?;
-            let mut store = self.store(plugin, &slot, self.limits(plugin, hook).deadline);
+            let limits = self.limits(plugin, hook);
+            let slot = self.reserve_within(hook, limits.deadline).await?;
+            let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.deliver(&mut store, batch);
-            let outcome = within(self.limits(plugin, hook).deadline + GRACE, call).await;
+            let outcome = within(limits.deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
                 plugin: plugin.name.to_string(),
                 reason: format!("event sink returned an error: {reason}"),
@@ -453,11 +461,15 @@ impl PluginRuntime {
         measured(plugin, hook, started, result)
     }
 
-    /// A fresh store with the hook's memory cap and a deadline `limit` from now, for a call
-    /// holding `slot`.
-    fn store(&self, plugin: &LoadedPlugin, slot: &CallSlot, limit: Duration) -> Store<PluginState> {
-        let limits = self.limits(plugin, slot.hook);
-        let deadline = Instant::now() + limit;
+    /// A fresh store with `limits` (its deadline counted from now), for a call holding
+    /// `_slot`.
+    fn store(
+        &self,
+        plugin: &LoadedPlugin,
+        _slot: &CallSlot,
+        limits: HookLimits,
+    ) -> Store<PluginState> {
+        let deadline = Instant::now() + limits.deadline;
         let mut store = Store::new(
             &self.engine,
             PluginState::new(

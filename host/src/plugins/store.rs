@@ -100,23 +100,12 @@ impl PluginState {
             return;
         }
         self.log_lines += 1;
-        // Escaping is paid only for lines the log filter keeps.
-        let enabled = match level {
-            tracing::Level::TRACE => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
-            tracing::Level::DEBUG => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
-            tracing::Level::INFO => tracing::enabled!(target: "plugin", tracing::Level::INFO),
-            tracing::Level::WARN => tracing::enabled!(target: "plugin", tracing::Level::WARN),
-            tracing::Level::ERROR => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
-        };
-        if !enabled {
-            return;
-        }
-        let message = loggable(message.trim_end());
-        self.emit(level, &message);
+        self.emit(level, Escaped(message.trim_end()));
     }
 
-    /// Logs an already escaped line.
-    fn emit(&self, level: tracing::Level, message: &str) {
+    /// Logs a line. `tracing` formats its message only for lines the log filter keeps,
+    /// so a plugin's line is escaped ([`Escaped`]) only then.
+    fn emit(&self, level: tracing::Level, message: impl std::fmt::Display) {
         let plugin = &*self.plugin;
         match level {
             tracing::Level::TRACE => tracing::trace!(target: "plugin", plugin, "{message}"),
@@ -143,7 +132,7 @@ impl PluginState {
             if dropped > 0 {
                 self.emit(
                     tracing::Level::WARN,
-                    &format!("… [output cut: {dropped} bytes dropped from {name}]"),
+                    format_args!("… [output cut: {dropped} bytes dropped from {name}]"),
                 );
             }
         }
@@ -151,9 +140,18 @@ impl PluginState {
             let dropped = std::mem::take(&mut self.log_lines_dropped);
             self.emit(
                 tracing::Level::WARN,
-                &format!("… [log cut: {dropped} lines dropped]"),
+                format_args!("… [log cut: {dropped} lines dropped]"),
             );
         }
+    }
+}
+
+/// A plugin's text, shown escaped and bounded ([`loggable`]) when it is formatted.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&loggable(self.0))
     }
 }
 

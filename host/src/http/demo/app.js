@@ -199,6 +199,21 @@ $("credential-step").addEventListener("submit", async (event) => {
   }
 });
 
+/**
+ * Shows a refused verify or resend: a session that is gone starts over; anything else is
+ * explained by the code field. Returns whether the code step is still showing.
+ */
+function showRefusal(err) {
+  announce("");
+  if (err instanceof ExpiredError || err instanceof InvalidCookieError) {
+    startOver(messageFor(err));
+    return false;
+  }
+  adopt(err);
+  setError("otp-error", messageFor(err), codeInput);
+  return true;
+}
+
 $("code-step").addEventListener("submit", async (event) => {
   event.preventDefault();
   if (busy) return;
@@ -222,15 +237,10 @@ $("code-step").addEventListener("submit", async (event) => {
     $("done-title").focus();
     announce("Signed in.");
   } catch (err) {
-    announce("");
-    if (err instanceof ExpiredError || err instanceof InvalidCookieError) {
-      startOver(messageFor(err));
-      return;
+    if (showRefusal(err)) {
+      codeInput.focus();
+      codeInput.select();
     }
-    adopt(err);
-    setError("otp-error", messageFor(err), codeInput);
-    codeInput.focus();
-    codeInput.select();
   } finally {
     busy = false;
   }
@@ -247,13 +257,7 @@ $("resend").addEventListener("click", async () => {
     tick();
     announce("A new code was sent. The previous one no longer works.");
   } catch (err) {
-    announce("");
-    if (err instanceof ExpiredError || err instanceof InvalidCookieError) {
-      startOver(messageFor(err));
-      return;
-    }
-    adopt(err);
-    setError("otp-error", messageFor(err), codeInput);
+    showRefusal(err);
   } finally {
     busy = false;
     codeInput.focus();
