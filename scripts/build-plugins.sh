@@ -28,6 +28,7 @@ fixtures=(
     v010-default-credential
     v010-dev-sender
     v010-json-final
+    v020raw-json-final
     fixture-echo
 )
 

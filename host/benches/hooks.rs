@@ -10,6 +10,11 @@
 //! one call of each per iteration, in alternating order — and reports the pair's time,
 //! then prints each version's mean per call and the ratio of the two.
 //!
+//! `contract/complete-abi` and `contract/complete-sdk` split the final action's change
+//! in two: `v020raw-json-final` is `json-final` on the 0.2.0 WIT with raw wit-bindgen,
+//! as the 0.1.0 fixture is written, so the first pair (0.1.0 raw, 0.2.0 raw) is what the
+//! contract's types cost and the second (0.2.0 raw, 0.2.0 SDK) what the SDK costs.
+//!
 //! Needs the components from `scripts/build-plugins.sh`. Run with
 //! `cargo bench -p otp-server --bench hooks`.
 
@@ -29,7 +34,7 @@ const SEND_BUDGET: Duration = Duration::from_secs(10);
 fn component(name: &str) -> Vec<u8> {
     let folder = if matches!(name, "webhook-sender" | "session-token-final") {
         "../plugins/dist-extra"
-    } else if name.starts_with("v010-") {
+    } else if name.starts_with("v010-") || name.starts_with("v020raw-") {
         "../plugins/dist-fixtures"
     } else {
         "../plugins/dist"
@@ -194,6 +199,8 @@ fn hooks(c: &mut Criterion) {
     group.finish();
 }
 
+const VERSIONS: [&str; 2] = ["0.1.0", "0.2.0"];
+
 /// The same validator, sender and final action built for 0.1.0 and for 0.2.0.
 fn contract(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
@@ -237,7 +244,7 @@ fn contract(c: &mut Criterion) {
             })
         })
     });
-    totals.report("validate");
+    totals.report("validate", VERSIONS);
     let totals = PairTotals::default();
     group.bench_function("send", |b| {
         b.to_async(&rt).iter_custom(|iters| {
@@ -249,7 +256,7 @@ fn contract(c: &mut Criterion) {
             })
         })
     });
-    totals.report("send");
+    totals.report("send", VERSIONS);
     let totals = PairTotals::default();
     group.bench_function("complete", |b| {
         b.to_async(&rt).iter_custom(|iters| {
@@ -258,11 +265,36 @@ fn contract(c: &mut Criterion) {
             })
         })
     });
-    totals.report("complete");
+    totals.report("complete", VERSIONS);
+    let raw = load("v020raw-json-final");
+    let pairs = [
+        (
+            "complete-abi",
+            [&finalizers[0], &raw],
+            ["0.1.0", "0.2.0 raw"],
+        ),
+        (
+            "complete-sdk",
+            [&raw, &finalizers[1]],
+            ["0.2.0 raw", "0.2.0 SDK"],
+        ),
+    ];
+    for (name, pair, labels) in &pairs {
+        let totals = PairTotals::default();
+        group.bench_function(*name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                interleaved(iters, &totals, |v| async move {
+                    complete(runtime, pair[v], credential, ctx).await;
+                })
+            })
+        });
+        totals.report(name, *labels);
+    }
     group.finish();
 }
 
-/// Time spent in each build's calls (`[0.1.0, 0.2.0]`) over a benchmark's iterations.
+/// Time spent in each build's calls (`[before, after]`, e.g. `[0.1.0, 0.2.0]`) over a
+/// benchmark's iterations.
 #[derive(Default)]
 struct PairTotals {
     iterations: Cell<u64>,
@@ -271,14 +303,14 @@ struct PairTotals {
 
 impl PairTotals {
     /// Prints the means and their ratio (nothing when the benchmark was filtered out).
-    fn report(&self, hook: &str) {
+    fn report(&self, bench: &str, [before, after]: [&str; 2]) {
         if self.iterations.get() == 0 {
             return;
         }
         let n = self.iterations.get() as f64;
         let [old, new] = [0, 1].map(|v| self.spent[v].get().as_secs_f64() * 1e6 / n);
         println!(
-            "contract/{hook}: 0.1.0 {old:.2} µs, 0.2.0 {new:.2} µs per call; 0.2.0 {:+.1} % \
+            "contract/{bench}: {before} {old:.2} µs, {after} {new:.2} µs per call; {after} {:+.1} % \
              ({} interleaved calls of each)",
             (new / old - 1.0) * 100.0,
             self.iterations.get()
@@ -286,7 +318,7 @@ impl PairTotals {
     }
 }
 
-/// Runs `iters` iterations of one call of each build (`call(0)` is 0.1.0, `call(1)` 0.2.0),
+/// Runs `iters` iterations of one call of each build (`call(0)` before, `call(1)` after),
 /// alternating which goes first; adds each build's time to `totals` and returns the sum.
 async fn interleaved<F, Fut>(iters: u64, totals: &PairTotals, call: F) -> Duration
 where

@@ -19,6 +19,7 @@ mod validator {
         path: "../wit/v0.1.0",
         world: "credential-validator",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -27,6 +28,7 @@ mod sender {
         path: "../wit/v0.1.0",
         world: "sender",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "otp:plugin/types": super::validator::otp::plugin::types,
             "otp:plugin/log": super::validator::otp::plugin::log,
@@ -39,6 +41,7 @@ mod finalizer {
         path: "../wit/v0.1.0",
         world: "finalizer",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "otp:plugin/types": super::validator::otp::plugin::types,
             "otp:plugin/log": super::validator::otp::plugin::log,
@@ -109,10 +112,9 @@ impl Bindings {
             .as_ref()
             .ok_or_else(|| not_served(Hook::CredentialValidation))?;
         let instance = pre.instantiate_async(&mut *store).await?;
-        let ctx = to_wit_context(context);
         let answer = instance
             .otp_plugin_credential_validation()
-            .call_validate(&mut *store, body, &ctx)
+            .call_validate(&mut *store, body, to_wit_context(context))
             .await?;
         Ok(answer
             .map(|c| Credential {
@@ -136,19 +138,18 @@ impl Bindings {
             .ok_or_else(|| not_served(Hook::Sending))?;
         let instance = pre.instantiate_async(&mut *store).await?;
         let message = wit::Message {
-            credential_id: delivery.credential_id.clone(),
-            channel: delivery.channel.clone(),
-            code: delivery.code.clone(),
+            credential_id: &delivery.credential_id,
+            channel: &delivery.channel,
+            code: &delivery.code,
             expires_at: delivery.expires_at_ms,
             kind: match delivery.kind {
                 SendKind::First => wit::SendKind::First,
                 SendKind::Resend => wit::SendKind::Resend,
             },
         };
-        let ctx = to_wit_context(context);
         let answer = instance
             .otp_plugin_sending()
-            .call_send(&mut *store, &message, &ctx)
+            .call_send(&mut *store, message, to_wit_context(context))
             .await?;
         Ok(answer.map_err(|e| match e {
             wit::SendError::Undeliverable(m) => HookError::Undeliverable(m),
@@ -167,10 +168,14 @@ impl Bindings {
             .as_ref()
             .ok_or_else(|| not_served(Hook::FinalAction))?;
         let instance = pre.instantiate_async(&mut *store).await?;
-        let ctx = to_wit_context(context);
         let answer = instance
             .otp_plugin_final_action()
-            .call_complete(&mut *store, &credential.id, &credential.channel, &ctx)
+            .call_complete(
+                &mut *store,
+                &credential.id,
+                &credential.channel,
+                to_wit_context(context),
+            )
             .await?;
         Ok(answer.map(|r| PluginResponse {
             status: r.status,
@@ -180,10 +185,12 @@ impl Bindings {
     }
 }
 
-fn to_wit_context(context: &RequestContext) -> wit_types::RequestContext {
+/// The context as the hooks take it: borrowed, so a call copies each string once,
+/// straight into the plugin's memory.
+fn to_wit_context(context: &RequestContext) -> wit_types::RequestContext<'_> {
     wit_types::RequestContext {
-        client_ip: context.client_ip.clone(),
-        user_agent: context.user_agent.clone(),
-        accept_language: context.accept_language.clone(),
+        client_ip: context.client_ip.as_deref(),
+        user_agent: context.user_agent.as_deref(),
+        accept_language: context.accept_language.as_deref(),
     }
 }

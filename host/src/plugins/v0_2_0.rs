@@ -18,6 +18,7 @@ mod validator {
         path: "../wit/v0.2.0",
         world: "credential-validator",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -26,6 +27,7 @@ mod sender {
         path: "../wit/v0.2.0",
         world: "sender",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "otp:plugin/types": super::validator::otp::plugin::types,
             "otp:plugin/log": super::validator::otp::plugin::log,
@@ -38,6 +40,7 @@ mod finalizer {
         path: "../wit/v0.2.0",
         world: "finalizer",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "otp:plugin/types": super::validator::otp::plugin::types,
             "otp:plugin/log": super::validator::otp::plugin::log,
@@ -50,6 +53,7 @@ mod event_sink {
         path: "../wit/v0.2.0",
         world: "event-sink",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "otp:plugin/log": super::validator::otp::plugin::log,
         },
@@ -122,7 +126,7 @@ impl Bindings {
         let instance = pre.instantiate_async(&mut *store).await?;
         let answer = instance
             .otp_plugin_credential_validation()
-            .call_validate(&mut *store, body, &to_wit_context(context))
+            .call_validate(&mut *store, body, to_wit_context(context))
             .await?;
         Ok(answer
             .map(|c| Credential {
@@ -146,9 +150,9 @@ impl Bindings {
             .ok_or_else(|| not_served(Hook::Sending))?;
         let instance = pre.instantiate_async(&mut *store).await?;
         let message = wit::Message {
-            credential_id: delivery.credential_id.clone(),
-            channel: delivery.channel.clone(),
-            code: delivery.code.clone(),
+            credential_id: &delivery.credential_id,
+            channel: &delivery.channel,
+            code: &delivery.code,
             expires_at: delivery.expires_at_ms,
             kind: match delivery.kind {
                 SendKind::First => wit::SendKind::First,
@@ -157,7 +161,7 @@ impl Bindings {
         };
         let answer = instance
             .otp_plugin_sending()
-            .call_send(&mut *store, &message, &to_wit_context(context))
+            .call_send(&mut *store, message, to_wit_context(context))
             .await?;
         Ok(answer.map_err(|e| match e {
             wit::SendError::Undeliverable(m) => HookError::Undeliverable(m),
@@ -182,7 +186,7 @@ impl Bindings {
                 &mut *store,
                 &credential.id,
                 &credential.channel,
-                &to_wit_context(context),
+                to_wit_context(context),
             )
             .await?;
         Ok(answer.map(|r| PluginResponse {
@@ -206,12 +210,12 @@ impl Bindings {
         let batch: Vec<wit::Event> = batch
             .iter()
             .map(|e| wit::Event {
-                id: e.id.clone(),
-                type_: e.kind.clone(),
-                time: e.time.clone(),
-                source: e.source.clone(),
-                subject: e.subject.clone(),
-                data: e.data.clone(),
+                id: &e.id,
+                type_: &e.kind,
+                time: &e.time,
+                source: &e.source,
+                subject: e.subject.as_deref(),
+                data: &e.data,
             })
             .collect();
         instance
@@ -221,12 +225,14 @@ impl Bindings {
     }
 }
 
-fn to_wit_context(context: &RequestContext) -> wit_types::RequestContext {
+/// The context as the hooks take it: borrowed, so a call copies each string once,
+/// straight into the plugin's memory.
+fn to_wit_context(context: &RequestContext) -> wit_types::RequestContext<'_> {
     wit_types::RequestContext {
-        client_ip: context.client_ip.clone(),
-        user_agent: context.user_agent.clone(),
-        accept_language: context.accept_language.clone(),
-        request_id: context.request_id.clone(),
-        locale: context.locale.clone(),
+        client_ip: context.client_ip.as_deref(),
+        user_agent: context.user_agent.as_deref(),
+        accept_language: context.accept_language.as_deref(),
+        request_id: &context.request_id,
+        locale: context.locale.as_deref(),
     }
 }

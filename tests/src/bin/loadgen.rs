@@ -20,9 +20,12 @@
 //!   and that provider plugin, speaking the provider's API to the same local fake the
 //!   provider tests use (it checks every request, SES signatures included).
 //!
-//! `--stores memory,redis,cluster` runs the same phases against a server on each store
-//! (it starts its own `redis-server` on a free port, and for `cluster` a 3-master +
-//! 3-replica Redis Cluster) and prints each mode as a share of the first.
+//! `--stores memory,redis,sentinel,cluster` runs the same phases against a server on each
+//! store (it starts its own `redis-server` on a free port; for `sentinel` a master with
+//! one replica behind three Sentinels, the single-master deployment that survives a
+//! crash; for `cluster` a 3-master + 3-replica Redis Cluster) and prints each mode as a
+//! share of the first. `sentinel` is the like-for-like baseline of `cluster`: both
+//! replicate every write to a replica on the same machine, `redis` does not.
 //!
 //! `--sinks none,hanging,failing,trapping` does the same for the audit-events hook:
 //! `hanging` binds `webhook-events` to a receiver that never answers within the sink's
@@ -54,7 +57,7 @@
 //! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
 
 use otp_server_blackbox::providers::{FakeProvider, Provider};
-use otp_server_blackbox::redis_cluster::RedisCluster;
+use otp_server_blackbox::redis_cluster::{RedisCluster, RedisSentinel};
 use otp_server_blackbox::webhook::{Behaviour, WebhookReceiver};
 use otp_server_blackbox::{
     extra, fixture, install_manifest, plugin, scratch_dir, workspace_root, RedisServer,
@@ -943,12 +946,17 @@ async fn main() {
                     let env = shared(redis.url());
                     (Some(Box::new(redis)), env)
                 }
+                "sentinel" => {
+                    let sentinel = RedisSentinel::start();
+                    let env = shared(sentinel.url());
+                    (Some(Box::new(sentinel)), env)
+                }
                 "cluster" => {
                     let cluster = RedisCluster::start();
                     let env = shared(cluster.url());
                     (Some(Box::new(cluster)), env)
                 }
-                other => panic!("unknown store {other}: use memory, redis or cluster"),
+                other => panic!("unknown store {other}: use memory, redis, sentinel or cluster"),
             };
             let sink = match sink_mode.as_str() {
                 "none" => None,
