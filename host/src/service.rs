@@ -14,6 +14,9 @@
 //! lists, the send budgets, the fraud guard), and around the comparison of a code (a
 //! failure reserved before, given back after a right code or no guess), so a refused
 //! request retires no id, leaves the cookie as it was, costs no attempt and sends nothing.
+//! A charge carries the request's id change ([`IdChange`]; for a verify, the pure
+//! protocol's verdict on the code is known first), so a store that holds both — one
+//! Redis — makes the two in one round trip; otherwise the id store makes the change.
 //!
 //! It speaks its own vocabulary: a [`ServiceError`] says what went wrong and what to do
 //! with the cookie ([`CookieAction`]); only the HTTP layer turns that into statuses and
@@ -27,7 +30,7 @@ use crate::plugins::{self, CodeDelivery, Hook, HookError, Hooks, PluginResponse,
 use crate::protocol::{
     self, OsCodeSource, ProtocolError, Session, SessionId, SessionState, Settings, Transition,
 };
-use crate::store::{IdStore, StoreError};
+use crate::store::{IdChange, IdStore, StoreError};
 use std::sync::Arc;
 
 #[cfg(test)]
@@ -301,26 +304,28 @@ impl OtpService {
             &self.settings,
             &mut OsCodeSource,
         )?;
-        let ttl = ttl_ms(&transition.session, now);
+        let ttl_ms = ttl_ms(&transition.session, now);
+        let change = match &previous {
+            Some(old) => IdChange::Replace {
+                old: old.id,
+                new: new_id,
+                ttl_ms,
+            },
+            None => IdChange::Create { id: new_id, ttl_ms },
+        };
         *charged = true;
-        let charge = match transition.send {
+        let made = match transition.send {
             Some(_) => {
                 let group = credential.group.as_deref().unwrap_or(&credential.channel);
                 self.limits
-                    .before_send(client, &credential.id, Some(group))
+                    .before_send(client, &credential.id, Some(group), Some(change))
                     .await
             }
-            None => self.limits.before_request(client).await,
-        };
-        charge.map_err(|e| self.limited(e, context))?;
-
-        match &previous {
-            Some(old) => {
-                if !self.ids.replace(old.id, new_id, ttl, now).await? {
-                    return Err(ServiceError::invalid_cookie());
-                }
-            }
-            None => self.ids.create(new_id, ttl, now).await?,
+            None => self.limits.before_request(client).await.map(|()| None),
+        }
+        .map_err(|e| self.limited(e, context))?;
+        if !self.make(change, made, now).await? {
+            return Err(ServiceError::invalid_cookie());
         }
         if let Some(send) = transition.send {
             if let Err(error) = self.send(&transition, send, context).await {
@@ -357,9 +362,13 @@ impl OtpService {
                 Ok(transition) => transition,
                 Err(refused) => return Err(self.refusal(&session, refused, now).await),
             };
-        let ttl = ttl_ms(&transition.session, now);
+        let change = IdChange::Replace {
+            old: session.id,
+            new: new_id,
+            ttl_ms: ttl_ms(&transition.session, now),
+        };
         *charged = true;
-        let charge = match transition
+        let made = match transition
             .send
             .and_then(|send| transition.session.tokens.get(send.token))
         {
@@ -367,13 +376,13 @@ impl OtpService {
             // guard were applied when the session was created.
             Some(token) => {
                 self.limits
-                    .before_send(client, &token.credential_id, None)
+                    .before_send(client, &token.credential_id, None, Some(change))
                     .await
             }
-            None => self.limits.before_request(client).await,
-        };
-        charge.map_err(|e| self.limited(e, context))?;
-        if !self.ids.replace(session.id, new_id, ttl, now).await? {
+            None => self.limits.before_request(client).await.map(|()| None),
+        }
+        .map_err(|e| self.limited(e, context))?;
+        if !self.make(change, made, now).await? {
             return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
         }
         let Some(send) = transition.send else {
@@ -425,11 +434,22 @@ impl OtpService {
             Ok(session) => session,
             Err(error) => return self.charge_unless_charged(false, Err(error), context).await,
         };
+        // The protocol's verdict is pure, so it is known before the charge: a wrong code
+        // retires the cookie's id, a change the store may make with the charge (one
+        // round trip); a refused request makes none of it.
+        let new_id = self.ids.successor_id(Some(&session.id));
+        let outcome = protocol::verify(&session, new_id, code, now, &self.settings);
+        let change = match &outcome {
+            Ok(protocol::VerifyOutcome::Rejected { session: next, .. }) => {
+                Some(successor(&session, new_id, next, now))
+            }
+            _ => None,
+        };
         // The request's charge goes with the failure reservation (one store call).
-        let reservation = match session.current_token() {
+        let (reservation, made) = match session.current_token() {
             Some(token) => {
                 self.limits
-                    .before_verify(client, &token.credential_id)
+                    .before_verify(client, &token.credential_id, change)
                     .await
             }
             None => self
@@ -439,7 +459,9 @@ impl OtpService {
                 .map(|()| Default::default()),
         }
         .map_err(|e| self.limited(e, context))?;
-        let result = self.verify_code(&session, code, now, context).await;
+        let result = self
+            .verify_outcome(&session, outcome, new_id, made, now, context)
+            .await;
         let guess = match &result {
             Ok(_) => GuessOutcome::Verified,
             // A spent cookie state replayed with a code counts as a guess too, right or
@@ -453,17 +475,19 @@ impl OtpService {
         result
     }
 
-    /// Compares the code and acts on the outcome: the part of a verify that the failure
-    /// budgets reserve for.
-    async fn verify_code(
+    /// Acts on the protocol's verdict on the code: the part of a verify that the failure
+    /// budgets reserve for. `made` says whether the charge already made a wrong code's
+    /// id change (to `new_id`).
+    async fn verify_outcome(
         &self,
         session: &Session,
-        code: &str,
+        outcome: Result<protocol::VerifyOutcome, ProtocolError>,
+        new_id: SessionId,
+        made: Option<bool>,
         now: u64,
         context: &RequestContext,
     ) -> Result<VerifiedAnswer, ServiceError> {
-        let new_id = self.ids.successor_id(Some(&session.id));
-        let outcome = match protocol::verify(session, new_id, code, now, &self.settings) {
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(refused) => {
                 self.verification_failed(session, &refused, context);
@@ -512,8 +536,8 @@ impl OtpService {
                 session: next,
                 error,
             } => {
-                let ttl = ttl_ms(&next, now);
-                if !self.ids.replace(session.id, new_id, ttl, now).await? {
+                let change = successor(session, new_id, &next, now);
+                if !self.make(change, made, now).await? {
                     return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
                 self.verification_failed(session, &error, context);
@@ -639,6 +663,21 @@ impl OtpService {
         }
     }
 
+    /// Makes a request's id change, unless the limiter's store made it with its charge
+    /// (`made`, from [`Limits::before_send`] or [`Limits::before_verify`]): whether it
+    /// took.
+    async fn make(
+        &self,
+        change: IdChange,
+        made: Option<bool>,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        match made {
+            Some(taken) => Ok(taken),
+            None => change.apply(&*self.ids, now).await,
+        }
+    }
+
     /// The answer to a transition the protocol refused. A refusal touches no id, so
     /// it must first make sure the cookie state is still live: a used-up state is an
     /// invalid cookie whatever the protocol would have said about it.
@@ -736,6 +775,16 @@ impl OtpService {
             value: SessionCookie::seal(session, &kek),
             expires_at_ms: session.expires_at_ms(),
         }
+    }
+}
+
+/// The id change of a state change: `current`'s id retired for `new_id`, live as long
+/// as `next` is.
+fn successor(current: &Session, new_id: SessionId, next: &Session, now: u64) -> IdChange {
+    IdChange::Replace {
+        old: current.id,
+        new: new_id,
+        ttl_ms: ttl_ms(next, now),
     }
 }
 

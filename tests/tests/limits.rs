@@ -647,3 +647,194 @@ fn the_answers_are_documented_in_openapi() {
     let body = &doc["components"]["schemas"]["RateLimited"]["required"];
     assert_eq!(body, &serde_json::json!(["error", "message", "retryAfter"]));
 }
+
+/// `redis-cli MONITOR` on a Redis: every command a client sends, one line each.
+struct Monitor {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Monitor {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "monitor"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli monitor");
+        let stdout = child.stdout.take().expect("its output");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lines.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "MONITOR never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Monitor { child, lines }
+    }
+
+    /// The commands clients sent so far (not those scripts ran) that name a session id
+    /// key (`otp:s:{TAG}:REST`).
+    fn session_id_commands(&self) -> Vec<String> {
+        // Let the last lines arrive.
+        std::thread::sleep(Duration::from_millis(300));
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("\"otp:s:{") && !line.contains(" lua]"))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn live_session_ids(redis: &RedisServer) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("otp:s:*").query(&mut con).unwrap();
+    keys.len()
+}
+
+/// On one Redis a request the limits charge is one round trip: the limiter's script
+/// makes the request's id change as well (a create registers its id, a wrong code
+/// retires the cookie's), and a refused request registers nothing.
+#[tokio::test]
+async fn on_one_redis_a_charged_request_is_one_round_trip() {
+    let redis = RedisServer::start();
+    let server = builder()
+        .redis(&redis)
+        .env("OTP_CODE_ALPHABET", "digits")
+        .env("OTP_CODE_LENGTH", "4")
+        .env("OTP_RESEND_COOLDOWN_SECS", "0")
+        .start();
+    let client = Client::from(&server, "127.0.0.1");
+    // The first request loads the scripts; watch from the second on.
+    session(&server, &client, "warm@example.com").await.unwrap();
+    let monitor = Monitor::start(redis.port);
+    let (cookie, code) = session(&server, &client, "once@example.com").await.unwrap();
+    let answer = client.verify(&wrong(&code), &cookie).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
+    assert_eq!(answer.json()["error"], "OTP:INCORRECT");
+    let successor = answer.cookie().expect("the next cookie");
+    // The spent cookie is refused, the successor works: the script made the change.
+    assert_eq!(
+        client.verify(&wrong(&code), &cookie).await.json()["error"],
+        "OTP:INVALID_COOKIE"
+    );
+    // A resend retires the cookie's id for its successor, in its charge as well.
+    let resent = server.resend(Some(&successor)).await;
+    assert_eq!(resent.status, StatusCode::OK, "{}", resent.text());
+    assert_eq!(
+        server.resend(Some(&successor)).await.error(),
+        "OTP:INVALID_COOKIE"
+    );
+    let successor = resent.cookie().expect("the resent cookie");
+    let code = server.wait_code(&id("once@example.com"), 2);
+    let answer = client.verify(&code, &successor).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let commands = monitor.session_id_commands();
+    // create, wrong code, replayed cookie, resend, replayed resend: one script each, the
+    // budgets and the id change together. The right code's reservation, check and use
+    // are separate calls.
+    let scripted = commands
+        .iter()
+        .filter(|c| c.to_lowercase().contains("\"evalsha\"") && c.contains("lim:{lim}"))
+        .count();
+    assert!(scripted >= 5, "{commands:#?}");
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.to_lowercase().contains("\"set\"")),
+        "no separate SET of a new id: {commands:#?}"
+    );
+    // A refused create registers no id.
+    let credential = "+15550003333";
+    for _ in 0..5 {
+        assert_eq!(client.create(credential, &[]).await.status, StatusCode::OK);
+    }
+    let live = live_session_ids(&redis);
+    assert_limited(&client.create(credential, &[]).await);
+    assert_eq!(live_session_ids(&redis), live);
+}
+
+/// The fraud guard's windows turn over on Redis `TIME`, which a test cannot move, so the
+/// test ages the group's stored windows instead (each step sets every field): unverified
+/// sends of the window before still count (weighted by how much of it the sliding window
+/// overlaps), older ones are forgotten.
+#[tokio::test]
+async fn on_redis_the_fraud_guard_windows_turn_over() {
+    let redis = RedisServer::start();
+    let server = builder()
+        .redis(&redis)
+        .env("OTP_LIMITS_FRAUD_GUARD", "deny")
+        .start();
+    let client = Client::from(&server, "127.0.3.1");
+    assert_eq!(client.create("turn0", &[]).await.status, StatusCode::OK);
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let groups: Vec<String> = redis::cmd("KEYS")
+        .arg("otp:lim:{lim}:g:*")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    let group = &groups[0];
+    let field = |con: &mut redis::Connection, name: &str| -> i64 {
+        let value: String = redis::cmd("HGET").arg(group).arg(name).query(con).unwrap();
+        value.parse().unwrap()
+    };
+    let (hour, day) = (field(&mut con, "hi"), field(&mut con, "di"));
+    assert_eq!((field(&mut con, "hs"), field(&mut con, "ds")), (1, 1));
+    let many = "1000000000000";
+    let age = |con: &mut redis::Connection, hours: i64, days: i64, hourly: &str, daily: &str| {
+        redis::cmd("HSET")
+            .arg(group)
+            .arg(&["hi", &(hour - hours).to_string(), "hs", hourly, "hv", "0"])
+            .arg(&["di", &(day - days).to_string(), "ds", daily, "dv", "0"])
+            .arg(&["hsp", "0", "hvp", "0", "dsp", "0", "dvp", "0"])
+            .query::<()>(con)
+            .unwrap();
+    };
+    // Windows two periods old, however full, are forgotten.
+    age(&mut con, 2, 2, many, many);
+    assert_eq!(client.create("turn1", &[]).await.status, StatusCode::OK);
+    assert_eq!((field(&mut con, "hi"), field(&mut con, "hsp")), (hour, 0));
+    assert_eq!((field(&mut con, "hs"), field(&mut con, "ds")), (1, 1));
+    // The hour before: its unverified sends carry over and deny.
+    age(&mut con, 1, 0, many, "1");
+    assert_eq!(
+        assert_limited(&client.create("turn2", &[]).await),
+        "fraud-guard"
+    );
+    // The day before, likewise (the hour being fresh).
+    age(&mut con, 0, 1, "1", many);
+    assert_eq!(
+        assert_limited(&client.create("turn3", &[]).await),
+        "fraud-guard"
+    );
+    // A quiet previous hour carries its count, and does not deny.
+    age(&mut con, 1, 0, "2", "2");
+    let answer = client.create("turn4", &[]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!((field(&mut con, "hi"), field(&mut con, "hsp")), (hour, 2));
+    assert_eq!(field(&mut con, "hs"), 1);
+}

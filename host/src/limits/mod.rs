@@ -8,8 +8,9 @@
 //! changes nothing — no id retired, the cookie untouched, no attempt spent, nothing sent:
 //! - requests per client network (bounds the CPU one client can use): every OTP
 //!   request is charged once, before it changes anything — folded into the send or
-//!   verify charge below when it gets that far (one store call, one Redis round trip),
-//!   alone ([`Limits::before_request`]) when it ends earlier;
+//!   verify charge below when it gets that far (one store call, one Redis round trip,
+//!   which on one Redis also makes the request's id change), alone
+//!   ([`Limits::before_request`]) when it ends earlier;
 //! - [`Limits::before_send`]: create and resend, before the send: the destination
 //!   group's allow/deny lists (403 `CREDENTIAL:NOT_ALLOWED`), sends per credential (per
 //!   10 minutes and per day), per client network, globally, and the fraud guard;
@@ -35,7 +36,7 @@ pub mod memory;
 pub mod redis;
 pub mod store;
 
-use crate::store::StoreError;
+use crate::store::{IdChange, StoreError};
 pub use config::{ForwardedHeader, LimitsConfig};
 use fraud::FraudMode;
 use ipnet::IpNet;
@@ -175,7 +176,7 @@ impl Limits {
         else {
             return Ok(());
         };
-        self.charge(&[check], None, None).await
+        self.charge(&[check], None, None, None).await.map(|_| ())
     }
 
     /// The destination group's allow and deny lists.
@@ -200,6 +201,10 @@ impl Limits {
 
     /// Every send budget and the fraud guard, charged together, before a code is sent.
     ///
+    /// `change` is the request's change of session ids, which may only be made once the
+    /// budgets allow it. When the store made it along with the charge (one Redis), the
+    /// answer is `Some(taken)`; `None` leaves it to the caller.
+    ///
     /// `group` is the destination group when it is known (a create: the validator's
     /// group, or the channel). A resend passes `None`: the session does not carry the
     /// group, and checking it against a stand-in would refuse or count the wrong group;
@@ -210,19 +215,20 @@ impl Limits {
         client_ip: Option<&str>,
         credential_id: &str,
         group: Option<&str>,
-    ) -> Result<(), LimitError> {
+        change: Option<IdChange>,
+    ) -> Result<Option<bool>, LimitError> {
         if let Some(Err(refused)) = group.map(|g| self.check_group(g)) {
             // Refused for its destination, it still counts as a request.
             self.before_request(client_ip).await?;
             return Err(refused);
         }
         let Some(network) = self.network(client_ip) else {
-            return Ok(());
+            return Ok(None);
         };
         let credential = self.hasher.credential(credential_id);
         if self.safe_credentials.contains(&credential) {
             // Exempt from the send budgets, not from the network's request budget.
-            return self.before_request(client_ip).await;
+            return self.before_request(client_ip).await.map(|()| None);
         }
         let c = &self.config;
         let network_key = self.hasher.network(network);
@@ -251,7 +257,7 @@ impl Limits {
             thresholds: c.fraud,
             mode,
         });
-        let charged = self.charge(&checks, fraud.as_ref(), group).await;
+        let charged = self.charge(&checks, fraud.as_ref(), group, change).await;
         self.count_refused_request(charged, request, client_ip)
             .await
     }
@@ -259,12 +265,12 @@ impl Limits {
     /// A charge is all or nothing, so a request refused by another budget has not been
     /// counted as a request yet: count it alone, so refused requests still use up the
     /// network's request budget (only refusals pay the second store call).
-    async fn count_refused_request(
+    async fn count_refused_request<T>(
         &self,
-        charged: Result<(), LimitError>,
+        charged: Result<T, LimitError>,
         request: Option<Check>,
         client_ip: Option<&str>,
-    ) -> Result<(), LimitError> {
+    ) -> Result<T, LimitError> {
         match charged {
             Err(LimitError::Limited(limited))
                 if request.is_some() && limited.policy != BudgetKind::NetworkRequests.policy() =>
@@ -276,20 +282,23 @@ impl Limits {
         }
     }
 
-    /// Reserves one failure of each failure budget before a code is compared.
+    /// Reserves one failure of each failure budget before a code is compared, and
+    /// makes `change` (the id change a wrong code brings) along with the charge when the
+    /// store can, as [`Limits::before_send`] does.
     pub async fn before_verify(
         &self,
         client_ip: Option<&str>,
         credential_id: &str,
-    ) -> Result<Reservation, LimitError> {
+        change: Option<IdChange>,
+    ) -> Result<(Reservation, Option<bool>), LimitError> {
         let Some(network) = self.network(client_ip) else {
-            return Ok(Reservation::default());
+            return Ok((Reservation::default(), None));
         };
         let credential = self.hasher.credential(credential_id);
         if self.safe_credentials.contains(&credential) {
             // Exempt from the failure budgets, not from the network's request budget.
             self.before_request(client_ip).await?;
-            return Ok(Reservation::default());
+            return Ok((Reservation::default(), None));
         }
         let c = &self.config;
         let network_key = self.hasher.network(network);
@@ -313,17 +322,20 @@ impl Limits {
         // store call) but is never given back.
         let charged: Vec<Check> = checks.iter().copied().chain(request).collect();
         if charged.is_empty() && c.fraud_guard.is_none() {
-            return Ok(Reservation::default());
+            return Ok((Reservation::default(), None));
         }
+        let mut changed = None;
         if !charged.is_empty() {
-            let result = self.charge(&charged, None, None).await;
-            self.count_refused_request(result, request, client_ip)
+            let result = self.charge(&charged, None, None, change).await;
+            changed = self
+                .count_refused_request(result, request, client_ip)
                 .await?;
         }
-        Ok(Reservation {
+        let reservation = Reservation {
             checks,
             credential: c.fraud_guard.map(|_| credential),
-        })
+        };
+        Ok((reservation, changed))
     }
 
     /// Settles a reservation: a right code gives the failure back and counts the
@@ -342,23 +354,30 @@ impl Limits {
         }
     }
 
+    /// Charges the store; the answer says whether it made `change` too (see
+    /// [`LimiterStore::charge_with`]).
     async fn charge(
         &self,
         checks: &[Check],
         fraud: Option<&FraudCheck>,
         group: Option<&str>,
-    ) -> Result<(), LimitError> {
+        change: Option<IdChange>,
+    ) -> Result<Option<bool>, LimitError> {
         if checks.is_empty() && fraud.is_none() {
-            return Ok(());
+            return Ok(None);
         }
-        match self.store.charge(checks, fraud).await {
-            Ok(Verdict::Allowed { fraud_tripped }) => {
+        let charged = match change {
+            Some(change) => self.store.charge_with(checks, fraud, change).await,
+            None => self.store.charge(checks, fraud).await.map(|v| (v, None)),
+        };
+        match charged {
+            Ok((Verdict::Allowed { fraud_tripped }, changed)) => {
                 if fraud_tripped {
                     self.fraud_tripped(group, FraudMode::Record);
                 }
-                Ok(())
+                Ok(changed)
             }
-            Ok(Verdict::Refused(refusal)) => {
+            Ok((Verdict::Refused(refusal), _)) => {
                 self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let answer = self.answer(refusal);
                 if refusal.reason == Reason::FraudGuard {
@@ -379,7 +398,9 @@ impl Limits {
                 if self.warn_now() {
                     tracing::warn!(%error, "limiter store unavailable: serving WITHOUT limits (fail_open)");
                 }
-                Ok(())
+                // Nothing was made: the id store makes the change (and says whether it
+                // can, for it may be on the same failing Redis).
+                Ok(None)
             }
             Err(error) => {
                 tracing::warn!(%error, "limiter store unavailable: refusing (fail closed)");

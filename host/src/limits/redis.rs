@@ -17,6 +17,12 @@
 //! - `PREFIX lim:{lim}:p:H` — a credential's pending send: the `H` of its group, for a
 //!   day, so a successful verification counts for the right group.
 //!
+//! On one Redis (or a Sentinel-managed master) a charge also carries the request's
+//! change of session ids ([`LimiterStore::charge_with`]): [`CHARGE`] makes it after the
+//! budgets pass, so a request that is charged and changes its id is one round trip, and
+//! a refused one changes no id. On a Cluster the id's slot is not `{lim}`'s, so there the
+//! id store makes the change itself, a second round trip.
+//!
 //! Redis Cluster: every limiter key carries the hash tag `{lim}`, so all of them live
 //! in one slot and every script's keys are in one slot (a script may only touch one).
 //! The price is that one shard serves all limiter traffic — one small script per
@@ -27,25 +33,30 @@
 
 use super::keys::LimiterKey;
 use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
-use crate::store::redis::RedisConnection;
-use crate::store::StoreError;
+use crate::store::redis::{id_key, RedisConnection};
+use crate::store::{IdChange, StoreError};
 use async_trait::async_trait;
 
 /// KEYS: the n budget keys, then (with the fraud guard) the group key and the pending
-/// key. ARGV: n, then emission and burst per budget, then mode (0 none, 1 record,
-/// 2 deny), hourly floor, daily floor, verified ratio, the group's hex.
-/// Returns {0, tripped, 0} when allowed, {1, index, retry_ms} when a budget refuses,
-/// {2, 0, retry_ms} when the fraud guard denies.
+/// key, then the id keys of the id change (none; the new id; the old and the new id).
+/// ARGV: n, then emission and burst per budget, then mode (0 none, 1 record, 2 deny)
+/// and, with the fraud guard, hourly floor, daily floor, verified ratio, the group's
+/// hex; then the id change (0 none, 1 create, 2 replace) and its TTL in ms.
+/// Returns {0, tripped, 0, changed} when allowed (changed: 1 made, 0 the old id was not
+/// live, -1 no change asked), {1, index, retry_ms, -1} when a budget refuses,
+/// {2, 0, retry_ms, -1} when the fraud guard denies.
 const CHARGE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
+local current = {}
+if n > 0 then current = redis.call('MGET', unpack(KEYS, 1, n)) end
 local tats = {}
 local worst, worst_i = -1, 0
 for i = 1, n do
   local emission = tonumber(ARGV[2 * i])
   local tolerance = emission * tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local tat = tonumber(current[i]) or 0
   if tat < now then tat = now end
   local ahead = tat + emission - now
   if ahead > tolerance then
@@ -54,28 +65,34 @@ for i = 1, n do
     tats[i] = tat + emission
   end
 end
-if worst_i > 0 then return {1, worst_i, worst} end
+if worst_i > 0 then return {1, worst_i, worst, -1} end
 local tripped = 0
 local f = 2 * n + 2
 local mode = tonumber(ARGV[f])
 if mode > 0 then
   local g = KEYS[n + 1]
-  local function window(p, w)
+  local v = redis.call('HMGET', g, 'hi', 'hs', 'hv', 'hsp', 'hvp', 'di', 'ds', 'dv', 'dsp', 'dvp')
+  local writes = {}
+  -- One window (fields p..'i', 's', 'v', 'sp', 'vp' at v[o..o+4]): turned over to the
+  -- current index if needed, this send counted; returns its weighted sent and verified.
+  local function window(o, p, w)
     local idx = math.floor(now / w)
-    local v = redis.call('HMGET', g, p .. 'i', p .. 's', p .. 'v')
-    local cur = tonumber(v[1] or '-1')
-    if cur ~= idx then
-      local s, ver = 0, 0
-      if cur == idx - 1 then s = tonumber(v[2] or '0'); ver = tonumber(v[3] or '0') end
-      redis.call('HSET', g, p .. 'i', string.format('%.0f', idx), p .. 's', 0, p .. 'v', 0,
-        p .. 'sp', s, p .. 'vp', ver)
+    local s, ver = tonumber(v[o + 1]) or 0, tonumber(v[o + 2]) or 0
+    local sp, vp = tonumber(v[o + 3]) or 0, tonumber(v[o + 4]) or 0
+    if (tonumber(v[o]) or -1) ~= idx then
+      if tonumber(v[o]) == idx - 1 then sp, vp = s, ver else sp, vp = 0, 0 end
+      s, ver = 0, 0
+      for _, x in ipairs({p .. 'i', idx, p .. 'v', 0, p .. 'sp', sp, p .. 'vp', vp}) do
+        writes[#writes + 1] = x
+      end
     end
-    local c = redis.call('HMGET', g, p .. 's', p .. 'sp', p .. 'v', p .. 'vp')
+    writes[#writes + 1] = p .. 's'
+    writes[#writes + 1] = s + 1
     local share = 1 - (now % w) / w
-    return tonumber(c[1]) + tonumber(c[2]) * share, tonumber(c[3]) + tonumber(c[4]) * share
+    return s + sp * share, ver + vp * share
   end
-  local sent_h, ver_h = window('h', 3600000)
-  local sent_d, ver_d = window('d', 86400000)
+  local sent_h, ver_h = window(1, 'h', 3600000)
+  local sent_d, ver_d = window(6, 'd', 86400000)
   local daily = math.max(tonumber(ARGV[f + 2]), tonumber(ARGV[f + 3]) * ver_d)
   local hourly = math.max(tonumber(ARGV[f + 1]), daily / 6)
   local retry = 0
@@ -85,18 +102,31 @@ if mode > 0 then
     retry = 3600000 - now % 3600000
   end
   if retry > 0 then
-    if mode == 2 then return {2, 0, retry} end
+    if mode == 2 then return {2, 0, retry, -1} end
     tripped = 1
   end
-  redis.call('HINCRBY', g, 'hs', 1)
-  redis.call('HINCRBY', g, 'ds', 1)
+  redis.call('HSET', g, unpack(writes))
   redis.call('PEXPIRE', g, 2 * 86400000)
   redis.call('SET', KEYS[n + 2], ARGV[f + 4], 'PX', 86400000)
 end
 for i = 1, n do
-  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', string.format('%.0f', tats[i] - now))
+  redis.call('SET', KEYS[i], tats[i], 'PX', tats[i] - now)
 end
-return {0, tripped, 0}";
+local o, k = f + 1, n + 1
+if mode > 0 then o, k = f + 5, n + 3 end
+local change = tonumber(ARGV[o])
+local changed = -1
+if change == 1 then
+  redis.call('SET', KEYS[k], '1', 'PX', ARGV[o + 1])
+  changed = 1
+elseif change == 2 then
+  changed = 0
+  if redis.call('DEL', KEYS[k]) == 1 then
+    redis.call('SET', KEYS[k + 1], '1', 'PX', ARGV[o + 1])
+    changed = 1
+  end
+end
+return {0, tripped, 0, changed}";
 
 /// KEYS: the n budget keys to refund, then (when verified) the pending key. ARGV: n,
 /// the emission per budget, then the group key prefix (empty when nothing was verified).
@@ -153,15 +183,14 @@ impl RedisLimiterStore {
     fn key(&self, tag: &str, key: &LimiterKey) -> String {
         self.redis.key(&format!("lim:{{lim}}:{tag}:{}", key.hex()))
     }
-}
 
-#[async_trait]
-impl LimiterStore for RedisLimiterStore {
-    async fn charge(
+    /// Runs [`CHARGE`], with `change` made in it when allowed.
+    async fn run_charge(
         &self,
         checks: &[Check],
         fraud: Option<&FraudCheck>,
-    ) -> Result<Verdict, StoreError> {
+        change: Option<IdChange>,
+    ) -> Result<(Verdict, Option<bool>), StoreError> {
         let mut invocation = self.charge.prepare_invoke();
         invocation.arg(checks.len());
         for check in checks {
@@ -188,12 +217,25 @@ impl LimiterStore for RedisLimiterStore {
                 invocation.arg(0);
             }
         }
-        let (outcome, detail, retry_after_ms): (u8, i64, i64) = self
+        match change {
+            None => invocation.arg(0).arg(0),
+            Some(IdChange::Create { id, ttl_ms }) => invocation
+                .key(id_key(&self.redis, &id))
+                .arg(1)
+                .arg(ttl_ms.max(1)),
+            Some(IdChange::Replace { old, new, ttl_ms }) => invocation
+                .key(id_key(&self.redis, &old))
+                .key(id_key(&self.redis, &new))
+                .arg(2)
+                .arg(ttl_ms.max(1)),
+        };
+        let (outcome, detail, retry_after_ms, changed): (u8, i64, i64, i64) = self
             .redis
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         let retry_after_ms = u64::try_from(retry_after_ms).unwrap_or(0);
-        Ok(match outcome {
+        let changed = (changed >= 0).then_some(changed == 1);
+        let verdict = match outcome {
             0 => Verdict::Allowed {
                 fraud_tripped: detail == 1,
             },
@@ -211,7 +253,30 @@ impl LimiterStore for RedisLimiterStore {
                 reason: Reason::FraudGuard,
                 retry_after_ms,
             }),
-        })
+        };
+        Ok((verdict, changed))
+    }
+}
+
+#[async_trait]
+impl LimiterStore for RedisLimiterStore {
+    async fn charge(
+        &self,
+        checks: &[Check],
+        fraud: Option<&FraudCheck>,
+    ) -> Result<Verdict, StoreError> {
+        Ok(self.run_charge(checks, fraud, None).await?.0)
+    }
+
+    async fn charge_with(
+        &self,
+        checks: &[Check],
+        fraud: Option<&FraudCheck>,
+        change: IdChange,
+    ) -> Result<(Verdict, Option<bool>), StoreError> {
+        // A script may touch keys of one Cluster slot only; the id's is not `{lim}`'s.
+        let change = self.redis.is_one_server().then_some(change);
+        self.run_charge(checks, fraud, change).await
     }
 
     async fn settle(

@@ -11,7 +11,7 @@
 use super::fraud::{FraudMode, FraudThresholds};
 use super::gcra::Rate;
 use super::keys::LimiterKey;
-use crate::store::StoreError;
+use crate::store::{IdChange, StoreError};
 use async_trait::async_trait;
 
 /// The budgets, by what they count. The short tag names the key kind in the stores.
@@ -119,6 +119,21 @@ pub trait LimiterStore: Send + Sync + 'static {
         checks: &[Check],
         fraud: Option<&FraudCheck>,
     ) -> Result<Verdict, StoreError>;
+
+    /// Charges like [`charge`](Self::charge) and, only when allowed, makes the request's
+    /// `change` of session ids in the same atomic step, when this store can reach them
+    /// (one Redis: one script, one round trip). The second value is `Some(taken)` when
+    /// it made the change (`taken` as [`IdChange::apply`] says it), `None` when the
+    /// caller must make it — always so for a refusal, and by default.
+    async fn charge_with(
+        &self,
+        checks: &[Check],
+        fraud: Option<&FraudCheck>,
+        change: IdChange,
+    ) -> Result<(Verdict, Option<bool>), StoreError> {
+        let _ = change;
+        Ok((self.charge(checks, fraud).await?, None))
+    }
 
     /// Gives one unit back to each check, and when `verified` names a credential,
     /// counts its pending send as verified for the fraud guard.

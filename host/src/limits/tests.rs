@@ -13,7 +13,7 @@ fn limits(config: LimitsConfig) -> (Arc<ManualClock>, Limits) {
     (clock, Limits::new(config, hasher, store))
 }
 
-fn policy(result: Result<(), LimitError>) -> &'static str {
+fn policy<T: std::fmt::Debug>(result: Result<T, LimitError>) -> &'static str {
     match result {
         Err(LimitError::Limited(answer)) => answer.policy,
         other => panic!("expected a refusal, got {other:?}"),
@@ -26,11 +26,12 @@ async fn five_sends_per_credential_then_429_until_the_window_passes() {
     let ip = Some("192.0.2.1");
     for _ in 0..5 {
         limits
-            .before_send(ip, "bob", Some("default"))
+            .before_send(ip, "bob", Some("default"), None)
             .await
             .unwrap();
     }
-    let Err(LimitError::Limited(answer)) = limits.before_send(ip, "bob", Some("default")).await
+    let Err(LimitError::Limited(answer)) =
+        limits.before_send(ip, "bob", Some("default"), None).await
     else {
         panic!("the sixth send is refused");
     };
@@ -41,7 +42,7 @@ async fn five_sends_per_credential_then_429_until_the_window_passes() {
     assert_eq!(
         policy(
             limits
-                .before_send(Some("198.51.100.9"), "bob", Some("default"))
+                .before_send(Some("198.51.100.9"), "bob", Some("default"), None)
                 .await
         ),
         "sends-per-credential"
@@ -49,7 +50,7 @@ async fn five_sends_per_credential_then_429_until_the_window_passes() {
     clock.advance(600_000);
     for _ in 0..5 {
         limits
-            .before_send(ip, "bob", Some("default"))
+            .before_send(ip, "bob", Some("default"), None)
             .await
             .unwrap();
     }
@@ -63,7 +64,7 @@ async fn a_network_spraying_credentials_is_capped_and_others_are_not() {
     let mut sent = 0;
     for n in 0..100 {
         if limits
-            .before_send(attacker, &format!("victim{n}"), Some("default"))
+            .before_send(attacker, &format!("victim{n}"), Some("default"), None)
             .await
             .is_ok()
         {
@@ -72,7 +73,7 @@ async fn a_network_spraying_credentials_is_capped_and_others_are_not() {
     }
     assert_eq!(sent, 10, "the burst of sends per network");
     limits
-        .before_send(Some("203.0.113.6"), "victim0", Some("default"))
+        .before_send(Some("203.0.113.6"), "victim0", Some("default"), None)
         .await
         .unwrap();
 }
@@ -82,19 +83,19 @@ async fn failures_are_reserved_and_refunded_and_never_keyed_on_the_credential_al
     let (_clock, limits) = limits(LimitsConfig::default());
     let attacker = Some("203.0.113.5");
     for _ in 0..10 {
-        let reservation = limits.before_verify(attacker, "bob").await.unwrap();
+        let (reservation, _) = limits.before_verify(attacker, "bob", None).await.unwrap();
         limits.after_verify(reservation, GuessOutcome::Failed).await;
     }
     assert!(matches!(
-        limits.before_verify(attacker, "bob").await,
+        limits.before_verify(attacker, "bob", None).await,
         Err(LimitError::Limited(RateLimited {
             policy: "failed-verifications-per-credential-network",
             ..
         }))
     ));
     // The owner on another network is unaffected.
-    let reservation = limits
-        .before_verify(Some("198.51.100.1"), "bob")
+    let (reservation, _) = limits
+        .before_verify(Some("198.51.100.1"), "bob", None)
         .await
         .unwrap();
     limits
@@ -102,15 +103,15 @@ async fn failures_are_reserved_and_refunded_and_never_keyed_on_the_credential_al
         .await;
     // Right guesses and non-guesses give the reservation back.
     for _ in 0..50 {
-        let reservation = limits
-            .before_verify(Some("198.51.100.2"), "carol")
+        let (reservation, _) = limits
+            .before_verify(Some("198.51.100.2"), "carol", None)
             .await
             .unwrap();
         limits
             .after_verify(reservation, GuessOutcome::NoGuess)
             .await;
-        let reservation = limits
-            .before_verify(Some("198.51.100.2"), "carol")
+        let (reservation, _) = limits
+            .before_verify(Some("198.51.100.2"), "carol", None)
             .await
             .unwrap();
         limits
@@ -130,17 +131,19 @@ async fn safe_lists_groups_and_switching_off() {
     let (_clock, limits) = limits(config);
     for _ in 0..50 {
         limits
-            .before_send(Some("192.0.2.1"), "+15550000000", Some("sms:+1"))
+            .before_send(Some("192.0.2.1"), "+15550000000", Some("sms:+1"), None)
             .await
             .unwrap();
         limits
-            .before_send(Some("10.1.2.3"), "alice", Some("sms:+1"))
+            .before_send(Some("10.1.2.3"), "alice", Some("sms:+1"), None)
             .await
             .unwrap();
     }
     for group in ["sms:+7", "sms:+991"] {
         assert!(matches!(
-            limits.before_send(Some("10.1.2.3"), "x", Some(group)).await,
+            limits
+                .before_send(Some("10.1.2.3"), "x", Some(group), None)
+                .await,
             Err(LimitError::NotAllowed)
         ));
     }
@@ -158,7 +161,7 @@ async fn safe_lists_groups_and_switching_off() {
     });
     for _ in 0..200 {
         off.before_request(Some("192.0.2.1")).await.unwrap();
-        off.before_send(Some("192.0.2.1"), "bob", Some("x"))
+        off.before_send(Some("192.0.2.1"), "bob", Some("x"), None)
             .await
             .unwrap();
     }
@@ -216,7 +219,7 @@ async fn a_failing_store_fails_closed_or_open() {
         Arc::new(FailingStore),
     );
     open.before_request(Some("192.0.2.1")).await.unwrap();
-    open.before_send(Some("192.0.2.1"), "bob", Some("g"))
+    open.before_send(Some("192.0.2.1"), "bob", Some("g"), None)
         .await
         .unwrap();
     assert!(open.ready().await);

@@ -11,6 +11,10 @@
 //!
 //! The stores are [`MemoryIdStore`] and [`redis::RedisIdStore`]; with metrics on, the
 //! server wraps the Redis one in [`MeasuredIdStore`] to time its calls and count failures.
+//!
+//! A request's change of ids is an [`IdChange`], so that whoever runs it can be chosen:
+//! the id store itself, or — on one Redis — the abuse controls' charge, in the same
+//! script, so that a request charged for is one round trip.
 
 mod measured;
 mod memory;
@@ -29,6 +33,34 @@ pub enum StoreError {
     /// The backing service did not answer (in time). The request must fail closed.
     #[error("session id store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// What a request does to the live ids once it may go ahead: a new session registers its
+/// id, any other state change retires the cookie's id for its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdChange {
+    Create {
+        id: SessionId,
+        ttl_ms: u64,
+    },
+    Replace {
+        old: SessionId,
+        new: SessionId,
+        ttl_ms: u64,
+    },
+}
+
+impl IdChange {
+    /// Makes the change on `store`: true when it took (a replace whose old id is no
+    /// longer live does not).
+    pub async fn apply(self, store: &dyn IdStore, now_ms: u64) -> Result<bool, StoreError> {
+        match self {
+            IdChange::Create { id, ttl_ms } => {
+                store.create(id, ttl_ms, now_ms).await.map(|()| true)
+            }
+            IdChange::Replace { old, new, ttl_ms } => store.replace(old, new, ttl_ms, now_ms).await,
+        }
+    }
 }
 
 /// A set of live session ids, each with an expiry.

@@ -32,13 +32,20 @@ impl RedisIdStore {
     }
 
     fn key(&self, id: &SessionId) -> String {
-        let bytes = id.as_bytes();
-        self.redis.key(&format!(
-            "s:{{{}}}:{}",
-            hex::encode(&bytes[..TAG_LEN]),
-            hex::encode(&bytes[TAG_LEN..])
-        ))
+        id_key(&self.redis, id)
     }
+}
+
+/// The key of a live id: `PREFIX s:{TAG}:REST`. The hash tag keeps a session's
+/// successive ids in one Cluster slot. The limiter's Redis store writes these keys too,
+/// when a charge carries the request's id change (one Redis only).
+pub fn id_key(redis: &RedisConnection, id: &SessionId) -> String {
+    let bytes = id.as_bytes();
+    redis.key(&format!(
+        "s:{{{}}}:{}",
+        hex::encode(&bytes[..TAG_LEN]),
+        hex::encode(&bytes[TAG_LEN..])
+    ))
 }
 
 #[async_trait]

@@ -15,7 +15,9 @@
 //! script touches keys of one hash slot only, so all of it works on a Redis Cluster:
 //! - `PREFIX s:{TAG}:REST` — a live session id (value `1`, TTL = the session's life).
 //!   `TAG` is the first 4 bytes of the id in hex, kept by every successor id of a
-//!   session, so the old and new key of an atomic `replace` share a hash slot.
+//!   session, so the old and new key of an atomic `replace` share a hash slot. On one
+//!   server the limiter's charge script writes these keys too ([`id_key`]), so a
+//!   request the limits charge changes its id in the same round trip.
 //! - `PREFIX kek:{keys}:ID` — a KEK sealed with the master key (AES-256-GCM, its id and
 //!   creation time authenticated), expiring once no cookie can still use it.
 //! - `PREFIX kek:{keys}:current` — the id of the KEK every instance seals with.
@@ -31,7 +33,7 @@ mod ids;
 mod keys;
 mod url;
 
-pub use ids::RedisIdStore;
+pub use ids::{id_key, RedisIdStore};
 pub use keys::{KeyStoreError, RedisKeyStore, RotationReport};
 pub use url::{RedisTarget, UrlError, URL_FORMS};
 
@@ -153,6 +155,12 @@ impl RedisConnection {
 
     pub fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
+    }
+
+    /// Whether every key is on one server, so one script may touch keys of different
+    /// hash slots (one Redis, or a Sentinel-managed master; not a Cluster).
+    pub fn is_one_server(&self) -> bool {
+        !matches!(self.kind, Kind::Cluster(_))
     }
 
     /// The connection of this instance, connecting first if needed.
