@@ -281,7 +281,9 @@ impl Metrics {
         INSTALLED.get_or_init(|| {
             let m = Metrics::new();
             let _ = m.verifications.get_or_create(&Outcome { result: "ok" });
-            for op in ["create", "extend", "replace", "consume", "contains"] {
+            for op in [
+                "create", "extend", "replace", "consume", "contains", "charge", "settle",
+            ] {
                 let _ = m.store_errors.get_or_create(&Op { op });
             }
             m

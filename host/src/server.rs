@@ -9,8 +9,10 @@ use crate::events::{spawn_delivery, AuditLog, Subject};
 use crate::http::admin::AdminState;
 use crate::http::client::ClientAddresses;
 use crate::http::{edge, router, App, AppState};
+use crate::limits::measured::MeasuredLimiterStore;
 use crate::limits::memory::MemoryLimiterStore;
 use crate::limits::redis::RedisLimiterStore;
+use crate::limits::LimiterStore;
 use crate::limits::{KeyHasher, Limits};
 use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
@@ -73,7 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         audit.clone(),
         rotation_requested.clone(),
     );
-    let limits = Arc::new(open_limits(&config, clock.clone())?);
+    let limits = Arc::new(open_limits(&config, clock.clone(), metrics.is_some())?);
     let service = Arc::new(OtpService::new(
         config.otp.clone(),
         keys.clone(),
@@ -226,8 +228,9 @@ fn audit_subject_key(config: &Config) -> anyhow::Result<[u8; 32]> {
 
 /// The abuse controls on the store the configuration asks for: in memory (this
 /// process's clock and a random key secret) or in Redis (its own connection, Redis
-/// `TIME`, and a key secret derived from the master key so all instances agree).
-fn open_limits(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Limits> {
+/// `TIME`, and a key secret derived from the master key so all instances agree). With
+/// metrics on, the Redis store's calls are timed and counted like the session store's.
+fn open_limits(config: &Config, clock: Arc<dyn Clock>, measured: bool) -> anyhow::Result<Limits> {
     let limits = config.limits.clone();
     if !limits.enabled {
         tracing::warn!("abuse controls are OFF ([limits] enabled = false)");
@@ -247,10 +250,14 @@ fn open_limits(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Limits>
         } => {
             let redis = RedisConnection::new(url, prefix, *timeout)?;
             let secret = MasterKey::from_base64(master_key)?.derive("otp-server limiter keys v1");
+            let mut store: Arc<dyn LimiterStore> = Arc::new(RedisLimiterStore::new(redis));
+            if measured {
+                store = Arc::new(MeasuredLimiterStore::new(store));
+            }
             Limits::new(
                 limits,
                 KeyHasher::new(zeroize::Zeroizing::new(secret)),
-                Arc::new(RedisLimiterStore::new(redis)),
+                store,
             )
         }
     })

@@ -155,6 +155,44 @@ async fn redis_store_calls_are_timed_and_counted() {
     assert!(failed >= 1.0, "{after:?}");
 }
 
+/// With the limits on one Redis, a charge makes the request's id change in the same
+/// script; the limiter's calls are timed and counted beside the id store's, so a Redis
+/// that stops answering still shows in `otp_store_errors_total`.
+#[tokio::test]
+async fn with_limits_on_one_redis_the_charges_are_timed_and_counted() {
+    let redis = RedisServer::start();
+    let server = Server::builder()
+        .default_plugins()
+        .redis(&redis)
+        .env("OTP_LIMITS_ENABLED", "true")
+        .start();
+    let before = scrape(&server).await;
+    flow(&server, "\"charged\"").await;
+    let after = scrape(&server).await;
+    // The create and the wrong code: a charge each, carrying the id change. The right
+    // code: a charge (its reservation), the id's check and use, and the settlement that
+    // gives the reservation back.
+    for (op, calls) in [
+        ("charge", 3.0),
+        ("settle", 1.0),
+        ("create", 0.0),
+        ("replace", 0.0),
+        ("contains", 1.0),
+        ("consume", 1.0),
+    ] {
+        let series = format!("otp_store_call_duration_seconds_count{{op=\"{op}\"}}");
+        assert_eq!(delta(&before, &after, &series), calls, "{series}");
+    }
+    drop(redis);
+    let a = server.create("\"charged\"", None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    let after = scrape(&server).await;
+    assert!(
+        after.get("otp_store_errors_total{op=\"charge\"}") >= Some(&1.0),
+        "{after:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_requested_rotation_changes_the_key_counts_and_keeps_sessions() {
     let server = Server::with_defaults();

@@ -32,6 +32,7 @@ pub mod config;
 pub mod fraud;
 pub mod gcra;
 pub mod keys;
+pub mod measured;
 pub mod memory;
 pub mod redis;
 pub mod store;

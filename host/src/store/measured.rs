@@ -20,7 +20,8 @@ impl MeasuredIdStore {
     }
 }
 
-async fn measured<T>(
+/// Runs one store call, recording it as `op`.
+pub(crate) async fn measured<T>(
     op: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {

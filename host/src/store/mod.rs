@@ -22,6 +22,7 @@ pub mod redis;
 
 use async_trait::async_trait;
 
+pub(crate) use measured::measured;
 pub use measured::MeasuredIdStore;
 pub use memory::MemoryIdStore;
 
