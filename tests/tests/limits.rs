@@ -837,4 +837,13 @@ async fn on_redis_the_fraud_guard_windows_turn_over() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     assert_eq!((field(&mut con, "hi"), field(&mut con, "hsp")), (hour, 2));
     assert_eq!(field(&mut con, "hs"), 1);
+    // A verification counts as verified in the current windows, turning them over first
+    // (the settlement script's own turnover): the hour before's sends become `hsp`.
+    let (cookie, code) = session(&server, &client, "turn5").await.unwrap();
+    age(&mut con, 1, 0, "5", "2");
+    let answer = client.verify(&code, &cookie).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let fields = ["hi", "hs", "hv", "hsp", "hvp", "di", "ds", "dv"];
+    let values: Vec<i64> = fields.iter().map(|f| field(&mut con, f)).collect();
+    assert_eq!(values, [hour, 0, 1, 5, 0, day, 2, 1], "{fields:?}");
 }
