@@ -95,6 +95,27 @@ fn node_args(port: u16, dir: &Path) -> Vec<String> {
     .collect()
 }
 
+/// A cluster-mode node on a free port, with its own folder under `dir`.
+fn cluster_node(dir: &Path) -> Node {
+    let port = free_port();
+    let node_dir = dir.join(port.to_string());
+    std::fs::create_dir_all(&node_dir).expect("a node folder");
+    let mut args = node_args(port, &node_dir);
+    args.extend(
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    Node::spawn(port, &args)
+}
+
 /// A Redis Cluster of 3 masters, each with one replica.
 pub struct RedisCluster {
     nodes: Vec<Node>,
@@ -106,23 +127,7 @@ impl RedisCluster {
         let dir = scratch_dir("redis-cluster");
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = free_port();
-            let node_dir = dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("a node folder");
-            let mut args = node_args(port, &node_dir);
-            args.extend(
-                [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
-            nodes.push(Node::spawn(port, &args));
+            nodes.push(cluster_node(&dir));
         }
         let addresses: Vec<String> = nodes
             .iter()
@@ -146,6 +151,31 @@ impl RedisCluster {
                 == 3
         });
         cluster
+    }
+
+    /// One cluster-mode master serving all 16 384 slots. Through a plain `redis://` URL
+    /// ([`RedisCluster::node_url`]) it answers every command whose keys share a slot, as a
+    /// slot-aware proxy in front of a Cluster does, and refuses a script whose keys do
+    /// not (`CROSSSLOT`).
+    pub fn one_master() -> RedisCluster {
+        let dir = scratch_dir("redis-one-master");
+        let node = cluster_node(&dir);
+        let added = cli(node.port, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+        assert!(
+            added.is_some_and(|out| out.contains("OK")),
+            "CLUSTER ADDSLOTSRANGE failed"
+        );
+        let cluster = RedisCluster {
+            nodes: vec![node],
+            _dir: dir,
+        };
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    /// A plain `redis://` URL of the first node.
+    pub fn node_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.nodes[0].port)
     }
 
     /// `redis+cluster://` with every node as a seed.

@@ -6,6 +6,7 @@
 //! pass by the test clock in memory mode; Redis judges time by its own `TIME`, so there
 //! the tests configure short windows and sleep instead.
 
+use otp_server_blackbox::redis_cluster::RedisCluster;
 use otp_server_blackbox::{
     cluster_mode, redis_mode, Answer, RedisServer, Server, ServerBuilder, StatusCode,
 };
@@ -875,4 +876,38 @@ async fn on_redis_the_fraud_guard_windows_turn_over() {
     let fields = ["hi", "hs", "hv", "hsp", "hvp", "di", "ds", "dv"];
     let values: Vec<i64> = fields.iter().map(|f| field(&mut con, f)).collect();
     assert_eq!(values, [hour, 0, 1, 5, 0, day, 2, 1], "{fields:?}");
+}
+
+/// Behind a plain URL that refuses scripts across hash slots (a slot-aware proxy in front
+/// of a Cluster; here one cluster-mode node serving every slot), the first charge that
+/// carries an id change is refused unrun: the store says so once and charges alone from
+/// then on, and every request is served.
+#[tokio::test]
+async fn behind_a_cluster_proxy_charges_stop_carrying_id_changes() {
+    let node = RedisCluster::one_master();
+    let server = builder()
+        .store_url(&node.node_url())
+        .env("OTP_MASTER_KEY", otp_server_blackbox::TEST_MASTER_KEY)
+        .env("OTP_CODE_ALPHABET", "digits")
+        .env("OTP_CODE_LENGTH", "4")
+        .start();
+    let client = Client::from(&server, "127.0.0.1");
+    for n in 0..3 {
+        let (cookie, code) = session(&server, &client, &format!("proxied{n}"))
+            .await
+            .unwrap();
+        let wrong = client.verify(&wrong(&code), &cookie).await;
+        assert_eq!(wrong.error(), "OTP:INCORRECT", "{}", wrong.text());
+        let answer = client.verify(&code, &wrong.cookie().unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    server
+        .wait_for_log("refuses scripts across hash slots", Duration::from_secs(5))
+        .expect("one warning");
+    let warnings = server
+        .log_lines()
+        .into_iter()
+        .filter(|line| line.contains("refuses scripts across hash slots"))
+        .count();
+    assert_eq!(warnings, 1);
 }

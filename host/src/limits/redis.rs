@@ -21,7 +21,9 @@
 //! change of session ids ([`LimiterStore::charge_with`]): [`CHARGE`] makes it after the
 //! budgets pass, so a request that is charged and changes its id is one round trip, and
 //! a refused one changes no id. On a Cluster the id's slot is not `{lim}`'s, so there the
-//! id store makes the change itself, a second round trip.
+//! id store makes the change itself, a second round trip — and so it does, from the
+//! first refusal on, behind a plain URL that turns out to refuse scripts across slots
+//! (`CROSSSLOT`: a slot-aware proxy in front of a Cluster).
 //!
 //! Redis Cluster: every limiter key carries the hash tag `{lim}`, so all of them live
 //! in one slot and every script's keys are in one slot (a script may only touch one).
@@ -36,6 +38,7 @@ use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
 use crate::store::redis::{id_key, RedisConnection};
 use crate::store::{IdChange, StoreError};
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// KEYS: the n budget keys, then (with the fraud guard) the group key and the pending
 /// key, then the id keys of the id change (none; the new id; the old and the new id).
@@ -169,11 +172,14 @@ pub struct RedisLimiterStore {
     redis: RedisConnection,
     charge: redis::Script,
     settle: redis::Script,
+    /// Whether charges carry id changes: on one server, until it refuses one.
+    carries_ids: AtomicBool,
 }
 
 impl RedisLimiterStore {
     pub fn new(redis: RedisConnection) -> RedisLimiterStore {
         RedisLimiterStore {
+            carries_ids: AtomicBool::new(redis.is_one_server()),
             redis,
             charge: redis::Script::new(CHARGE),
             settle: redis::Script::new(SETTLE),
@@ -184,13 +190,14 @@ impl RedisLimiterStore {
         self.redis.key(&format!("lim:{{lim}}:{tag}:{}", key.hex()))
     }
 
-    /// Runs [`CHARGE`], with `change` made in it when allowed.
+    /// Runs [`CHARGE`], with `change` made in it when allowed. `Err(CrossSlot)` when the
+    /// server refused the script unrun because its keys span hash slots.
     async fn run_charge(
         &self,
         checks: &[Check],
         fraud: Option<&FraudCheck>,
         change: Option<IdChange>,
-    ) -> Result<(Verdict, Option<bool>), StoreError> {
+    ) -> Result<Result<(Verdict, Option<bool>), CrossSlot>, StoreError> {
         let mut invocation = self.charge.prepare_invoke();
         invocation.arg(checks.len());
         for check in checks {
@@ -229,10 +236,19 @@ impl RedisLimiterStore {
                 .arg(2)
                 .arg(ttl_ms.max(1)),
         };
-        let (outcome, detail, retry_after_ms, changed): (u8, i64, i64, i64) = self
+        let answer = self
             .redis
-            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .run(|mut c| async move {
+                match invocation.invoke_async(&mut c).await {
+                    Err(error) if error.code() == Some("CROSSSLOT") => Ok(Err(CrossSlot)),
+                    other => other.map(Ok),
+                }
+            })
             .await?;
+        let (outcome, detail, retry_after_ms, changed): (u8, i64, i64, i64) = match answer {
+            Ok(answer) => answer,
+            Err(CrossSlot) => return Ok(Err(CrossSlot)),
+        };
         let retry_after_ms = u64::try_from(retry_after_ms).unwrap_or(0);
         let changed = (changed >= 0).then_some(changed == 1);
         let verdict = match outcome {
@@ -254,8 +270,16 @@ impl RedisLimiterStore {
                 retry_after_ms,
             }),
         };
-        Ok((verdict, changed))
+        Ok(Ok((verdict, changed)))
     }
+}
+
+/// A script refused because its keys are in different hash slots.
+struct CrossSlot;
+
+/// A charge without an id change touches `{lim}`'s slot only.
+fn one_slot<T>(answer: Result<T, CrossSlot>) -> Result<T, StoreError> {
+    answer.map_err(|CrossSlot| StoreError::Unavailable("Redis: limiter keys across slots".into()))
 }
 
 #[async_trait]
@@ -265,7 +289,7 @@ impl LimiterStore for RedisLimiterStore {
         checks: &[Check],
         fraud: Option<&FraudCheck>,
     ) -> Result<Verdict, StoreError> {
-        Ok(self.run_charge(checks, fraud, None).await?.0)
+        Ok(one_slot(self.run_charge(checks, fraud, None).await?)?.0)
     }
 
     async fn charge_with(
@@ -275,8 +299,22 @@ impl LimiterStore for RedisLimiterStore {
         change: IdChange,
     ) -> Result<(Verdict, Option<bool>), StoreError> {
         // A script may touch keys of one Cluster slot only; the id's is not `{lim}`'s.
-        let change = self.redis.is_one_server().then_some(change);
-        self.run_charge(checks, fraud, change).await
+        if self.carries_ids.load(Ordering::Relaxed) {
+            match self.run_charge(checks, fraud, Some(change)).await? {
+                Ok(charged) => return Ok(charged),
+                // Refused before it ran, so nothing was charged: charge alone.
+                Err(CrossSlot) => {
+                    if self.carries_ids.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the Redis behind OTP_STORE refuses scripts across hash slots (a \
+                             proxy in front of a Cluster?): charges and session-id changes are \
+                             two calls from now on; name a Cluster's nodes with redis+cluster://"
+                        );
+                    }
+                }
+            }
+        }
+        one_slot(self.run_charge(checks, fraud, None).await?)
     }
 
     async fn settle(
