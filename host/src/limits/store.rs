@@ -1,6 +1,8 @@
 //! What a limiter store does, whatever keeps the state: one atomic check-and-charge of
 //! every budget a request needs (with the fraud guard's count), and one settlement
-//! afterwards (give back reservations, record a conversion).
+//! afterwards (give back reservations, record a conversion). A store that also holds the
+//! session ids (one Redis) may make the request's id change in the same step
+//! ([`LimiterStore::charge_with`]); the others leave it to the id store.
 //!
 //! The store owns the clock: the memory store reads the server's [`Clock`] (so
 //! `POST /test/clock` moves windows), Redis reads its own `TIME`, so every instance
