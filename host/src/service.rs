@@ -304,14 +304,12 @@ impl OtpService {
             &self.settings,
             &mut OsCodeSource,
         )?;
-        let ttl_ms = ttl_ms(&transition.session, now);
         let change = match &previous {
-            Some(old) => IdChange::Replace {
-                old: old.id,
-                new: new_id,
-                ttl_ms,
+            Some(old) => successor(old, new_id, &transition.session, now),
+            None => IdChange::Create {
+                id: new_id,
+                ttl_ms: ttl_ms(&transition.session, now),
             },
-            None => IdChange::Create { id: new_id, ttl_ms },
         };
         *charged = true;
         let made = match transition.send {
@@ -362,11 +360,7 @@ impl OtpService {
                 Ok(transition) => transition,
                 Err(refused) => return Err(self.refusal(&session, refused, now).await),
             };
-        let change = IdChange::Replace {
-            old: session.id,
-            new: new_id,
-            ttl_ms: ttl_ms(&transition.session, now),
-        };
+        let change = successor(&session, new_id, &transition.session, now);
         *charged = true;
         let made = match transition
             .send
