@@ -1,5 +1,5 @@
-//! Unit tests of the checks with the memory store on a manual clock, and a store that
-//! fails (fail closed / fail open).
+//! Unit tests of the checks with the memory store on a manual clock, a store that fails
+//! (fail closed / fail open), and one that makes the id changes charges carry.
 
 use super::memory::MemoryLimiterStore;
 use super::*;
@@ -9,8 +9,7 @@ use zeroize::Zeroizing;
 fn limits(config: LimitsConfig) -> (Arc<ManualClock>, Limits) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let store = Arc::new(MemoryLimiterStore::new(clock.clone(), 1 << 16));
-    let hasher = KeyHasher::new(Zeroizing::new([7; 32]));
-    (clock, Limits::new(config, hasher, store))
+    (clock, Limits::new(config, hasher(), store))
 }
 
 fn policy<T: std::fmt::Debug>(result: Result<T, LimitError>) -> &'static str {
@@ -226,4 +225,91 @@ async fn a_failing_store_fails_closed_or_open() {
     let status = open.status().await;
     assert_eq!(status["servedWithoutLimits"], 2);
     assert_eq!(status["store"], "unavailable (serving without limits)");
+}
+
+/// A store over the memory store that makes every id change it is handed (as one Redis
+/// does) and records them.
+struct ChangingStore {
+    inner: MemoryLimiterStore,
+    made: std::sync::Mutex<Vec<crate::store::IdChange>>,
+}
+
+#[async_trait::async_trait]
+impl LimiterStore for ChangingStore {
+    async fn charge(&self, c: &[Check], f: Option<&FraudCheck>) -> Result<Verdict, StoreError> {
+        self.inner.charge(c, f).await
+    }
+    async fn charge_with(
+        &self,
+        checks: &[Check],
+        fraud: Option<&FraudCheck>,
+        change: crate::store::IdChange,
+    ) -> Result<(Verdict, Option<bool>), StoreError> {
+        let verdict = self.inner.charge(checks, fraud).await?;
+        if !matches!(verdict, Verdict::Allowed { .. }) {
+            return Ok((verdict, None));
+        }
+        self.made.lock().unwrap().push(change);
+        Ok((verdict, Some(true)))
+    }
+    async fn settle(&self, r: &[Check], v: Option<LimiterKey>) -> Result<(), StoreError> {
+        self.inner.settle(r, v).await
+    }
+}
+
+#[tokio::test]
+async fn an_id_change_is_made_with_an_allowed_charge_only_and_reported() {
+    use crate::protocol::SessionId;
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Arc::new(ChangingStore {
+        inner: MemoryLimiterStore::new(clock, 1 << 16),
+        made: Default::default(),
+    });
+    let limits = Limits::new(LimitsConfig::default(), hasher(), store.clone());
+    let ip = Some("192.0.2.1");
+    let create = |n: u8| crate::store::IdChange::Create {
+        id: SessionId::from_bytes([n; 16]),
+        ttl_ms: 1000,
+    };
+    for n in 0..5 {
+        let made = limits
+            .before_send(ip, "bob", Some("g"), Some(create(n)))
+            .await;
+        assert_eq!(made.unwrap(), Some(true));
+    }
+    // The sixth send is refused: no change made, none reported.
+    let refused = limits
+        .before_send(ip, "bob", Some("g"), Some(create(5)))
+        .await;
+    assert_eq!(policy(refused), "sends-per-credential");
+    assert_eq!(store.made.lock().unwrap().len(), 5);
+    // A charge without a change reports none; an exempt request is not charged at all.
+    assert_eq!(
+        limits.before_send(ip, "carol", None, None).await.unwrap(),
+        None
+    );
+    let (_, made) = limits
+        .before_verify(ip, "bob", Some(create(6)))
+        .await
+        .unwrap();
+    assert_eq!(made, Some(true));
+    let off = Limits::new(
+        LimitsConfig {
+            enabled: false,
+            ..LimitsConfig::default()
+        },
+        hasher(),
+        store.clone(),
+    );
+    assert_eq!(
+        off.before_send(ip, "bob", None, Some(create(7)))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.made.lock().unwrap().len(), 6);
+}
+
+fn hasher() -> KeyHasher {
+    KeyHasher::new(Zeroizing::new([7; 32]))
 }
