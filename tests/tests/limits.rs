@@ -538,8 +538,7 @@ async fn redis_holds_no_plaintext_credential_or_address_and_fails_closed_or_open
     assert_eq!(answer.status, StatusCode::OK);
     direct.create("alice@example.com", &[]).await;
 
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_connection().unwrap();
+    let mut con = connection(&redis);
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
     assert!(
         keys.iter().any(|k| k.windows(5).any(|w| w == b"lim:{")),
@@ -690,10 +689,7 @@ impl Monitor {
     fn session_id_commands(&self, redis: &RedisServer) -> Vec<String> {
         // Everything sent before the marker has been seen once the marker has.
         let marker = "end-of-monitored-requests";
-        let mut con = redis::Client::open(redis.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut con = connection(redis);
         redis::cmd("ECHO")
             .arg(marker)
             .query::<String>(&mut con)
@@ -729,9 +725,16 @@ impl Drop for Monitor {
     }
 }
 
+/// A plain connection to the test's own Redis, to look at what the server stored.
+fn connection(redis: &RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
 fn live_session_ids(redis: &RedisServer) -> usize {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_connection().unwrap();
+    let mut con = connection(redis);
     let keys: Vec<String> = redis::cmd("KEYS").arg("otp:s:*").query(&mut con).unwrap();
     keys.len()
 }
@@ -816,10 +819,7 @@ async fn on_redis_the_fraud_guard_windows_turn_over() {
         .start();
     let client = Client::from(&server, "127.0.3.1");
     assert_eq!(client.create("turn0", &[]).await.status, StatusCode::OK);
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connection(&redis);
     let groups: Vec<String> = redis::cmd("KEYS")
         .arg("otp:lim:{lim}:g:*")
         .query(&mut con)

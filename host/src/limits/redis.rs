@@ -40,6 +40,42 @@ use crate::store::{IdChange, StoreError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// What both scripts start with: `now` from Redis `TIME` (ms), and `windows(g)`, the
+/// fraud guard's hourly (`h`) and daily (`d`) windows of group hash `g` as of `now`.
+/// Each window keeps its index (`i`), sends (`s`) and verified sends (`v`), and those of
+/// the window before (`sp`, `vp`); one that is not the current one is turned over (its
+/// counts become the previous window's when it was just before, else they are
+/// forgotten). Returns the windows by name, each with `share`, the part of the window
+/// before that the sliding window still overlaps, and the fields the turnover changes,
+/// for one `HSET` with the script's own counts appended.
+macro_rules! prelude {
+    () => {
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function windows(g)
+  local v = redis.call('HMGET', g, 'hi', 'hs', 'hv', 'hsp', 'hvp', 'di', 'ds', 'dv', 'dsp', 'dvp')
+  local out, writes = {}, {}
+  for k, w in ipairs({{'h', 3600000}, {'d', 86400000}}) do
+    local p, len, o = w[1], w[2], 5 * k - 4
+    local idx = math.floor(now / len)
+    local s, ver = tonumber(v[o + 1]) or 0, tonumber(v[o + 2]) or 0
+    local sp, vp = tonumber(v[o + 3]) or 0, tonumber(v[o + 4]) or 0
+    if (tonumber(v[o]) or -1) ~= idx then
+      if tonumber(v[o]) == idx - 1 then sp, vp = s, ver else sp, vp = 0, 0 end
+      s, ver = 0, 0
+      for _, x in ipairs({p .. 'i', idx, p .. 's', 0, p .. 'v', 0, p .. 'sp', sp, p .. 'vp', vp}) do
+        writes[#writes + 1] = x
+      end
+    end
+    out[p] = {s = s, v = ver, sp = sp, vp = vp, share = 1 - (now % len) / len}
+  end
+  return out, writes
+end
+"
+    };
+}
+
 /// KEYS: the n budget keys, then (with the fraud guard) the group key and the pending
 /// key, then the id keys of the id change (none; the new id; the old and the new id).
 /// ARGV: n, then emission and burst per budget, then mode (0 none, 1 record, 2 deny)
@@ -48,9 +84,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Returns {0, tripped, 0, changed} when allowed (changed: 1 made, 0 the old id was not
 /// live, -1 no change asked), {1, index, retry_ms, -1} when a budget refuses,
 /// {2, 0, retry_ms, -1} when the fraud guard denies.
-const CHARGE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const CHARGE: &str = concat!(
+    prelude!(),
+    r"
 local n = tonumber(ARGV[1])
 local current = {}
 if n > 0 then current = redis.call('MGET', unpack(KEYS, 1, n)) end
@@ -74,28 +110,9 @@ local f = 2 * n + 2
 local mode = tonumber(ARGV[f])
 if mode > 0 then
   local g = KEYS[n + 1]
-  local v = redis.call('HMGET', g, 'hi', 'hs', 'hv', 'hsp', 'hvp', 'di', 'ds', 'dv', 'dsp', 'dvp')
-  local writes = {}
-  -- One window (fields p..'i', 's', 'v', 'sp', 'vp' at v[o..o+4]): turned over to the
-  -- current index if needed, this send counted; returns its weighted sent and verified.
-  local function window(o, p, w)
-    local idx = math.floor(now / w)
-    local s, ver = tonumber(v[o + 1]) or 0, tonumber(v[o + 2]) or 0
-    local sp, vp = tonumber(v[o + 3]) or 0, tonumber(v[o + 4]) or 0
-    if (tonumber(v[o]) or -1) ~= idx then
-      if tonumber(v[o]) == idx - 1 then sp, vp = s, ver else sp, vp = 0, 0 end
-      s, ver = 0, 0
-      for _, x in ipairs({p .. 'i', idx, p .. 'v', 0, p .. 'sp', sp, p .. 'vp', vp}) do
-        writes[#writes + 1] = x
-      end
-    end
-    writes[#writes + 1] = p .. 's'
-    writes[#writes + 1] = s + 1
-    local share = 1 - (now % w) / w
-    return s + sp * share, ver + vp * share
-  end
-  local sent_h, ver_h = window(1, 'h', 3600000)
-  local sent_d, ver_d = window(6, 'd', 86400000)
+  local w, writes = windows(g)
+  local sent_h, ver_h = w.h.s + w.h.sp * w.h.share, w.h.v + w.h.vp * w.h.share
+  local sent_d, ver_d = w.d.s + w.d.sp * w.d.share, w.d.v + w.d.vp * w.d.share
   local daily = math.max(tonumber(ARGV[f + 2]), tonumber(ARGV[f + 3]) * ver_d)
   local hourly = math.max(tonumber(ARGV[f + 1]), daily / 6)
   local retry = 0
@@ -108,6 +125,8 @@ if mode > 0 then
     if mode == 2 then return {2, 0, retry, -1} end
     tripped = 1
   end
+  -- This send, counted in both windows (after any turnover's fields: the last wins).
+  for _, x in ipairs({'hs', w.h.s + 1, 'ds', w.d.s + 1}) do writes[#writes + 1] = x end
   redis.call('HSET', g, unpack(writes))
   redis.call('PEXPIRE', g, 2 * 86400000)
   redis.call('SET', KEYS[n + 2], ARGV[f + 4], 'PX', 86400000)
@@ -129,13 +148,14 @@ elseif change == 2 then
     changed = 1
   end
 end
-return {0, tripped, 0, changed}";
+return {0, tripped, 0, changed}"
+);
 
 /// KEYS: the n budget keys to refund, then (when verified) the pending key. ARGV: n,
 /// the emission per budget, then the group key prefix (empty when nothing was verified).
-const SETTLE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const SETTLE: &str = concat!(
+    prelude!(),
+    r"
 local n = tonumber(ARGV[1])
 for i = 1, n do
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
@@ -153,20 +173,11 @@ if not group then return 0 end
 redis.call('DEL', KEYS[n + 1])
 local g = prefix .. group
 if redis.call('EXISTS', g) == 0 then return 0 end
-for _, w in ipairs({{'h', 3600000}, {'d', 86400000}}) do
-  local p, len = w[1], w[2]
-  local idx = math.floor(now / len)
-  local v = redis.call('HMGET', g, p .. 'i', p .. 's', p .. 'v')
-  local cur = tonumber(v[1] or '-1')
-  if cur ~= idx then
-    local s, ver = 0, 0
-    if cur == idx - 1 then s = tonumber(v[2] or '0'); ver = tonumber(v[3] or '0') end
-    redis.call('HSET', g, p .. 'i', string.format('%.0f', idx), p .. 's', 0, p .. 'v', 0,
-      p .. 'sp', s, p .. 'vp', ver)
-  end
-  redis.call('HINCRBY', g, p .. 'v', 1)
-end
-return 1";
+local w, writes = windows(g)
+for _, x in ipairs({'hv', w.h.v + 1, 'dv', w.d.v + 1}) do writes[#writes + 1] = x end
+redis.call('HSET', g, unpack(writes))
+return 1"
+);
 
 pub struct RedisLimiterStore {
     redis: RedisConnection,
