@@ -458,6 +458,8 @@ struct PhaseResult {
     p99_us: u64,
     /// The server's CPU time (user + system) per request, when loadgen knows its pid.
     server_cpu_us: Option<f64>,
+    /// loadgen's own CPU time per request: its share of the machine the server did not get.
+    loadgen_cpu_us: Option<f64>,
 }
 
 /// CPU time a process has used so far (user + system, all threads), from
@@ -598,6 +600,7 @@ async fn phase(
     server_pid: Option<u32>,
 ) -> PhaseResult {
     let cpu_before = server_pid.and_then(process_cpu);
+    let own_before = process_cpu(std::process::id());
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -639,13 +642,14 @@ async fn phase(
         unexpected += u;
     }
     let elapsed = started.elapsed().max(duration);
-    let cpu_after = server_pid.and_then(process_cpu);
-    let server_cpu_us = match (cpu_before, cpu_after) {
+    let per_request = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
         (Some(b), Some(a)) if !all.is_empty() => {
             Some((a - b).as_secs_f64() * 1e6 / all.len() as f64)
         }
         _ => None,
     };
+    let server_cpu_us = per_request(cpu_before, server_pid.and_then(process_cpu));
+    let loadgen_cpu_us = per_request(own_before, process_cpu(std::process::id()));
     all.sort_unstable();
     let pick = |q: f64| {
         all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
@@ -659,6 +663,7 @@ async fn phase(
         p50_us: pick(0.50),
         p99_us: pick(0.99),
         server_cpu_us,
+        loadgen_cpu_us,
     }
 }
 
@@ -696,7 +701,7 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
         .find(|(e, _)| *e == Endpoint::Health)
         .map(|(_, r)| r.rate);
     println!(
-        "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12}",
+        "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>13}",
         "endpoint",
         "requests",
         "req/s",
@@ -704,18 +709,19 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
         "p99 ms",
         "vs health",
         "unexpected",
-        "server µs/req"
+        "server µs/req",
+        "loadgen µs/req"
     );
     for (endpoint, r) in results {
         let ratio = health
             .map(|h| format!("{:.0} %", 100.0 * r.rate / h))
             .unwrap_or_else(|| "-".into());
-        let cpu = r
-            .server_cpu_us
-            .map(|us| format!("{us:.1}"))
-            .unwrap_or_else(|| "-".into());
+        let micros = |us: Option<f64>| {
+            us.map(|us| format!("{us:.1}"))
+                .unwrap_or_else(|| "-".into())
+        };
         println!(
-            "{:<36} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>10} {:>12}",
+            "{:<36} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>10} {:>12} {:>13}",
             endpoint.name(),
             r.requests,
             r.rate,
@@ -723,7 +729,8 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
             r.p99_us as f64 / 1000.0,
             ratio,
             r.unexpected,
-            cpu
+            micros(r.server_cpu_us),
+            micros(r.loadgen_cpu_us)
         );
     }
 }
