@@ -53,8 +53,8 @@
 //! "on" as a share of "off" per endpoint: what the limits cost.
 //!
 //! When loadgen starts the server it also reports the server's CPU time per request
-//! (user + system, from `/proc/PID/stat`): loadgen and the server share the machine, so
-//! the ratios to `/health` depend on both, while this column is the server's alone. `--env KEY=VALUE` passes more settings.
+//! (user + system, from `/proc/PID/stat`), and loadgen its own: the two share the
+//! machine, so the ratios to `/health` depend on both, and the two columns tell them apart. `--env KEY=VALUE` passes more settings.
 
 use otp_server_blackbox::providers::{FakeProvider, Provider};
 use otp_server_blackbox::redis_cluster::{RedisCluster, RedisSentinel};
