@@ -25,7 +25,7 @@
 use crate::clock::Clock;
 use crate::crypto::{CookieError, KeyStore, SessionCookie};
 use crate::events::{AuditLog, Subject};
-use crate::limits::{GuessOutcome, LimitError, Limits, RateLimited};
+use crate::limits::{GuessOutcome, LimitError, Limits, RateLimited, SendCharge};
 use crate::plugins::{self, CodeDelivery, Hook, HookError, Hooks, PluginResponse, RequestContext};
 use crate::protocol::{
     self, OsCodeSource, ProtocolError, Session, SessionId, SessionState, Settings, Transition,
@@ -312,22 +312,29 @@ impl OtpService {
             },
         };
         *charged = true;
-        let made = match transition.send {
+        let charge = match transition.send {
             Some(_) => {
                 let group = credential.group.as_deref().unwrap_or(&credential.channel);
                 self.limits
                     .before_send(client, &credential.id, Some(group), Some(change))
                     .await
             }
-            None => self.limits.before_request(client).await.map(|()| None),
+            None => self
+                .limits
+                .before_request(client)
+                .await
+                .map(|()| SendCharge::default()),
         }
         .map_err(|e| self.limited(e, context))?;
-        if !self.make(change, made, now).await? {
+        if !self.make(change, charge.made, now).await? {
             return Err(ServiceError::invalid_cookie());
         }
         if let Some(send) = transition.send {
             if let Err(error) = self.send(&transition, send, context).await {
                 self.undo(previous.as_ref(), new_id, now).await;
+                if error.sent_nothing() {
+                    self.limits.after_unsent(charge).await;
+                }
                 return Err(error.into());
             }
         }
@@ -362,7 +369,7 @@ impl OtpService {
             };
         let change = successor(&session, new_id, &transition.session, now);
         *charged = true;
-        let made = match transition
+        let charge = match transition
             .send
             .and_then(|send| transition.session.tokens.get(send.token))
         {
@@ -373,10 +380,14 @@ impl OtpService {
                     .before_send(client, &token.credential_id, None, Some(change))
                     .await
             }
-            None => self.limits.before_request(client).await.map(|()| None),
+            None => self
+                .limits
+                .before_request(client)
+                .await
+                .map(|()| SendCharge::default()),
         }
         .map_err(|e| self.limited(e, context))?;
-        if !self.make(change, made, now).await? {
+        if !self.make(change, charge.made, now).await? {
             return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
         }
         let Some(send) = transition.send else {
@@ -410,6 +421,9 @@ impl OtpService {
             }
             Err(error) => {
                 self.undo(Some(&session), new_id, now).await;
+                if error.sent_nothing() {
+                    self.limits.after_unsent(charge).await;
+                }
                 Err(error.into())
             }
         }

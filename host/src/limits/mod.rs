@@ -13,7 +13,9 @@
 //!   ([`Limits::before_request`]) when it ends earlier;
 //! - [`Limits::before_send`]: create and resend, before the send: the destination
 //!   group's allow/deny lists (403 `CREDENTIAL:NOT_ALLOWED`), sends per credential (per
-//!   10 minutes and per day), per client network, globally, and the fraud guard;
+//!   10 minutes and per day), per client network, globally, and the fraud guard; a send
+//!   that turns out to send nothing (every sender unavailable, none bound, no call slot)
+//!   gives the send budgets back ([`Limits::after_unsent`]);
 //! - [`Limits::before_verify`] / [`Limits::after_verify`]: a verification *reserves* one
 //!   failure of the per-network and per-(credential, network) failure budgets before the
 //!   code is compared (so concurrent guesses cannot overshoot), and gives it back when
@@ -92,6 +94,23 @@ pub enum GuessOutcome {
 pub struct Reservation {
     checks: Vec<Check>,
     credential: Option<LimiterKey>,
+}
+
+/// What [`Limits::before_send`] charged.
+#[derive(Debug, Default)]
+pub struct SendCharge {
+    /// Whether the charge made the request's id change: `Some(taken)` when it did, `None`
+    /// when the caller must (see [`LimiterStore::charge_with`]).
+    pub made: Option<bool>,
+    /// The send budgets charged (not the request's own requests-per-network charge).
+    sends: Vec<Check>,
+}
+
+/// What one charge did: whether the store charged at all (not when it failed open),
+/// and whether it made the request's id change.
+struct Charged {
+    applied: bool,
+    made: Option<bool>,
 }
 
 /// Counters for `/ready` (and a future metrics endpoint).
@@ -204,7 +223,8 @@ impl Limits {
     ///
     /// `change` is the request's change of session ids, which may only be made once the
     /// budgets allow it. When the store made it along with the charge (one Redis), the
-    /// answer is `Some(taken)`; `None` leaves it to the caller.
+    /// answer's `made` is `Some(taken)`; `None` leaves it to the caller. The answer also
+    /// holds what [`Limits::after_unsent`] gives back if the send sends nothing.
     ///
     /// `group` is the destination group when it is known (a create: the validator's
     /// group, or the channel). A resend passes `None`: the session does not carry the
@@ -217,19 +237,20 @@ impl Limits {
         credential_id: &str,
         group: Option<&str>,
         change: Option<IdChange>,
-    ) -> Result<Option<bool>, LimitError> {
+    ) -> Result<SendCharge, LimitError> {
         if let Some(Err(refused)) = group.map(|g| self.check_group(g)) {
             // Refused for its destination, it still counts as a request.
             self.before_request(client_ip).await?;
             return Err(refused);
         }
         let Some(network) = self.network(client_ip) else {
-            return Ok(None);
+            return Ok(SendCharge::default());
         };
         let credential = self.hasher.credential(credential_id);
         if self.safe_credentials.contains(&credential) {
             // Exempt from the send budgets, not from the network's request budget.
-            return self.before_request(client_ip).await.map(|()| None);
+            self.before_request(client_ip).await?;
+            return Ok(SendCharge::default());
         }
         let c = &self.config;
         let network_key = self.hasher.network(network);
@@ -259,8 +280,33 @@ impl Limits {
             mode,
         });
         let charged = self.charge(&checks, fraud.as_ref(), group, change).await;
-        self.count_refused_request(charged, request, client_ip)
-            .await
+        let charged = self
+            .count_refused_request(charged, request, client_ip)
+            .await?;
+        let sends = match charged.applied {
+            true => checks
+                .into_iter()
+                .filter(|c| c.kind != BudgetKind::NetworkRequests)
+                .collect(),
+            false => Vec::new(),
+        };
+        Ok(SendCharge {
+            made: charged.made,
+            sends,
+        })
+    }
+
+    /// Gives back the send budgets of a send that sent nothing (every sender unavailable,
+    /// none bound, no call slot): a provider outage must not use up a user's sends. The
+    /// request itself stays counted, and so does the fraud guard's send (it counts
+    /// attempts to reach a destination group).
+    pub async fn after_unsent(&self, charge: SendCharge) {
+        if charge.sends.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.settle(&charge.sends, None).await {
+            tracing::warn!(%error, "limits: could not give back the budgets of an unsent code");
+        }
     }
 
     /// A charge is all or nothing, so a request refused by another budget has not been
@@ -325,18 +371,25 @@ impl Limits {
         if charged.is_empty() && c.fraud_guard.is_none() {
             return Ok((Reservation::default(), None));
         }
-        let mut changed = None;
+        let mut result = Charged {
+            applied: true,
+            made: None,
+        };
         if !charged.is_empty() {
-            let result = self.charge(&charged, None, None, change).await;
-            changed = self
-                .count_refused_request(result, request, client_ip)
+            let charge = self.charge(&charged, None, None, change).await;
+            result = self
+                .count_refused_request(charge, request, client_ip)
                 .await?;
         }
-        let reservation = Reservation {
-            checks,
-            credential: c.fraud_guard.map(|_| credential),
+        // Served without limits (fail open): nothing was reserved, nothing to give back.
+        let reservation = match result.applied {
+            true => Reservation {
+                checks,
+                credential: c.fraud_guard.map(|_| credential),
+            },
+            false => Reservation::default(),
         };
-        Ok((reservation, changed))
+        Ok((reservation, result.made))
     }
 
     /// Settles a reservation: a right code gives the failure back and counts the
@@ -355,17 +408,20 @@ impl Limits {
         }
     }
 
-    /// Charges the store; the answer says whether it made `change` too (see
-    /// [`LimiterStore::charge_with`]).
+    /// Charges the store; the answer says whether it did (not when it failed open) and
+    /// whether it made `change` too (see [`LimiterStore::charge_with`]).
     async fn charge(
         &self,
         checks: &[Check],
         fraud: Option<&FraudCheck>,
         group: Option<&str>,
         change: Option<IdChange>,
-    ) -> Result<Option<bool>, LimitError> {
+    ) -> Result<Charged, LimitError> {
         if checks.is_empty() && fraud.is_none() {
-            return Ok(None);
+            return Ok(Charged {
+                applied: false,
+                made: None,
+            });
         }
         let charged = match change {
             Some(change) => self.store.charge_with(checks, fraud, change).await,
@@ -376,7 +432,10 @@ impl Limits {
                 if fraud_tripped {
                     self.fraud_tripped(group, FraudMode::Record);
                 }
-                Ok(changed)
+                Ok(Charged {
+                    applied: true,
+                    made: changed,
+                })
             }
             Ok((Verdict::Refused(refusal), _)) => {
                 self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -399,9 +458,13 @@ impl Limits {
                 if self.warn_now() {
                     tracing::warn!(%error, "limiter store unavailable: serving WITHOUT limits (fail_open)");
                 }
-                // Nothing was made: the id store makes the change (and says whether it
-                // can, for it may be on the same failing Redis).
-                Ok(None)
+                // Nothing was charged and, as far as this instance knows, nothing made:
+                // the id store makes the change (and says whether it can, for it may be
+                // on the same failing Redis).
+                Ok(Charged {
+                    applied: false,
+                    made: None,
+                })
             }
             Err(error) => {
                 tracing::warn!(%error, "limiter store unavailable: refusing (fail closed)");

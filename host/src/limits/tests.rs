@@ -57,6 +57,43 @@ async fn five_sends_per_credential_then_429_until_the_window_passes() {
 }
 
 #[tokio::test]
+async fn a_send_that_sent_nothing_gives_its_send_budgets_back_but_not_the_request() {
+    let config = LimitsConfig {
+        requests_per_network: Some(gcra::Rate::per(5, 60_000)),
+        ..LimitsConfig::default()
+    };
+    let (_clock, limits) = limits(config);
+    let ip = Some("192.0.2.1");
+    // Five sends that never left (a provider outage) cost bob none of his five.
+    for _ in 0..5 {
+        let charge = limits
+            .before_send(ip, "bob", Some("default"), None)
+            .await
+            .unwrap();
+        limits.after_unsent(charge).await;
+    }
+    for _ in 0..5 {
+        let _ = limits
+            .before_send(Some("198.51.100.2"), "bob", Some("default"), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        policy(
+            limits
+                .before_send(Some("198.51.100.3"), "bob", Some("default"), None)
+                .await
+        ),
+        "sends-per-credential"
+    );
+    // Each of them still counted as a request of its network: a sixth is one too many.
+    assert_eq!(
+        policy(limits.before_request(ip).await),
+        "requests-per-network"
+    );
+}
+
+#[tokio::test]
 async fn a_network_spraying_credentials_is_capped_and_others_are_not() {
     let (_clock, limits) = limits(LimitsConfig::default());
     let attacker = Some("203.0.113.5");
@@ -200,6 +237,45 @@ impl LimiterStore for FailingStore {
     }
 }
 
+/// A store whose charges fail and whose settlements are counted.
+#[derive(Default)]
+struct ChargesFailStore {
+    settled: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl LimiterStore for ChargesFailStore {
+    async fn charge(&self, _: &[Check], _: Option<&FraudCheck>) -> Result<Verdict, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn settle(&self, _: &[Check], _: Option<LimiterKey>) -> Result<(), StoreError> {
+        self.settled.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn served_without_limits_a_request_gives_back_nothing_it_never_took() {
+    let store = Arc::new(ChargesFailStore::default());
+    let open = Limits::new(
+        LimitsConfig {
+            fail_open: true,
+            ..LimitsConfig::default()
+        },
+        hasher(),
+        store.clone(),
+    );
+    let ip = Some("192.0.2.1");
+    let (reservation, _) = open.before_verify(ip, "bob", None).await.unwrap();
+    open.after_verify(reservation, GuessOutcome::NoGuess).await;
+    let charge = open.before_send(ip, "bob", Some("g"), None).await.unwrap();
+    open.after_unsent(charge).await;
+    assert_eq!(store.settled.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn a_failing_store_fails_closed_or_open() {
     let hasher = || KeyHasher::new(Zeroizing::new([1; 32]));
@@ -275,7 +351,7 @@ async fn an_id_change_is_made_with_an_allowed_charge_only_and_reported() {
         let made = limits
             .before_send(ip, "bob", Some("g"), Some(create(n)))
             .await;
-        assert_eq!(made.unwrap(), Some(true));
+        assert_eq!(made.unwrap().made, Some(true));
     }
     // The sixth send is refused: no change made, none reported.
     let refused = limits
@@ -285,7 +361,11 @@ async fn an_id_change_is_made_with_an_allowed_charge_only_and_reported() {
     assert_eq!(store.made.lock().unwrap().len(), 5);
     // A charge without a change reports none; an exempt request is not charged at all.
     assert_eq!(
-        limits.before_send(ip, "carol", None, None).await.unwrap(),
+        limits
+            .before_send(ip, "carol", None, None)
+            .await
+            .unwrap()
+            .made,
         None
     );
     let (_, made) = limits
@@ -304,7 +384,8 @@ async fn an_id_change_is_made_with_an_allowed_charge_only_and_reported() {
     assert_eq!(
         off.before_send(ip, "bob", None, Some(create(7)))
             .await
-            .unwrap(),
+            .unwrap()
+            .made,
         None
     );
     assert_eq!(store.made.lock().unwrap().len(), 6);

@@ -160,6 +160,19 @@ pub enum HookError {
     Busy(Hook),
 }
 
+impl HookError {
+    /// Whether the failure means no code left the server: the senders reported a
+    /// transient failure ("unavailable", the failover chain's answer when none
+    /// delivered), or no sender ran (none bound, no call slot). A trap or a timeout may
+    /// come after a provider accepted the code, so it does not count.
+    pub fn sent_nothing(&self) -> bool {
+        matches!(
+            self,
+            HookError::Unavailable(_) | HookError::Unbound(_) | HookError::Busy(_)
+        )
+    }
+}
+
 /// The plugins as the service sees them. [`super::PluginRegistry`] is the real one;
 /// tests use fakes.
 #[async_trait]

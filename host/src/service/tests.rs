@@ -364,6 +364,59 @@ async fn a_send_over_budget_changes_nothing_and_sends_nothing() {
 }
 
 #[tokio::test]
+async fn a_send_that_sent_nothing_costs_no_send_budget() {
+    let f = fixture();
+    let fail_next = |error: HookError| f.hooks.send_outcomes.lock().push_back(Err(error));
+    // A provider outage: five tries that send nothing, every sender unavailable or no
+    // call slot free. The user's five sends per ten minutes are all still there.
+    for n in 0..5 {
+        fail_next(match n % 2 {
+            0 => HookError::Unavailable("provider down".into()),
+            _ => HookError::Busy(Hook::Sending),
+        });
+        let error = f
+            .service
+            .create(None, "\"erin\"", &ctx())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error.kind,
+                ServiceErrorKind::SendUnavailable | ServiceErrorKind::PluginUnavailable { .. }
+            ),
+            "{error:?}"
+        );
+    }
+    for _ in 0..5 {
+        f.service.create(None, "\"erin\"", &ctx()).await.unwrap();
+    }
+    let refused = f
+        .service
+        .create(None, "\"erin\"", &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));
+    // A sender that trapped or timed out may have handed the code to its provider
+    // first: that send stays charged.
+    for _ in 0..5 {
+        fail_next(HookError::Failed {
+            plugin: "fake-sender".into(),
+            reason: "deadline exceeded".into(),
+        });
+        f.service
+            .create(None, "\"frank\"", &ctx())
+            .await
+            .unwrap_err();
+    }
+    let refused = f
+        .service
+        .create(None, "\"frank\"", &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));
+}
+
+#[tokio::test]
 async fn a_spent_cookie_with_the_right_code_answers_like_any_spent_cookie() {
     let f = fixture();
     let created = f.service.create(None, "\"erin\"", &ctx()).await.unwrap();
