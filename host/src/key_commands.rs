@@ -9,7 +9,9 @@
 //!   `OTP:INVALID_COOKIE` (their users start over). For a key that may have leaked.
 //! - `keys rewrap --new-master-key-file F` re-seals every stored KEK under the master
 //!   key in `F`. Instances configured with the new key as `master_key` and the old one
-//!   as `master_key_previous` accept both while they roll over.
+//!   as `master_key_previous` accept both while they roll over; once all have, a second
+//!   rewrap re-seals what instances still on the old key wrote meanwhile, and only then
+//!   may the previous key go.
 //!
 //! Each command prints what it did. They need a Redis store: an in-memory store lives
 //! inside one server process, out of reach of another process.
@@ -102,8 +104,9 @@ pub async fn run(config: &Config, command: KeyCommand<'_>) -> anyhow::Result<Str
             }
             text.push_str(
                 "\nnext: give every instance the new key as master_key (OTP_MASTER_KEY) and the old one \
-                 as master_key_previous (OTP_MASTER_KEY_PREVIOUS) until all have restarted, then drop \
-                 the previous one\n",
+                 as master_key_previous (OTP_MASTER_KEY_PREVIOUS); once all have restarted, run this \
+                 rewrap again with that configuration (it re-seals what the instances still on the old \
+                 key wrote meanwhile), and only then drop the previous key\n",
             );
             Ok(text)
         }

@@ -1,5 +1,6 @@
-//! The shared key store on Redis: a current pointer naming a deleted record is repaired,
-//! a tampered record is refused, `otp-server keys rotate --revoke-current` ends every
+//! The shared key store on Redis: a current pointer naming a deleted record (or not an
+//! id at all) is repaired, a key rotated from a host whose clock is behind is adopted
+//! everywhere, a tampered record is refused, `otp-server keys rotate --revoke-current` ends every
 //! cookie sealed with the revoked key on every instance, and `otp-server keys rewrap`
 //! moves the stored keys to a new master key without ending a session. Each test starts
 //! its own `redis-server` and runs the real `otp-server` binary.
@@ -97,6 +98,78 @@ async fn a_current_pointer_naming_a_deleted_record_is_repaired() {
         let (error, _) = opens(opener, &created.cookie().unwrap()).await;
         assert_eq!(error, "OTP:INCORRECT");
     }
+}
+
+#[tokio::test]
+async fn a_current_pointer_that_is_not_an_id_is_repaired() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let _: () = redis::cmd("SET")
+        .arg(POINTER)
+        .arg("not-a-key-id")
+        .query(&mut connection(&redis))
+        .unwrap();
+    // Both start (neither waits for a repair that never comes) and agree on one key.
+    let a = on(&redis, &plugins);
+    let b = on(&redis, &plugins);
+    let repaired = current_id(&redis);
+    assert_eq!(repaired.len(), 32, "a key id is current: {repaired}");
+    let created = a.create("\"garbled@example.com\"", None).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    assert_eq!(
+        opens(&b, &created.cookie().unwrap()).await.0,
+        "OTP:INCORRECT"
+    );
+}
+
+/// A cookie sealed by `sealer` opens on `opener` within a few seconds (instances adopt a
+/// new shared key at their next maintenance tick).
+async fn soon_opens_across(sealer: &Server, opener: &Server) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let cookie = sealer.create("\"across@example.com\"", None).await.cookie();
+        if let Some(cookie) = cookie {
+            if opens(opener, &cookie).await.0 == "OTP:INCORRECT" {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_key_rotated_from_a_clock_behind_the_newest_key_is_adopted_everywhere() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let a = on(&redis, &plugins);
+    let b = on(&redis, &plugins);
+    // a's clock runs two days ahead, so its scheduled rotation makes a key "created"
+    // two days from now, which b adopts.
+    let first = current_id(&redis);
+    a.advance_clock(2 * 86_400_000).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while current_id(&redis) == first {
+        assert!(std::time::Instant::now() < deadline, "a never rotated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(soon_opens_across(&a, &b).await, "b adopts a's key");
+    // An operator revokes it from a host on real time, two days behind that key. Every
+    // instance must move to the operator's key, not to a key of its own that no other
+    // instance can open cookies with.
+    let revoked = current_id(&redis);
+    let (ok, out) = keys_command(&redis, &["rotate", "--revoke-current"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("revoked: {revoked}")), "{out}");
+    // (A cookie goes from a clock to one behind it only: a session sealed on b has
+    // long expired by a's clock. c starts after the rotation, on real time.)
+    let c = on(&redis, &plugins);
+    assert!(
+        soon_opens_across(&a, &b).await && soon_opens_across(&b, &c).await,
+        "the instances split onto keys of their own:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
 }
 
 #[tokio::test]

@@ -107,8 +107,9 @@ enum Shared {
     /// No pointer (a fresh or flushed Redis).
     Nothing,
     Key(Arc<KeyEncryptionKey>),
-    /// A pointer naming a record that is not there.
-    Missing(KekId),
+    /// A pointer naming a record that is not there (or not even an id): its text, which
+    /// a repair must find unchanged to replace it.
+    Missing(String),
     /// A pointer naming a record that does not open under the master key.
     NotAuthentic(KekId, MasterKeyError),
 }
@@ -169,11 +170,11 @@ impl RedisKeyStore {
                     return Ok(store);
                 }
                 Shared::Nothing => {
-                    let fresh = KeyEncryptionKey::generate(now_ms);
+                    let fresh = store.fresh_key(now_ms);
                     store.publish(&fresh, None, now_ms).await?;
                 }
-                Shared::Missing(id) => {
-                    store.repair(id, now_ms).await?;
+                Shared::Missing(pointer) => {
+                    store.repair(&pointer, now_ms).await?;
                 }
                 Shared::NotAuthentic(id, error) => {
                     tracing::error!(%error, kek_id = %id, "the shared current key-encryption key record is refused");
@@ -209,6 +210,17 @@ impl RedisKeyStore {
         self.newest_shared_ms.load(Ordering::Relaxed)
     }
 
+    /// A new key to publish, created no earlier than just after the newest shared key:
+    /// instances refuse to move to an older key, so one published from a host whose
+    /// clock is behind (an operator's `keys rotate`) must not look like a move back.
+    fn fresh_key(&self, now_ms: u64) -> KeyEncryptionKey {
+        KeyEncryptionKey::generate(now_ms.max(self.newest_shared_ms().saturating_add(1)))
+    }
+
+    fn is_revoked(&self, id: &KekId) -> bool {
+        self.revoked.read().contains(id)
+    }
+
     /// Reads the pointer and opens what it names.
     async fn shared(&self) -> Result<Shared, StoreError> {
         let pointer = self.pointer_key();
@@ -216,19 +228,19 @@ impl RedisKeyStore {
             .redis
             .run(|mut c| async move { redis::cmd("GET").arg(&pointer).query_async(&mut c).await })
             .await?;
-        let Some(id) = id else {
+        let Some(text) = id else {
             return Ok(Shared::Nothing);
         };
-        let Some(id) = parse_kek_id(&id) else {
-            // Not even an id: treat like a pointer to nothing that is there.
-            return Ok(Shared::Missing(KekId::from_bytes([0; 16])));
+        let Some(id) = parse_kek_id(&text) else {
+            // Not even an id: like a pointer to a record that is not there.
+            return Ok(Shared::Missing(text));
         };
         if let Some(kek) = self.ring.get(&id) {
             return Ok(Shared::Key(kek));
         }
         Ok(match self.load(&id).await? {
             Ok(Some(kek)) => Shared::Key(kek),
-            Ok(None) => Shared::Missing(id),
+            Ok(None) => Shared::Missing(text),
             Err(error) => Shared::NotAuthentic(id, error),
         })
     }
@@ -249,12 +261,12 @@ impl RedisKeyStore {
         })
     }
 
-    /// Stores `kek` and points the shared pointer at it, if the pointer still names
+    /// Stores `kek` and points the shared pointer at it, if the pointer still reads
     /// `expected` (or nothing, for `None`). Returns whether the pointer moved.
     async fn publish(
         &self,
         kek: &KeyEncryptionKey,
-        expected: Option<&KekId>,
+        expected: Option<&str>,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let keys = [
@@ -266,7 +278,7 @@ impl RedisKeyStore {
         let record = self.master.seal(kek);
         let ttl = self.stored_ttl_ms;
         let expires = now_ms.saturating_add(ttl);
-        let expected = expected.map(|id| id.to_string()).unwrap_or_default();
+        let expected = expected.unwrap_or_default().to_string();
         let id = kek.id().to_string();
         let script = &self.publish;
         let moved = self
@@ -339,25 +351,26 @@ impl RedisKeyStore {
         }
     }
 
-    /// Makes a fresh key current in place of `expected` if this instance wins the lock.
-    /// Returns the new key if the pointer moved.
+    /// Makes a fresh key current in place of the pointer's text `expected` if this
+    /// instance wins the lock. Returns the new key if the pointer moved.
     async fn rotate_from(
         &self,
-        expected: &KekId,
+        expected: &str,
         now_ms: u64,
     ) -> Result<Option<Arc<KeyEncryptionKey>>, StoreError> {
         let Some(token) = self.lock().await? else {
             return Ok(None);
         };
-        let fresh = Arc::new(KeyEncryptionKey::generate(now_ms));
+        let fresh = Arc::new(self.fresh_key(now_ms));
         let moved = self.publish(&fresh, Some(expected), now_ms).await;
         self.unlock(token).await;
         Ok(moved?.then_some(fresh))
     }
 
-    /// The pointer names a record that is gone: one instance replaces it with a fresh key.
-    async fn repair(&self, missing: KekId, now_ms: u64) -> Result<(), StoreError> {
-        if let Some(fresh) = self.rotate_from(&missing, now_ms).await? {
+    /// The pointer names a record that is gone (or is not an id): one instance replaces
+    /// it with a fresh key.
+    async fn repair(&self, missing: &str, now_ms: u64) -> Result<(), StoreError> {
+        if let Some(fresh) = self.rotate_from(missing, now_ms).await? {
             self.ring.adopt_current(fresh, now_ms);
             tracing::warn!(
                 missing = %missing,
@@ -386,14 +399,29 @@ impl RedisKeyStore {
         Ok(())
     }
 
-    fn drop_revoked(&self, now_ms: u64) {
+    /// Drops every revoked key this instance holds. A revoked current key is replaced
+    /// by a shared one, never by a key of this instance's own (which no other instance
+    /// could open cookies with): by a fresh published key when the pointer still names
+    /// it, else it stays until the pointer moves on (the next tick adopts that).
+    async fn drop_revoked(&self, now_ms: u64) -> Result<(), StoreError> {
         let revoked: Vec<KekId> = self.revoked.read().iter().copied().collect();
         for id in revoked {
-            if self.ring.get(&id).is_some() {
-                self.ring.revoke(&id, now_ms);
-                tracing::warn!(kek_id = %id, "dropped a key-encryption key revoked elsewhere");
+            if self.ring.get(&id).is_none() {
+                continue;
             }
+            if self.ring.current().id() == id {
+                match self.rotate_from(&id.to_string(), now_ms).await? {
+                    Some(fresh) => self.ring.adopt_current(fresh, now_ms),
+                    None => {
+                        tracing::warn!(kek_id = %id, "the current key-encryption key is revoked; it is replaced once the shared pointer moves on");
+                        continue;
+                    }
+                }
+            }
+            self.ring.revoke(&id, now_ms);
+            tracing::warn!(kek_id = %id, "dropped a key-encryption key revoked elsewhere");
         }
+        Ok(())
     }
 
     /// `otp-server keys rotate`: makes a fresh key current now (waiting for the rotation
@@ -404,10 +432,11 @@ impl RedisKeyStore {
         now_ms: u64,
         revoke_current: bool,
     ) -> Result<RotationReport, KeyStoreError> {
-        let previous = match self.shared().await? {
-            Shared::Key(kek) => Some(kek.id()),
-            Shared::Missing(id) | Shared::NotAuthentic(id, _) => Some(id),
-            Shared::Nothing => None,
+        let (previous, pointer) = match self.shared().await? {
+            Shared::Key(kek) => (Some(kek.id()), Some(kek.id().to_string())),
+            Shared::NotAuthentic(id, _) => (Some(id), Some(id.to_string())),
+            Shared::Missing(text) => (parse_kek_id(&text), Some(text)),
+            Shared::Nothing => (None, None),
         };
         if revoke_current {
             if let Some(previous) = previous {
@@ -420,8 +449,8 @@ impl RedisKeyStore {
             }
         }
         let token = self.lock_within(Duration::from_secs(10)).await?;
-        let fresh = KeyEncryptionKey::generate(now_ms);
-        let moved = self.publish(&fresh, previous.as_ref(), now_ms).await;
+        let fresh = self.fresh_key(now_ms);
+        let moved = self.publish(&fresh, pointer.as_deref(), now_ms).await;
         self.unlock(token).await;
         if !moved? {
             return Err(KeyStoreError::Busy);
@@ -436,7 +465,7 @@ impl RedisKeyStore {
     /// Revokes `id` everywhere; if it was current, a fresh key replaces it in the same
     /// step. Returns the key current afterwards.
     async fn revoke_and_replace(&self, id: &KekId, now_ms: u64) -> Result<KekId, StoreError> {
-        let fresh = Arc::new(KeyEncryptionKey::generate(now_ms));
+        let fresh = Arc::new(self.fresh_key(now_ms));
         let keys = [
             self.record_key(id),
             self.revoked_key(),
@@ -478,8 +507,19 @@ impl RedisKeyStore {
             self.newest_shared_ms
                 .fetch_max(fresh.created_at_ms(), Ordering::Relaxed);
             self.ring.adopt_current(fresh.clone(), now_ms);
+        } else if self.ring.current().id() == *id {
+            // The pointer had moved on already: take the key it names, not one of our own.
+            if let Shared::Key(shared) = self.shared().await? {
+                if !self.is_revoked(&shared.id()) {
+                    self.newest_shared_ms
+                        .fetch_max(shared.created_at_ms(), Ordering::Relaxed);
+                    self.ring.adopt_current(shared, now_ms);
+                }
+            }
         }
-        self.ring.revoke(id, now_ms);
+        if self.ring.current().id() != *id {
+            self.ring.revoke(id, now_ms);
+        }
         Ok(self.ring.current().id())
     }
 
@@ -547,8 +587,11 @@ impl RedisKeyStore {
         match self.shared().await? {
             Shared::Key(shared) => {
                 let current = self.ring.current();
-                if shared.id() != current.id() {
-                    if shared.created_at_ms() < self.newest_shared_ms() {
+                if shared.id() != current.id() && !self.is_revoked(&shared.id()) {
+                    // A revoked current key gives way to the shared one, whatever its age.
+                    if shared.created_at_ms() < self.newest_shared_ms()
+                        && !self.is_revoked(&current.id())
+                    {
                         tracing::error!(
                             kek_id = %shared.id(),
                             "the shared pointer names an older key-encryption key than one already in use: not followed"
@@ -569,15 +612,15 @@ impl RedisKeyStore {
                     tracing::warn!("the shared key-encryption keys were gone: published this instance's current key");
                 }
             }
-            Shared::Missing(id) => self.repair(id, now_ms).await?,
+            Shared::Missing(pointer) => self.repair(&pointer, now_ms).await?,
             Shared::NotAuthentic(id, error) => {
                 tracing::error!(%error, kek_id = %id, "the shared current key-encryption key record is refused");
             }
         }
-        self.drop_revoked(now_ms);
+        self.drop_revoked(now_ms).await?;
         let current = self.ring.current();
         if now_ms.saturating_sub(current.created_at_ms()) >= self.rotation_interval_ms {
-            match self.rotate_from(&current.id(), now_ms).await? {
+            match self.rotate_from(&current.id().to_string(), now_ms).await? {
                 Some(fresh) => {
                     self.ring.adopt_current(fresh, now_ms);
                     tracing::info!("key-encryption key rotated (shared)");
