@@ -232,6 +232,14 @@ impl OtpService {
         }
     }
 
+    /// Refuses at once a client network whose request budget this instance saw run out,
+    /// before any plugin runs or any store is asked ([`Limits::before_anything`]).
+    fn spent_network(&self, context: &RequestContext) -> Result<(), ServiceError> {
+        self.limits
+            .before_anything(context.client_ip.as_deref())
+            .map_err(|e| self.limited(e, context))
+    }
+
     /// A limits refusal in the service's words, recorded as an audit event.
     fn limited(&self, error: LimitError, context: &RequestContext) -> ServiceError {
         match error {
@@ -274,6 +282,7 @@ impl OtpService {
         body: &str,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ServiceError> {
+        self.spent_network(context)?;
         let mut charged = false;
         let result = self.create_once(cookie, body, context, &mut charged).await;
         self.charge_unless_charged(charged, result, context).await
@@ -347,6 +356,7 @@ impl OtpService {
         cookie: Option<&str>,
         context: &RequestContext,
     ) -> Result<SessionAnswer, ServiceError> {
+        self.spent_network(context)?;
         let mut charged = false;
         let result = self.resend_once(cookie, context, &mut charged).await;
         self.charge_unless_charged(charged, result, context).await
@@ -436,6 +446,7 @@ impl OtpService {
         code: &str,
         context: &RequestContext,
     ) -> Result<VerifiedAnswer, ServiceError> {
+        self.spent_network(context)?;
         let client = context.client_ip.as_deref();
         let now = self.now_ms();
         let session = match self.open_required(cookie, now).await {

@@ -10,7 +10,8 @@
 //!   request is charged once, before it changes anything — folded into the send or
 //!   verify charge below when it gets that far (one store call, one Redis round trip,
 //!   which on one Redis also makes the request's id change), alone
-//!   ([`Limits::before_request`]) when it ends earlier;
+//!   ([`Limits::before_request`]) when it ends earlier; a network it refused is refused
+//!   again first thing ([`Limits::before_anything`]) until its `Retry-After` has passed;
 //! - [`Limits::before_send`]: create and resend, before the send: the destination
 //!   group's allow/deny lists (403 `CREDENTIAL:NOT_ALLOWED`), sends per credential (per
 //!   10 minutes and per day), per client network, globally, and the fraud guard; a send
@@ -44,10 +45,11 @@ pub use config::{ForwardedHeader, LimitsConfig};
 use fraud::FraudMode;
 use ipnet::IpNet;
 pub use keys::{KeyHasher, LimiterKey, Network};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 pub use store::{BudgetKind, Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
 
 /// A refusal as the client sees it: which policy, its quota and window (for the
@@ -131,7 +133,17 @@ pub struct Limits {
     /// When the last "served without limits" / fraud warning was logged (ms), so a
     /// failing store or a tripped group logs a line per ten seconds, not per request.
     last_warning: AtomicU64,
+    /// Networks the request budget refused, with the answer and until when (this
+    /// instance's monotonic clock, the `Retry-After` they were given): their requests
+    /// are refused again at once, before a plugin runs or the store is asked
+    /// ([`Limits::before_anything`]).
+    refused_networks: parking_lot::Mutex<HashMap<Network, (Instant, RateLimited)>>,
+    /// Whether `refused_networks` may hold anything (spares the lock otherwise).
+    any_refused: AtomicBool,
 }
+
+/// At most this many refused networks are remembered; beyond, the memory starts over.
+const REMEMBERED_REFUSALS: usize = 65_536;
 
 /// The network of requests whose address is unknown: they share one budget.
 const UNKNOWN: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -151,7 +163,56 @@ impl Limits {
             safe_credentials,
             counters: LimitCounters::default(),
             last_warning: AtomicU64::new(0),
+            refused_networks: Default::default(),
+            any_refused: AtomicBool::new(false),
         }
+    }
+
+    /// A network whose request budget is spent is refused here, first thing: the budget
+    /// bounds the work one client can cause, so an OTP request from it runs no plugin
+    /// (a validator may call a paid lookup) and no store call until the `Retry-After`
+    /// it was given has passed. The answer is the store's own, remembered; other
+    /// instances ask their store.
+    pub fn before_anything(&self, client_ip: Option<&str>) -> Result<(), LimitError> {
+        if !self.any_refused.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(network) = self.network(client_ip) else {
+            return Ok(());
+        };
+        let mut refused = self.refused_networks.lock();
+        let Some((until, answer)) = refused.get(&network) else {
+            return Ok(());
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            refused.remove(&network);
+            return Ok(());
+        }
+        let answer = RateLimited {
+            retry_after_secs: left.as_millis().div_ceil(1000).max(1) as u64,
+            ..answer.clone()
+        };
+        self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        Err(LimitError::Limited(answer))
+    }
+
+    /// Remembers a refusal by the request budget of `network` (see
+    /// [`Limits::before_anything`]).
+    fn remember_refusal<T>(&self, network: Network, result: &Result<T, LimitError>) {
+        let Err(LimitError::Limited(answer)) = result else {
+            return;
+        };
+        if answer.policy != BudgetKind::NetworkRequests.policy() {
+            return;
+        }
+        let until = Instant::now() + Duration::from_secs(answer.retry_after_secs);
+        let mut refused = self.refused_networks.lock();
+        if refused.len() >= REMEMBERED_REFUSALS {
+            refused.clear();
+        }
+        refused.insert(network, (until, answer.clone()));
+        self.any_refused.store(true, Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &LimitsConfig {
@@ -190,13 +251,15 @@ impl Limits {
     /// would send or compare a code (the others fold this budget into
     /// [`Limits::before_send`] or [`Limits::before_verify`], one store call each).
     pub async fn before_request(&self, client_ip: Option<&str>) -> Result<(), LimitError> {
-        let Some(check) = self
-            .network(client_ip)
-            .and_then(|n| self.request_check(self.hasher.network(n)))
-        else {
+        let Some(network) = self.network(client_ip) else {
             return Ok(());
         };
-        self.charge(&[check], None, None, None).await.map(|_| ())
+        let Some(check) = self.request_check(self.hasher.network(network)) else {
+            return Ok(());
+        };
+        let result = self.charge(&[check], None, None, None).await.map(|_| ());
+        self.remember_refusal(network, &result);
+        result
     }
 
     /// The destination group's allow and deny lists.
@@ -282,7 +345,9 @@ impl Limits {
         let charged = self.charge(&checks, fraud.as_ref(), group, change).await;
         let charged = self
             .count_refused_request(charged, request, client_ip)
-            .await?;
+            .await;
+        self.remember_refusal(network, &charged);
+        let charged = charged?;
         let sends = match charged.applied {
             true => checks
                 .into_iter()
@@ -377,9 +442,9 @@ impl Limits {
         };
         if !charged.is_empty() {
             let charge = self.charge(&charged, None, None, change).await;
-            result = self
-                .count_refused_request(charge, request, client_ip)
-                .await?;
+            let charge = self.count_refused_request(charge, request, client_ip).await;
+            self.remember_refusal(network, &charge);
+            result = charge?;
         }
         // Served without limits (fail open): nothing was reserved, nothing to give back.
         let reservation = match result.applied {

@@ -93,6 +93,78 @@ async fn a_send_that_sent_nothing_gives_its_send_budgets_back_but_not_the_reques
     );
 }
 
+/// The memory store, counting the charges that reach it.
+struct CountingStore {
+    inner: MemoryLimiterStore,
+    charges: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl LimiterStore for CountingStore {
+    async fn charge(&self, c: &[Check], f: Option<&FraudCheck>) -> Result<Verdict, StoreError> {
+        self.charges.fetch_add(1, Ordering::Relaxed);
+        self.inner.charge(c, f).await
+    }
+    async fn settle(&self, r: &[Check], v: Option<LimiterKey>) -> Result<(), StoreError> {
+        self.inner.settle(r, v).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_network_out_of_requests_is_refused_first_thing_without_asking_the_store() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Arc::new(CountingStore {
+        inner: MemoryLimiterStore::new(clock, 1 << 16),
+        charges: AtomicU64::new(0),
+    });
+    let config = LimitsConfig {
+        requests_per_network: Some(gcra::Rate::per(3, 3_600_000)),
+        ..LimitsConfig::default()
+    };
+    let spent = Limits::new(config, hasher(), store.clone());
+    let ip = Some("192.0.2.1");
+    spent.before_anything(ip).unwrap();
+    for _ in 0..3 {
+        spent.before_request(ip).await.unwrap();
+    }
+    assert_eq!(
+        policy(spent.before_request(ip).await),
+        "requests-per-network"
+    );
+    let asked = store.charges.load(Ordering::Relaxed);
+    let Err(LimitError::Limited(answer)) = spent.before_anything(ip) else {
+        panic!("the spent network is refused first thing");
+    };
+    assert_eq!(answer.policy, "requests-per-network");
+    // The Retry-After it was given, still counting down (about 20 minutes).
+    assert!(
+        (1_100..=1_200).contains(&answer.retry_after_secs),
+        "{answer:?}"
+    );
+    assert_eq!(
+        store.charges.load(Ordering::Relaxed),
+        asked,
+        "no store call"
+    );
+    // Another network, and the spent one's neighbour, are not affected.
+    spent.before_anything(Some("192.0.2.2")).unwrap();
+    spent.before_request(Some("192.0.2.2")).await.unwrap();
+    // A refusal by another budget is not remembered.
+    let (_, limits) = limits(LimitsConfig::default());
+    for _ in 0..5 {
+        let _ = limits
+            .before_send(ip, "dana", Some("default"), None)
+            .await
+            .unwrap();
+    }
+    let refused = limits.before_send(ip, "dana", Some("default"), None).await;
+    assert_eq!(policy(refused), "sends-per-credential");
+    limits.before_anything(ip).unwrap();
+}
+
 #[tokio::test]
 async fn a_network_spraying_credentials_is_capped_and_others_are_not() {
     let (_clock, limits) = limits(LimitsConfig::default());

@@ -24,11 +24,13 @@ struct FakeHooks {
     sends: Mutex<Vec<(String, bool)>>,
     send_outcomes: Mutex<VecDeque<Result<(), HookError>>>,
     final_busy: Mutex<bool>,
+    validations: Mutex<usize>,
 }
 
 #[async_trait]
 impl Hooks for FakeHooks {
     async fn validate(&self, body: &str, _: &RequestContext) -> Result<Credential, HookError> {
+        *self.validations.lock() += 1;
         Ok(Credential {
             id: body.trim_matches('"').to_string(),
             channel: "sms".into(),
@@ -91,6 +93,7 @@ fn fixture() -> Fixture {
         sends: Mutex::new(Vec::new()),
         send_outcomes: Mutex::new(VecDeque::new()),
         final_busy: Mutex::new(false),
+        validations: Mutex::new(0),
     });
     let clock = Arc::new(ManualClock::new(NOW));
     let options = EventOptions {
@@ -414,6 +417,25 @@ async fn a_send_that_sent_nothing_costs_no_send_budget() {
         .await
         .unwrap_err();
     assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));
+}
+
+#[tokio::test]
+async fn a_network_out_of_requests_runs_no_plugin() {
+    let f = fixture();
+    // 120 requests per minute (the default): spent on verifies without a cookie.
+    for _ in 0..120 {
+        let error = f.service.verify(None, "123456", &ctx()).await.unwrap_err();
+        assert!(!matches!(error.kind, ServiceErrorKind::RateLimited(_)));
+    }
+    let refused = f.service.verify(None, "123456", &ctx()).await.unwrap_err();
+    assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));
+    let refused = f
+        .service
+        .create(None, "\"gina\"", &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));
+    assert_eq!(*f.hooks.validations.lock(), 0, "the validator ran");
 }
 
 #[tokio::test]
