@@ -45,7 +45,8 @@ impl FraudThresholds {
     }
 
     /// Whether one more unverified send would exceed a threshold, given the windowed
-    /// counts; `Some(retry_after_ms)` (until the window that tripped moves on) if so.
+    /// counts; `Some(until the window that tripped moves on)` if so. That is only a
+    /// bound from below: [`FraudThresholds::retry_after`] says when to come back.
     pub fn trips(&self, counts: &GroupCounts, now: u64) -> Option<u64> {
         let (hourly, daily) = self.limits(counts.verified_day);
         let unverified_hour = (counts.sent_hour - counts.verified_hour).max(0.0);
@@ -57,6 +58,35 @@ impl FraudThresholds {
         } else {
             None
         }
+    }
+}
+
+impl FraudThresholds {
+    /// How long until one more send to a tripped group would pass, if nothing else is
+    /// sent or verified meanwhile. The sliding windows let the previous window's sends go
+    /// gradually, so the next window boundary alone comes too early: a client told to
+    /// come back then would be refused again. Found to the second by bisection over the
+    /// windows' own arithmetic (the counts only fall as time passes); at most two days,
+    /// after which every count is gone.
+    pub fn retry_after(&self, windows: &GroupWindows, now: u64) -> u64 {
+        let passes = |wait: u64| {
+            self.trips(&windows.counts(now + wait), now + wait)
+                .is_none()
+        };
+        let (mut tripped, mut passed) = (0, 2 * DAY_MS);
+        if passes(tripped) || !passes(passed) {
+            // Not tripped now, or never passing (a floor below one send): the boundary.
+            return self.trips(&windows.counts(now), now).unwrap_or(1).max(1);
+        }
+        while passed - tripped > 1000 {
+            let middle = tripped + (passed - tripped) / 2;
+            if passes(middle) {
+                passed = middle;
+            } else {
+                tripped = middle;
+            }
+        }
+        passed
     }
 }
 
@@ -123,6 +153,24 @@ pub struct GroupWindows {
 }
 
 impl GroupWindows {
+    /// The windows as of `now` from their counts: per window (hourly, then daily) the
+    /// current window's sends and verifications and the previous window's.
+    pub fn at(now: u64, hour: [u32; 4], day: [u32; 4]) -> GroupWindows {
+        let window = |length: u64, current: u32, previous: u32| WindowCounter {
+            index: now / length,
+            current,
+            previous,
+        };
+        let [hs, hv, hsp, hvp] = hour;
+        let [ds, dv, dsp, dvp] = day;
+        GroupWindows {
+            sent_hour: window(HOUR_MS, hs, hsp),
+            sent_day: window(DAY_MS, ds, dsp),
+            verified_hour: window(HOUR_MS, hv, hvp),
+            verified_day: window(DAY_MS, dv, dvp),
+        }
+    }
+
     pub fn counts(&self, now: u64) -> GroupCounts {
         GroupCounts {
             sent_hour: self.sent_hour.estimate(now, HOUR_MS),
@@ -189,6 +237,35 @@ mod tests {
         // A group with a lot of verified traffic gets higher thresholds.
         assert_eq!(DEFAULTS.limits(1000.0), (200.0 / 6.0, 200.0));
         assert_eq!(DEFAULTS.limits(10.0), (20.0 / 6.0, 20.0));
+    }
+
+    #[test]
+    fn a_tripped_group_is_told_to_come_back_when_a_send_would_pass() {
+        // Four unverified sends at the end of an hour trip the hourly floor of 3.
+        let now = 100 * DAY_MS + HOUR_MS - 1_000;
+        let mut group = GroupWindows::default();
+        for _ in 0..4 {
+            group.sent(now);
+        }
+        assert_eq!(DEFAULTS.trips(&group.counts(now), now), Some(1_000));
+        // At the boundary all four still count (the previous hour wholly overlaps the
+        // last hour): coming back then would be refused again.
+        let boundary = now + 1_000;
+        assert!(DEFAULTS.trips(&group.counts(boundary), boundary).is_some());
+        let retry = DEFAULTS.retry_after(&group, now);
+        let back = now + retry;
+        assert_eq!(DEFAULTS.trips(&group.counts(back), back), None);
+        let early = back - 1_000;
+        assert!(DEFAULTS.trips(&group.counts(early), early).is_some());
+        // The hourly threshold is max(3, 20 / 6): 4 × (1 − elapsed) + 1 ≤ 20 / 6 from
+        // 25 minutes into the next hour.
+        assert!(
+            (1_500_000..=1_502_000).contains(&(retry - 1_000)),
+            "{retry}"
+        );
+        // The same windows, as a store reads them back, give the same answer.
+        let read = GroupWindows::at(now, [4, 0, 0, 0], [4, 0, 0, 0]);
+        assert_eq!(DEFAULTS.retry_after(&read, now), retry);
     }
 
     #[test]

@@ -322,11 +322,11 @@ impl LimiterStore for MemoryLimiterStore {
                 Some(Entry::Group(record)) => record.windows,
                 _ => GroupWindows::default(),
             };
-            if let Some(retry_after_ms) = fraud.thresholds.trips(&windows.counts(now), now) {
+            if fraud.thresholds.trips(&windows.counts(now), now).is_some() {
                 if fraud.mode == FraudMode::Deny {
                     return Ok(Verdict::Refused(Refusal {
                         reason: Reason::FraudGuard,
-                        retry_after_ms,
+                        retry_after_ms: fraud.thresholds.retry_after(&windows, now),
                     }));
                 }
                 fraud_tripped = true;

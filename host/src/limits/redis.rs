@@ -33,6 +33,7 @@
 //! group key named by the pending record, which it cannot declare in advance; it is in
 //! the same slot by construction.
 
+use super::fraud::GroupWindows;
 use super::keys::LimiterKey;
 use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
 use crate::store::redis::{id_key, RedisConnection};
@@ -83,7 +84,8 @@ end
 /// hex; then the id change (0 none, 1 create, 2 replace) and its TTL in ms.
 /// Returns {0, tripped, 0, changed} when allowed (changed: 1 made, 0 the old id was not
 /// live, -1 no change asked), {1, index, retry_ms, -1} when a budget refuses,
-/// {2, 0, retry_ms, -1} when the fraud guard denies.
+/// {2, 0, retry_ms, -1, now, then the group's hourly and daily window counts} when the
+/// fraud guard denies (the caller works out when to come back from them).
 const CHARGE: &str = concat!(
     prelude!(),
     r"
@@ -122,7 +124,9 @@ if mode > 0 then
     retry = 3600000 - now % 3600000
   end
   if retry > 0 then
-    if mode == 2 then return {2, 0, retry, -1} end
+    if mode == 2 then
+      return {2, 0, retry, -1, now, w.h.s, w.h.v, w.h.sp, w.h.vp, w.d.s, w.d.v, w.d.sp, w.d.vp}
+    end
     tripped = 1
   end
   -- This send, counted in both windows (after any turnover's fields: the last wins).
@@ -256,9 +260,15 @@ impl RedisLimiterStore {
                 }
             })
             .await?;
-        let (outcome, detail, retry_after_ms, changed): (u8, i64, i64, i64) = match answer {
+        let answer: Vec<i64> = match answer {
             Ok(answer) => answer,
             Err(CrossSlot) => return Ok(Err(CrossSlot)),
+        };
+        let &[outcome, detail, retry_after_ms, changed, ref windows @ ..] = answer.as_slice()
+        else {
+            return Err(StoreError::Unavailable(
+                "limiter script: unexpected answer".into(),
+            ));
         };
         let retry_after_ms = u64::try_from(retry_after_ms).unwrap_or(0);
         let changed = (changed >= 0).then_some(changed == 1);
@@ -278,11 +288,29 @@ impl RedisLimiterStore {
             }
             _ => Verdict::Refused(Refusal {
                 reason: Reason::FraudGuard,
-                retry_after_ms,
+                retry_after_ms: fraud
+                    .and_then(|fraud| fraud_retry_after(fraud, windows))
+                    .unwrap_or(retry_after_ms),
             }),
         };
         Ok(Ok((verdict, changed)))
     }
+}
+
+/// When a group the fraud guard denied may come back, from the counts `CHARGE` read
+/// (`now`, then per window the current and previous sends and verifications).
+fn fraud_retry_after(fraud: &FraudCheck, windows: &[i64]) -> Option<u64> {
+    let &[now, hs, hv, hsp, hvp, ds, dv, dsp, dvp] = windows else {
+        return None;
+    };
+    let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    let now = u64::try_from(now).ok()?;
+    let windows = GroupWindows::at(
+        now,
+        [hs, hv, hsp, hvp].map(count),
+        [ds, dv, dsp, dvp].map(count),
+    );
+    Some(fraud.thresholds.retry_after(&windows, now))
 }
 
 /// A script refused because its keys are in different hash slots.
