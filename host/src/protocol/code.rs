@@ -66,6 +66,8 @@ impl CodeSource for OsCodeSource {
                 }
             }
         }
+        // The bytes that made the code, and those left over, go with it.
+        zeroize::Zeroize::zeroize(&mut batch);
         code
     }
 }
