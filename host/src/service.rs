@@ -383,8 +383,8 @@ impl OtpService {
             .send
             .and_then(|send| transition.session.tokens.get(send.token))
         {
-            // The cookie keeps no destination group: the group's lists and the fraud
-            // guard were applied when the session was created.
+            // The cookie keeps no destination group: the group's lists were applied
+            // when the session was created; the fraud guard finds the group itself.
             Some(token) => {
                 self.limits
                     .before_send(client, &token.credential_id, None, Some(change))

@@ -417,6 +417,38 @@ async fn an_attackers_failures_do_not_stop_the_owner_and_a_refused_guess_costs_n
 }
 
 #[tokio::test]
+async fn resends_count_for_the_fraud_guard_of_their_group() {
+    let server = grouped_builder()
+        .env("OTP_LIMITS_FRAUD_GUARD", "deny")
+        .start();
+    let client = Client::from(&server, "127.0.4.1");
+    let first = client.create("+15550000200", &[]).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let other = client.create("+15550000201", &[]).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.text());
+    // The resend is the group's third unverified send (the cookie keeps no group: the
+    // credential's pending send names it).
+    server.advance_clock(31_000).await;
+    let client = &client;
+    let resend = |cookie: String| async move {
+        client
+            .post("/api/otp/resend", None, Some(&cookie), &[])
+            .await
+    };
+    let resent = resend(first.cookie().unwrap()).await;
+    assert_eq!(resent.status, StatusCode::OK, "{}", resent.text());
+    // So the fourth trips the hourly floor of 3, a create as well as a resend.
+    let answer = Client::from(&server, "127.0.4.3")
+        .create("+15550000202", &[])
+        .await;
+    assert_eq!(assert_limited(&answer), "fraud-guard");
+    let refused = resend(other.cookie().unwrap()).await;
+    assert_eq!(assert_limited(&refused), "fraud-guard");
+    assert_eq!(server.codes_for("+15550000200").len(), 2);
+    assert_eq!(server.codes_for("+15550000201").len(), 1);
+}
+
+#[tokio::test]
 async fn fraud_guard_records_by_default_and_denies_one_group_in_deny_mode() {
     // Record (default): the fourth unverified send to a group within the hour trips.
     let server = builder().start();

@@ -202,6 +202,15 @@ impl MemoryLimiterStore {
         }
     }
 
+    /// The group of `credential`'s pending send, if it has one: a resend's group.
+    fn pending_group(&self, credential: &LimiterKey, now: u64) -> Option<LimiterKey> {
+        let mut locked = self.lock(std::iter::once(credential));
+        match locked.get((PENDING, *credential), now) {
+            Some(&mut Entry::Pending { group, .. }) => Some(group),
+            _ => None,
+        }
+    }
+
     /// Entries held now (tests).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -296,7 +305,13 @@ impl LimiterStore for MemoryLimiterStore {
         fraud: Option<&FraudCheck>,
     ) -> Result<Verdict, StoreError> {
         let now = self.clock.now_ms();
-        let fraud_keys = fraud.iter().flat_map(|f| [&f.group, &f.credential]);
+        let fraud = fraud.and_then(|f| match f.group {
+            Some(group) => Some((group, f)),
+            None => self
+                .pending_group(&f.credential, now)
+                .map(|group| (group, f)),
+        });
+        let fraud_keys = fraud.iter().flat_map(|(group, f)| [group, &f.credential]);
         let mut locked = self.lock(checks.iter().map(|c| &c.key).chain(fraud_keys));
         let mut refused: Option<Refusal> = None;
         let mut tats = Vec::with_capacity(checks.len());
@@ -317,8 +332,8 @@ impl LimiterStore for MemoryLimiterStore {
             return Ok(Verdict::Refused(refusal));
         }
         let mut fraud_tripped = false;
-        if let Some(fraud) = fraud {
-            let mut windows = match locked.get((GROUP, fraud.group), now) {
+        if let Some((group, fraud)) = fraud {
+            let mut windows = match locked.get((GROUP, group), now) {
                 Some(Entry::Group(record)) => record.windows,
                 _ => GroupWindows::default(),
             };
@@ -332,11 +347,11 @@ impl LimiterStore for MemoryLimiterStore {
                 fraud_tripped = true;
             }
             windows.sent(now);
-            locked.put((GROUP, fraud.group), Entry::group(windows, now), now);
+            locked.put((GROUP, group), Entry::group(windows, now), now);
             locked.put(
                 (PENDING, fraud.credential),
                 Entry::Pending {
-                    group: fraud.group,
+                    group,
                     expires: now + DAY_MS,
                 },
                 now,
@@ -621,7 +636,7 @@ mod tests {
             verified_ratio: 0.2,
         };
         let fraud = |credential: u8, mode| FraudCheck {
-            group: key(99),
+            group: Some(key(99)),
             credential: key(credential),
             thresholds,
             mode,

@@ -291,9 +291,9 @@ impl Limits {
     ///
     /// `group` is the destination group when it is known (a create: the validator's
     /// group, or the channel). A resend passes `None`: the session does not carry the
-    /// group, and checking it against a stand-in would refuse or count the wrong group;
-    /// its credential was checked against its real group when the session was created,
-    /// and the send budgets still apply.
+    /// group, so the group's lists are not checked again (its credential was, against
+    /// its real group, when the session was created), and the fraud guard counts the
+    /// send for the group of the credential's pending send, which the store keeps.
     pub async fn before_send(
         &self,
         client_ip: Option<&str>,
@@ -336,8 +336,8 @@ impl Limits {
         .filter_map(|(kind, key, rate)| rate.map(|rate| Check { kind, key, rate }))
         .chain(request)
         .collect();
-        let fraud = c.fraud_guard.zip(group).map(|(mode, group)| FraudCheck {
-            group: self.hasher.group(group),
+        let fraud = c.fraud_guard.map(|mode| FraudCheck {
+            group: group.map(|g| self.hasher.group(g)),
             credential,
             thresholds: c.fraud,
             mode,

@@ -29,9 +29,9 @@
 //! in one slot and every script's keys are in one slot (a script may only touch one).
 //! The price is that one shard serves all limiter traffic — one small script per
 //! request, well within a single node's capacity; spreading budgets over slots would
-//! need one round trip per key and lose the all-or-nothing charge. `SETTLE` reaches the
-//! group key named by the pending record, which it cannot declare in advance; it is in
-//! the same slot by construction.
+//! need one round trip per key and lose the all-or-nothing charge. `SETTLE`, and `CHARGE`
+//! for a resend, reach the group key named by the pending record, which they cannot
+//! declare in advance; it is in the same slot by construction.
 
 use super::fraud::GroupWindows;
 use super::keys::LimiterKey;
@@ -81,7 +81,8 @@ end
 /// key, then the id keys of the id change (none; the new id; the old and the new id).
 /// ARGV: n, then emission and burst per budget, then mode (0 none, 1 record, 2 deny)
 /// and, with the fraud guard, hourly floor, daily floor, verified ratio, the group's
-/// hex; then the id change (0 none, 1 create, 2 replace) and its TTL in ms.
+/// hex (empty for a resend: the group key is then its prefix, completed with the group
+/// the pending key names, and the guard is skipped without one); then the id change (0 none, 1 create, 2 replace) and its TTL in ms.
 /// Returns {0, tripped, 0, changed} when allowed (changed: 1 made, 0 the old id was not
 /// live, -1 no change asked), {1, index, retry_ms, -1} when a budget refuses,
 /// {2, 0, retry_ms, -1, now, then the group's hourly and daily window counts} when the
@@ -110,8 +111,12 @@ if worst_i > 0 then return {1, worst_i, worst, -1} end
 local tripped = 0
 local f = 2 * n + 2
 local mode = tonumber(ARGV[f])
-if mode > 0 then
+-- A resend names no group (empty hex): its credential's pending send does, if any.
+local hex = ARGV[f + 4]
+if mode > 0 and hex == '' then hex = redis.call('GET', KEYS[n + 2]) end
+if mode > 0 and hex then
   local g = KEYS[n + 1]
+  if ARGV[f + 4] == '' then g = g .. hex end
   local w, writes = windows(g)
   local sent_h, ver_h = w.h.s + w.h.sp * w.h.share, w.h.v + w.h.vp * w.h.share
   local sent_d, ver_d = w.d.s + w.d.sp * w.d.share, w.d.v + w.d.vp * w.d.share
@@ -133,7 +138,7 @@ if mode > 0 then
   for _, x in ipairs({'hs', w.h.s + 1, 'ds', w.d.s + 1}) do writes[#writes + 1] = x end
   redis.call('HSET', g, unpack(writes))
   redis.call('PEXPIRE', g, 2 * 86400000)
-  redis.call('SET', KEYS[n + 2], ARGV[f + 4], 'PX', 86400000)
+  redis.call('SET', KEYS[n + 2], hex, 'PX', 86400000)
 end
 for i = 1, n do
   redis.call('SET', KEYS[i], tats[i], 'PX', tats[i] - now)
@@ -223,8 +228,14 @@ impl RedisLimiterStore {
         }
         match fraud {
             Some(fraud) => {
+                // Without a group, the group key's prefix: the script appends the group
+                // of the credential's pending send (a key in the same slot).
+                let group = match &fraud.group {
+                    Some(group) => self.key("g", group),
+                    None => self.redis.key("lim:{lim}:g:"),
+                };
                 invocation
-                    .key(self.key("g", &fraud.group))
+                    .key(group)
                     .key(self.key("p", &fraud.credential))
                     .arg(match fraud.mode {
                         super::fraud::FraudMode::Record => 1,
@@ -233,7 +244,7 @@ impl RedisLimiterStore {
                     .arg(fraud.thresholds.hourly_floor)
                     .arg(fraud.thresholds.daily_floor)
                     .arg(fraud.thresholds.verified_ratio)
-                    .arg(fraud.group.hex());
+                    .arg(fraud.group.map(|g| g.hex()).unwrap_or_default());
             }
             None => {
                 invocation.arg(0);

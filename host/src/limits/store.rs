@@ -83,7 +83,9 @@ pub struct Check {
 /// The fraud guard's part of a send.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FraudCheck {
-    pub group: LimiterKey,
+    /// The destination group; `None` for a resend (the cookie keeps no group): the store
+    /// takes the group of the credential's pending send, and skips the guard without one.
+    pub group: Option<LimiterKey>,
     pub credential: LimiterKey,
     pub thresholds: FraudThresholds,
     pub mode: FraudMode,
