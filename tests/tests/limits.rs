@@ -447,6 +447,7 @@ async fn resends_count_for_the_fraud_guard_of_their_group() {
     // Two codes went to the first credential (the log is written in batches: wait),
     // and the refused resend sent none.
     server.wait_code("+15550000200", 2);
+    server.wait_code("+15550000201", 1);
     assert_eq!(server.codes_for("+15550000201").len(), 1);
 }
 
