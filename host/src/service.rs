@@ -26,7 +26,9 @@ use crate::clock::Clock;
 use crate::crypto::{CookieError, KeyStore, SessionCookie};
 use crate::events::{AuditLog, Subject};
 use crate::limits::{GuessOutcome, LimitError, Limits, RateLimited, SendCharge};
-use crate::plugins::{self, CodeDelivery, Hook, HookError, Hooks, PluginResponse, RequestContext};
+use crate::plugins::{
+    self, CodeDelivery, Hook, HookError, Hooks, PluginResponse, RequestContext, SendFailure,
+};
 use crate::protocol::{
     self, OsCodeSource, ProtocolError, Session, SessionId, SessionState, Settings, Transition,
 };
@@ -339,12 +341,12 @@ impl OtpService {
             return Err(ServiceError::invalid_cookie());
         }
         if let Some(send) = transition.send {
-            if let Err(error) = self.send(&transition, send, context).await {
+            if let Err(failure) = self.send(&transition, send, context).await {
                 self.undo(previous.as_ref(), new_id, now).await;
-                if error.sent_nothing() {
+                if failure.sent_nothing() {
                     self.limits.after_unsent(charge).await;
                 }
-                return Err(error.into());
+                return Err(failure.error.into());
             }
         }
         Ok(self.seal(transition))
@@ -403,9 +405,13 @@ impl OtpService {
         let Some(send) = transition.send else {
             return Ok(self.seal(transition));
         };
-        match self.send(&transition, send, context).await {
-            Ok(()) => Ok(self.seal(transition)),
-            Err(HookError::Undeliverable(reason)) => {
+        let failure = match self.send(&transition, send, context).await {
+            Ok(()) => return Ok(self.seal(transition)),
+            Err(failure) => failure,
+        };
+        let sent_nothing = failure.sent_nothing();
+        match failure.error {
+            HookError::Undeliverable(reason) => {
                 // The credential cannot receive codes: block it in this session so the
                 // client cannot keep asking, and hand back the session that says so.
                 tracing::info!(%reason, "sender: credential undeliverable on resend; token blocked");
@@ -429,9 +435,9 @@ impl OtpService {
                 })
                 .with_cookie(answer.cookie))
             }
-            Err(error) => {
+            error => {
                 self.undo(Some(&session), new_id, now).await;
-                if error.sent_nothing() {
+                if sent_nothing {
                     self.limits.after_unsent(charge).await;
                 }
                 Err(error.into())
@@ -619,12 +625,12 @@ impl OtpService {
         transition: &Transition,
         send: protocol::SendCode,
         context: &RequestContext,
-    ) -> Result<(), HookError> {
+    ) -> Result<(), SendFailure> {
         let Some(token) = transition.session.tokens.get(send.token) else {
-            return Err(HookError::Failed {
+            return Err(SendFailure::from(HookError::Failed {
                 plugin: "host".into(),
                 reason: "transition named a token that does not exist".into(),
-            });
+            }));
         };
         let kind = match send.kind {
             protocol::SendKind::First => plugins::SendKind::First,
@@ -638,7 +644,7 @@ impl OtpService {
             kind,
         };
         let outcome = self.hooks.send(&delivery, context).await;
-        let (event, reason) = match &outcome {
+        let (event, reason) = match outcome.as_ref().map_err(|f| &f.error) {
             Ok(_) => ("otp.code.sent", None),
             Err(HookError::Undeliverable(_)) => ("otp.code.send_failed", Some("undeliverable")),
             Err(HookError::Unavailable(_)) => ("otp.code.send_failed", Some("unavailable")),

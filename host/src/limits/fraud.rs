@@ -65,19 +65,34 @@ impl FraudThresholds {
     /// How long until one more send to a tripped group would pass, if nothing else is
     /// sent or verified meanwhile. The sliding windows let the previous window's sends go
     /// gradually, so the next window boundary alone comes too early: a client told to
-    /// come back then would be refused again. Found to the second by bisection over the
-    /// windows' own arithmetic (the counts only fall as time passes); at most two days,
-    /// after which every count is gone.
+    /// come back then would be refused again. Verified sends fade too, and with them the
+    /// thresholds, so a group can pass and trip again later: this finds the *first*
+    /// passing moment, scanning forward (by the minute for two hours, where an hourly
+    /// trip ends, then by ten minutes up to two days, after which every count is gone)
+    /// and bisecting the step it passes in, to the second.
     pub fn retry_after(&self, windows: &GroupWindows, now: u64) -> u64 {
         let passes = |wait: u64| {
             self.trips(&windows.counts(now + wait), now + wait)
                 .is_none()
         };
-        let (mut tripped, mut passed) = (0, 2 * DAY_MS);
-        if passes(tripped) || !passes(passed) {
+        let steps = (1..=120u64)
+            .map(|m| m * 60_000)
+            .chain((13..=288u64).map(|t| t * 600_000));
+        let mut tripped = 0;
+        let mut first_pass = None;
+        if !passes(0) {
+            for wait in steps {
+                if passes(wait) {
+                    first_pass = Some(wait);
+                    break;
+                }
+                tripped = wait;
+            }
+        }
+        let Some(mut passed) = first_pass else {
             // Not tripped now, or never passing (a floor below one send): the boundary.
             return self.trips(&windows.counts(now), now).unwrap_or(1).max(1);
-        }
+        };
         while passed - tripped > 1000 {
             let middle = tripped + (passed - tripped) / 2;
             if passes(middle) {
@@ -266,6 +281,25 @@ mod tests {
         // The same windows, as a store reads them back, give the same answer.
         let read = GroupWindows::at(now, [4, 0, 0, 0], [4, 0, 0, 0]);
         assert_eq!(DEFAULTS.retry_after(&read, now), retry);
+    }
+
+    #[test]
+    fn the_first_moment_a_send_passes_is_found_even_if_it_trips_again_later() {
+        // 02:50, a busy group: 1199 sent and 1000 verified today (daily threshold 200,
+        // hourly 200 / 6), 40 unverified in this hour: the hourly threshold trips. Once
+        // the hour's sends fade a send passes, about 22 minutes on; a day later, with the
+        // verified sends faded and the thresholds with them, it would trip again.
+        let now = 100 * DAY_MS + 2 * HOUR_MS + 50 * 60_000;
+        let windows = GroupWindows::at(now, [40, 0, 0, 0], [1199, 1000, 0, 0]);
+        assert!(DEFAULTS.trips(&windows.counts(now), now).is_some());
+        let later = now + DAY_MS;
+        assert!(DEFAULTS.trips(&windows.counts(later), later).is_some());
+        let retry = DEFAULTS.retry_after(&windows, now);
+        assert!((20 * 60_000..25 * 60_000).contains(&retry), "{retry}");
+        let back = now + retry;
+        assert_eq!(DEFAULTS.trips(&windows.counts(back), back), None);
+        let early = back - 1_000;
+        assert!(DEFAULTS.trips(&windows.counts(early), early).is_some());
     }
 
     #[test]

@@ -187,6 +187,9 @@ impl Limits {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             refused.remove(&network);
+            if refused.is_empty() {
+                self.any_refused.store(false, Ordering::Relaxed);
+            }
             return Ok(());
         }
         let answer = RateLimited {
@@ -446,7 +449,8 @@ impl Limits {
             self.remember_refusal(network, &charge);
             result = charge?;
         }
-        // Served without limits (fail open): nothing was reserved, nothing to give back.
+        // Served without limits (fail open): nothing was reserved, nothing to give back,
+        // and a right code's conversion goes uncounted by the fraud guard.
         let reservation = match result.applied {
             true => Reservation {
                 checks,

@@ -160,16 +160,33 @@ pub enum HookError {
     Busy(Hook),
 }
 
-impl HookError {
-    /// Whether the failure means no code left the server: the senders reported a
-    /// transient failure ("unavailable", the failover chain's answer when none
-    /// delivered), or no sender ran (none bound, no call slot). A trap or a timeout may
-    /// come after a provider accepted the code, so it does not count.
+/// Why a send delivered nothing: the error the client hears (for a failover chain, its
+/// first *unavailable* when there was one), and whether any sender of the chain trapped
+/// or timed out, which may come after its provider accepted the code.
+#[derive(Debug)]
+pub struct SendFailure {
+    pub error: HookError,
+    pub maybe_sent: bool,
+}
+
+impl SendFailure {
+    /// Whether no code can have left the server: every sender that ran said
+    /// *unavailable*, or none could run (none bound, no call slot).
     pub fn sent_nothing(&self) -> bool {
-        matches!(
-            self,
-            HookError::Unavailable(_) | HookError::Unbound(_) | HookError::Busy(_)
-        )
+        !self.maybe_sent
+            && matches!(
+                self.error,
+                HookError::Unavailable(_) | HookError::Unbound(_) | HookError::Busy(_)
+            )
+    }
+}
+
+impl From<HookError> for SendFailure {
+    /// A failure of the one sender that ran (or of none): it may have sent only if it
+    /// trapped or timed out.
+    fn from(error: HookError) -> SendFailure {
+        let maybe_sent = matches!(error, HookError::Failed { .. });
+        SendFailure { error, maybe_sent }
     }
 }
 
@@ -187,7 +204,7 @@ pub trait Hooks: Send + Sync + 'static {
         &self,
         delivery: &CodeDelivery,
         context: &RequestContext,
-    ) -> Result<Sent, HookError>;
+    ) -> Result<Sent, SendFailure>;
 
     /// Takes what a final action needs to run — the bound plugin and a call slot — so
     /// that the caller spends the session id only once the action is sure to start.

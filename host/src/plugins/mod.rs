@@ -38,7 +38,7 @@ pub mod watcher;
 
 pub use hooks::{
     AuditEvent, CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse,
-    RequestContext, SendKind, Sent,
+    RequestContext, SendFailure, SendKind, Sent,
 };
 pub use manifest::{Manifest, ManifestError, PluginEnv};
 pub use registry::{HookChoices, PluginRegistry, RegistryState, SenderChain};

@@ -25,7 +25,7 @@
 
 use super::hooks::{
     CodeDelivery, Credential, FinalAction, Hook, HookError, Hooks, PluginResponse, RequestContext,
-    Sent,
+    SendFailure, Sent,
 };
 use super::load::{load_plugin, PluginFileError};
 use super::manifest::PluginEnv;
@@ -352,12 +352,14 @@ impl Hooks for PluginRegistry {
         &self,
         delivery: &CodeDelivery,
         context: &RequestContext,
-    ) -> Result<Sent, HookError> {
+    ) -> Result<Sent, SendFailure> {
         let chain = self.senders_for(&delivery.channel)?;
         let until = std::time::Instant::now() + self.runtime.send_budget(&chain[0]);
         // A sender's "unavailable" is what the client hears when the chain ends without a
         // delivery (503 SEND:UNAVAILABLE: try again), rather than a later sender's trap.
         let mut unavailable = None;
+        // Whether a sender trapped or timed out: it may have handed the code on first.
+        let mut maybe_sent = false;
         let mut senders = chain.iter().peekable();
         while let Some(sender) = senders.next() {
             let budget = until.saturating_duration_since(std::time::Instant::now());
@@ -369,6 +371,8 @@ impl Hooks for PluginRegistry {
                 }
                 Err(error) => error,
             };
+            maybe_sent |= matches!(error, HookError::Failed { .. });
+            let fail = |error: HookError| SendFailure { error, maybe_sent };
             let left = until.saturating_duration_since(std::time::Instant::now());
             let next = senders.peek().filter(|_| left >= MIN_FAILOVER_BUDGET);
             let error = match (error, next) {
@@ -383,9 +387,9 @@ impl Hooks for PluginRegistry {
                     error
                 }
                 (error @ (HookError::Unavailable(_) | HookError::Failed { .. }), None) => {
-                    return Err(unavailable.unwrap_or(error));
+                    return Err(fail(unavailable.unwrap_or(error)));
                 }
-                (error, _) => return Err(error),
+                (error, _) => return Err(fail(error)),
             };
             if unavailable.is_none() && matches!(error, HookError::Unavailable(_)) {
                 unavailable = Some(error);

@@ -7,7 +7,7 @@ use crate::crypto::MemoryKeyStore;
 use crate::events::EventOptions;
 use crate::limits::memory::MemoryLimiterStore;
 use crate::limits::{KeyHasher, LimitsConfig};
-use crate::plugins::{Credential, FinalAction, Sent};
+use crate::plugins::{Credential, FinalAction, SendFailure, Sent};
 use crate::store::MemoryIdStore;
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -22,7 +22,7 @@ struct FakeHooks {
     /// The id whose liveness each send records.
     watched: Mutex<Option<SessionId>>,
     sends: Mutex<Vec<(String, bool)>>,
-    send_outcomes: Mutex<VecDeque<Result<(), HookError>>>,
+    send_outcomes: Mutex<VecDeque<Result<(), SendFailure>>>,
     final_busy: Mutex<bool>,
     validations: Mutex<usize>,
 }
@@ -38,7 +38,7 @@ impl Hooks for FakeHooks {
         })
     }
 
-    async fn send(&self, delivery: &CodeDelivery, _: &RequestContext) -> Result<Sent, HookError> {
+    async fn send(&self, delivery: &CodeDelivery, _: &RequestContext) -> Result<Sent, SendFailure> {
         let watched = *self.watched.lock();
         let live = match watched {
             Some(id) => self.ids.contains(id, NOW).await.unwrap(),
@@ -194,7 +194,7 @@ async fn a_failed_send_puts_the_ids_back_as_they_were() {
     f.hooks
         .send_outcomes
         .lock()
-        .push_back(Err(HookError::Unavailable("provider down".into())));
+        .push_back(Err(HookError::Unavailable("provider down".into()).into()));
     let error = f
         .service
         .resend(Some(value(&created.cookie)), &ctx())
@@ -211,7 +211,7 @@ async fn a_failed_send_puts_the_ids_back_as_they_were() {
     f.hooks
         .send_outcomes
         .lock()
-        .push_back(Err(HookError::Unavailable("provider down".into())));
+        .push_back(Err(HookError::Unavailable("provider down".into()).into()));
     let error = f.service.create(None, "\"bob\"", &ctx()).await.unwrap_err();
     assert!(matches!(error.kind, ServiceErrorKind::SendUnavailable));
     assert_eq!(f.ids.len(), 1, "only alice's session id is live");
@@ -224,7 +224,7 @@ async fn an_undeliverable_resend_blocks_the_credential_in_the_session() {
     f.hooks
         .send_outcomes
         .lock()
-        .push_back(Err(HookError::Undeliverable("no such number".into())));
+        .push_back(Err(HookError::Undeliverable("no such number".into()).into()));
     let error = f
         .service
         .resend(Some(value(&created.cookie)), &ctx())
@@ -369,7 +369,7 @@ async fn a_send_over_budget_changes_nothing_and_sends_nothing() {
 #[tokio::test]
 async fn a_send_that_sent_nothing_costs_no_send_budget() {
     let f = fixture();
-    let fail_next = |error: HookError| f.hooks.send_outcomes.lock().push_back(Err(error));
+    let fail_next = |error: HookError| f.hooks.send_outcomes.lock().push_back(Err(error.into()));
     // A provider outage: five tries that send nothing, every sender unavailable or no
     // call slot free. The user's five sends per ten minutes are all still there.
     for n in 0..5 {
@@ -414,6 +414,31 @@ async fn a_send_that_sent_nothing_costs_no_send_budget() {
     let refused = f
         .service
         .create(None, "\"frank\"", &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));
+    // So does a failover chain whose last sender was unavailable after an earlier one
+    // timed out: the client hears "unavailable", but a code may have gone out. (From
+    // another network: this one has spent its ten sends.)
+    let ctx = || RequestContext {
+        client_ip: Some("192.0.2.77".into()),
+        ..ctx()
+    };
+    for _ in 0..5 {
+        f.hooks.send_outcomes.lock().push_back(Err(SendFailure {
+            error: HookError::Unavailable("provider down".into()),
+            maybe_sent: true,
+        }));
+        let error = f
+            .service
+            .create(None, "\"hank\"", &ctx())
+            .await
+            .unwrap_err();
+        assert!(matches!(error.kind, ServiceErrorKind::SendUnavailable));
+    }
+    let refused = f
+        .service
+        .create(None, "\"hank\"", &ctx())
         .await
         .unwrap_err();
     assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));

@@ -14,8 +14,10 @@
 //! whichever instance takes the rotation lock, at start-up or at its next tick. A
 //! record that does not authenticate under the master key is refused and logged, never
 //! used nor overwritten (this instance may be the one with the wrong master key). An
-//! instance never adopts a current key older than one it has already seen shared, so
-//! pointing `current` back at an old key does not roll anyone back.
+//! instance never adopts a current key older than one it has already seen shared (unless
+//! its own current key was revoked), so pointing `current` back at an old key does not
+//! roll anyone back; and every key it publishes is created just after the newest shared
+//! one, so a publisher whose clock is behind is not taken for a roll-back.
 
 use super::RedisConnection;
 use crate::crypto::{
@@ -403,14 +405,18 @@ impl RedisKeyStore {
     /// by a shared one, never by a key of this instance's own (which no other instance
     /// could open cookies with): by a fresh published key when the pointer still names
     /// it, else it stays until the pointer moves on (the next tick adopts that).
-    async fn drop_revoked(&self, now_ms: u64) -> Result<(), StoreError> {
+    /// `pointer` is the shared pointer's text as this tick read it (empty: none).
+    async fn drop_revoked(&self, now_ms: u64, pointer: &str) -> Result<(), StoreError> {
         let revoked: Vec<KekId> = self.revoked.read().iter().copied().collect();
         for id in revoked {
             if self.ring.get(&id).is_none() {
                 continue;
             }
             if self.ring.current().id() == id {
-                match self.rotate_from(&id.to_string(), now_ms).await? {
+                // Replace the pointer if it names the revoked key or nothing.
+                let id_text = id.to_string();
+                let expected = if pointer.is_empty() { "" } else { &id_text };
+                match self.rotate_from(expected, now_ms).await? {
                     Some(fresh) => self.ring.adopt_current(fresh, now_ms),
                     None => {
                         tracing::warn!(kek_id = %id, "the current key-encryption key is revoked; it is replaced once the shared pointer moves on");
@@ -584,7 +590,14 @@ impl RedisKeyStore {
     /// One tick: follow the pointer (or repair it), drop revoked keys, rotate when due.
     async fn tick(&self, now_ms: u64) -> Result<(), StoreError> {
         self.refresh_revoked().await?;
-        match self.shared().await? {
+        let shared = self.shared().await?;
+        let pointer = match &shared {
+            Shared::Nothing => String::new(),
+            Shared::Key(kek) => kek.id().to_string(),
+            Shared::Missing(text) => text.clone(),
+            Shared::NotAuthentic(id, _) => id.to_string(),
+        };
+        match shared {
             Shared::Key(shared) => {
                 let current = self.ring.current();
                 if shared.id() != current.id() && !self.is_revoked(&shared.id()) {
@@ -617,7 +630,7 @@ impl RedisKeyStore {
                 tracing::error!(%error, kek_id = %id, "the shared current key-encryption key record is refused");
             }
         }
-        self.drop_revoked(now_ms).await?;
+        self.drop_revoked(now_ms, &pointer).await?;
         let current = self.ring.current();
         if now_ms.saturating_sub(current.created_at_ms()) >= self.rotation_interval_ms {
             match self.rotate_from(&current.id().to_string(), now_ms).await? {
