@@ -59,9 +59,7 @@ impl FraudThresholds {
             None
         }
     }
-}
 
-impl FraudThresholds {
     /// How long until one more send to a tripped group would pass, if nothing else is
     /// sent or verified meanwhile. The sliding windows let the previous window's sends go
     /// gradually, so the next window boundary alone comes too early: a client told to

@@ -115,6 +115,14 @@ struct Charged {
     made: Option<bool>,
 }
 
+impl Charged {
+    /// Nothing charged (nothing to charge, or the store failed open), nothing made.
+    const NOTHING: Charged = Charged {
+        applied: false,
+        made: None,
+    };
+}
+
 /// Counters for `/ready` (and a future metrics endpoint).
 #[derive(Debug, Default)]
 pub struct LimitCounters {
@@ -351,13 +359,8 @@ impl Limits {
             .await;
         self.remember_refusal(network, &charged);
         let charged = charged?;
-        let sends = match charged.applied {
-            true => checks
-                .into_iter()
-                .filter(|c| c.kind != BudgetKind::NetworkRequests)
-                .collect(),
-            false => Vec::new(),
-        };
+        let mut sends = checks;
+        sends.retain(|c| charged.applied && c.kind != BudgetKind::NetworkRequests);
         Ok(SendCharge {
             made: charged.made,
             sends,
@@ -487,10 +490,7 @@ impl Limits {
         change: Option<IdChange>,
     ) -> Result<Charged, LimitError> {
         if checks.is_empty() && fraud.is_none() {
-            return Ok(Charged {
-                applied: false,
-                made: None,
-            });
+            return Ok(Charged::NOTHING);
         }
         let charged = match change {
             Some(change) => self.store.charge_with(checks, fraud, change).await,
@@ -530,10 +530,7 @@ impl Limits {
                 // Nothing was charged and, as far as this instance knows, nothing made:
                 // the id store makes the change (and says whether it can, for it may be
                 // on the same failing Redis).
-                Ok(Charged {
-                    applied: false,
-                    made: None,
-                })
+                Ok(Charged::NOTHING)
             }
             Err(error) => {
                 tracing::warn!(%error, "limiter store unavailable: refusing (fail closed)");

@@ -82,7 +82,8 @@ end
 /// ARGV: n, then emission and burst per budget, then mode (0 none, 1 record, 2 deny)
 /// and, with the fraud guard, hourly floor, daily floor, verified ratio, the group's
 /// hex (empty for a resend: the group key is then its prefix, completed with the group
-/// the pending key names, and the guard is skipped without one); then the id change (0 none, 1 create, 2 replace) and its TTL in ms.
+/// the pending key names, and the guard is skipped without one); then the id change
+/// (0 none, 1 create, 2 replace) and its TTL in ms.
 /// Returns {0, tripped, 0, changed} when allowed (changed: 1 made, 0 the old id was not
 /// live, -1 no change asked), {1, index, retry_ms, -1} when a budget refuses,
 /// {2, 0, retry_ms, -1, now, then the group's hourly and daily window counts} when the
@@ -112,11 +113,12 @@ local tripped = 0
 local f = 2 * n + 2
 local mode = tonumber(ARGV[f])
 -- A resend names no group (empty hex): its credential's pending send does, if any.
-local hex = ARGV[f + 4]
-if mode > 0 and hex == '' then hex = redis.call('GET', KEYS[n + 2]) end
+local g, hex = KEYS[n + 1], ARGV[f + 4]
+if mode > 0 and hex == '' then
+  hex = redis.call('GET', KEYS[n + 2])
+  if hex then g = g .. hex end
+end
 if mode > 0 and hex then
-  local g = KEYS[n + 1]
-  if ARGV[f + 4] == '' then g = g .. hex end
   local w, writes = windows(g)
   local sent_h, ver_h = w.h.s + w.h.sp * w.h.share, w.h.v + w.h.vp * w.h.share
   local sent_d, ver_d = w.d.s + w.d.sp * w.d.share, w.d.v + w.d.vp * w.d.share
@@ -206,6 +208,12 @@ impl RedisLimiterStore {
         }
     }
 
+    /// A group key without its group: the scripts complete it with the group a pending
+    /// record names.
+    fn group_prefix(&self) -> String {
+        self.redis.key("lim:{lim}:g:")
+    }
+
     fn key(&self, tag: &str, key: &LimiterKey) -> String {
         self.redis.key(&format!("lim:{{lim}}:{tag}:{}", key.hex()))
     }
@@ -232,7 +240,7 @@ impl RedisLimiterStore {
                 // of the credential's pending send (a key in the same slot).
                 let group = match &fraud.group {
                     Some(group) => self.key("g", group),
-                    None => self.redis.key("lim:{lim}:g:"),
+                    None => self.group_prefix(),
                 };
                 invocation
                     .key(group)
@@ -383,7 +391,7 @@ impl LimiterStore for RedisLimiterStore {
             Some(credential) => {
                 invocation
                     .key(self.key("p", &credential))
-                    .arg(self.redis.key("lim:{lim}:g:"));
+                    .arg(self.group_prefix());
             }
             None => {
                 invocation.arg("");

@@ -116,6 +116,19 @@ enum Shared {
     NotAuthentic(KekId, MasterKeyError),
 }
 
+impl Shared {
+    /// The pointer's text as read (empty: no pointer), for a publish that must find it
+    /// unchanged.
+    fn pointer(&self) -> String {
+        match self {
+            Shared::Nothing => String::new(),
+            Shared::Key(kek) => kek.id().to_string(),
+            Shared::Missing(text) => text.clone(),
+            Shared::NotAuthentic(id, _) => id.to_string(),
+        }
+    }
+}
+
 pub struct RedisKeyStore {
     redis: RedisConnection,
     master: MasterKeys,
@@ -173,7 +186,7 @@ impl RedisKeyStore {
                 }
                 Shared::Nothing => {
                     let fresh = store.fresh_key(now_ms);
-                    store.publish(&fresh, None, now_ms).await?;
+                    store.publish(&fresh, "", now_ms).await?;
                 }
                 Shared::Missing(pointer) => {
                     store.repair(&pointer, now_ms).await?;
@@ -223,6 +236,14 @@ impl RedisKeyStore {
         self.revoked.read().contains(id)
     }
 
+    /// Makes a key read through the shared pointer (or published by this instance) the
+    /// current one here, and the newest shared key seen.
+    fn adopt_shared(&self, kek: Arc<KeyEncryptionKey>, now_ms: u64) {
+        self.newest_shared_ms
+            .fetch_max(kek.created_at_ms(), Ordering::Relaxed);
+        self.ring.adopt_current(kek, now_ms);
+    }
+
     /// Reads the pointer and opens what it names.
     async fn shared(&self) -> Result<Shared, StoreError> {
         let pointer = self.pointer_key();
@@ -264,11 +285,11 @@ impl RedisKeyStore {
     }
 
     /// Stores `kek` and points the shared pointer at it, if the pointer still reads
-    /// `expected` (or nothing, for `None`). Returns whether the pointer moved.
+    /// `expected` (empty: there is none). Returns whether the pointer moved.
     async fn publish(
         &self,
         kek: &KeyEncryptionKey,
-        expected: Option<&str>,
+        expected: &str,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let keys = [
@@ -280,7 +301,7 @@ impl RedisKeyStore {
         let record = self.master.seal(kek);
         let ttl = self.stored_ttl_ms;
         let expires = now_ms.saturating_add(ttl);
-        let expected = expected.unwrap_or_default().to_string();
+        let expected = expected.to_string();
         let id = kek.id().to_string();
         let script = &self.publish;
         let moved = self
@@ -364,7 +385,7 @@ impl RedisKeyStore {
             return Ok(None);
         };
         let fresh = Arc::new(self.fresh_key(now_ms));
-        let moved = self.publish(&fresh, Some(expected), now_ms).await;
+        let moved = self.publish(&fresh, expected, now_ms).await;
         self.unlock(token).await;
         Ok(moved?.then_some(fresh))
     }
@@ -438,12 +459,8 @@ impl RedisKeyStore {
         now_ms: u64,
         revoke_current: bool,
     ) -> Result<RotationReport, KeyStoreError> {
-        let (previous, pointer) = match self.shared().await? {
-            Shared::Key(kek) => (Some(kek.id()), Some(kek.id().to_string())),
-            Shared::NotAuthentic(id, _) => (Some(id), Some(id.to_string())),
-            Shared::Missing(text) => (parse_kek_id(&text), Some(text)),
-            Shared::Nothing => (None, None),
-        };
+        let pointer = self.shared().await?.pointer();
+        let previous = parse_kek_id(&pointer);
         if revoke_current {
             if let Some(previous) = previous {
                 let current = self.revoke_and_replace(&previous, now_ms).await?;
@@ -456,7 +473,7 @@ impl RedisKeyStore {
         }
         let token = self.lock_within(Duration::from_secs(10)).await?;
         let fresh = self.fresh_key(now_ms);
-        let moved = self.publish(&fresh, pointer.as_deref(), now_ms).await;
+        let moved = self.publish(&fresh, &pointer, now_ms).await;
         self.unlock(token).await;
         if !moved? {
             return Err(KeyStoreError::Busy);
@@ -510,16 +527,12 @@ impl RedisKeyStore {
             == 1;
         self.revoked.write().insert(*id);
         if rotated {
-            self.newest_shared_ms
-                .fetch_max(fresh.created_at_ms(), Ordering::Relaxed);
-            self.ring.adopt_current(fresh.clone(), now_ms);
+            self.adopt_shared(fresh.clone(), now_ms);
         } else if self.ring.current().id() == *id {
             // The pointer had moved on already: take the key it names, not one of our own.
             if let Shared::Key(shared) = self.shared().await? {
                 if !self.is_revoked(&shared.id()) {
-                    self.newest_shared_ms
-                        .fetch_max(shared.created_at_ms(), Ordering::Relaxed);
-                    self.ring.adopt_current(shared, now_ms);
+                    self.adopt_shared(shared, now_ms);
                 }
             }
         }
@@ -591,12 +604,7 @@ impl RedisKeyStore {
     async fn tick(&self, now_ms: u64) -> Result<(), StoreError> {
         self.refresh_revoked().await?;
         let shared = self.shared().await?;
-        let pointer = match &shared {
-            Shared::Nothing => String::new(),
-            Shared::Key(kek) => kek.id().to_string(),
-            Shared::Missing(text) => text.clone(),
-            Shared::NotAuthentic(id, _) => id.to_string(),
-        };
+        let pointer = shared.pointer();
         match shared {
             Shared::Key(shared) => {
                 let current = self.ring.current();
@@ -610,9 +618,7 @@ impl RedisKeyStore {
                             "the shared pointer names an older key-encryption key than one already in use: not followed"
                         );
                     } else {
-                        self.newest_shared_ms
-                            .fetch_max(shared.created_at_ms(), Ordering::Relaxed);
-                        self.ring.adopt_current(shared, now_ms);
+                        self.adopt_shared(shared, now_ms);
                         tracing::info!("adopted the shared key-encryption key");
                     }
                 }
@@ -621,7 +627,7 @@ impl RedisKeyStore {
                 // Redis lost the keys (flushed, or restarted without persistence):
                 // publish ours again so every instance converges on one.
                 let current = self.ring.current();
-                if self.publish(&current, None, now_ms).await? {
+                if self.publish(&current, "", now_ms).await? {
                     tracing::warn!("the shared key-encryption keys were gone: published this instance's current key");
                 }
             }
