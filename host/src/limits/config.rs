@@ -14,7 +14,7 @@ use super::fraud::{FraudMode, FraudThresholds};
 use super::gcra::Rate;
 use crate::config::table::{flag, parsed, settings};
 use crate::config::ConfigError;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use std::net::IpAddr;
 
 settings! {
@@ -181,7 +181,7 @@ impl LimitsTable {
                 .map(|item| {
                     item.parse::<IpNet>()
                         .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                        .map(|net| net.trunc())
+                        .map(|net| as_compared(net.trunc()))
                         .map_err(|_| {
                             invalid(
                                 setting,
@@ -308,6 +308,20 @@ pub fn parse_budget(text: &str) -> Result<Option<Rate>, String> {
     Ok(Some(Rate { emission_ms, burst }))
 }
 
+/// A network as addresses are compared with it: clients' and peers' IPv4-mapped IPv6
+/// addresses are taken as IPv4 (`to_canonical`), so a network written in that form
+/// (`::ffff:10.0.0.0/104`) becomes the IPv4 network it maps, or it would never match.
+fn as_compared(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, IpNet::V4),
+        net => net,
+    }
+}
+
 fn duration_ms(text: &str) -> Result<u64, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -384,6 +398,20 @@ mod tests {
         assert_eq!(c.fraud.daily_floor, 20);
         assert!(!c.fail_open);
         assert_eq!(c.client_address_header, ForwardedHeader::XForwardedFor);
+    }
+
+    #[test]
+    fn networks_written_as_ipv4_mapped_match_ipv4_addresses() {
+        let c = load(
+            r#"trusted_proxies = ["::ffff:10.0.0.0/104", "::ffff:192.0.2.1", "2001:db8::/32"]"#,
+            &[],
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(c.trusted_proxies[0].contains(&ip("10.9.8.7")));
+        assert!(!c.trusted_proxies[0].contains(&ip("11.0.0.1")));
+        assert!(c.trusted_proxies[1].contains(&ip("192.0.2.1")));
+        assert!(c.trusted_proxies[2].contains(&ip("2001:db8::1")));
     }
 
     #[test]
