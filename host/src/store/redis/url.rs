@@ -128,15 +128,17 @@ impl RedisTarget {
 /// The parts of `[USERINFO@]H1:P1,H2:P2[/PATH]`: user info, hosts with ports, path.
 type Authority<'a> = (Option<&'a str>, Vec<(String, u16)>, &'a str);
 
-/// Splits `[USERINFO@]H1:P1,H2:P2[/PATH]` into its parts.
+/// Splits `[USERINFO@]H1:P1,H2:P2[/PATH]` into its parts. The user info ends at the
+/// last `@`, so a password may hold `/` or `@` even unencoded, and is split off first:
+/// no error message below can repeat any of it.
 fn split_authority(rest: &str) -> Result<Authority<'_>, UrlError> {
-    let (authority, path) = match rest.find('/') {
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (hosts, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at + 1..]),
         None => (rest, ""),
-    };
-    let (userinfo, hosts) = match authority.rfind('@') {
-        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-        None => (None, authority),
     };
     let mut parsed = Vec::new();
     for host in hosts.split(',').filter(|h| !h.trim().is_empty()) {
@@ -164,10 +166,11 @@ fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
+    let hex = |b: u8| (b as char).to_digit(16);
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(byte);
+        if let [b'%', high, low, ..] = bytes[i..] {
+            if let (Some(high), Some(low)) = (hex(high), hex(low)) {
+                out.push((high * 16 + low) as u8);
                 i += 3;
                 continue;
             }
@@ -181,6 +184,32 @@ fn decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A password is read whatever it holds, and no error repeats any of it.
+    #[test]
+    fn passwords_with_slashes_and_odd_escapes() {
+        let RedisTarget::Sentinel(target) =
+            RedisTarget::parse("redis+sentinel://app:pa/s@s%aé%+1@a:26379,b:26380/mymaster")
+                .unwrap()
+        else {
+            panic!("a Sentinel target");
+        };
+        assert_eq!(target.password.as_deref(), Some("pa/s@s%aé%+1"));
+        assert_eq!(target.master, "mymaster");
+        assert_eq!(target.sentinels.len(), 2);
+        for url in [
+            "redis+cluster://app:pa/secret@a",
+            "redis+cluster://app:pa/secret@a:x",
+            "redis+sentinel://app:pa/secret@",
+        ] {
+            let error = RedisTarget::parse(url).unwrap_err().0;
+            assert!(
+                !error.contains("secret") && !error.contains("pa/"),
+                "{error}"
+            );
+        }
+        assert_eq!(decode("%41%4a%e"), "AJ%e");
+    }
 
     #[test]
     fn single_urls_pass_through() {
