@@ -192,7 +192,7 @@ settings! {
         },
         /// key-encryption key rotation period
         kek_rotation_secs: u64 { default: 24 * 3600, env: "OTP_KEK_ROTATION_SECS", parse: parsed },
-        /// per-call deadline of the validation hook
+        /// per-call deadline of the validation hook, waiting for a call slot included
         validate_deadline_ms: u64 { default: 100, env: "OTP_VALIDATE_DEADLINE_MS", parse: parsed },
         /// deadline of a send, waiting for a call slot included; a failover chain of senders shares it
         send_deadline_ms: u64 { default: 10_000, env: "OTP_SEND_DEADLINE_MS", parse: parsed },
@@ -230,7 +230,7 @@ settings! {
             env: "OTP_FINAL_MAX_CONCURRENT_CALLS",
             parse: some,
         },
-        /// per-call deadline of the events hook (the audit sink, one call at a time)
+        /// per-call deadline of the events hook, waiting for a call slot included (the audit sink, one call at a time)
         events_deadline_ms: u64 { default: 5_000, env: "OTP_EVENTS_DEADLINE_MS", parse: parsed },
         /// memory cap of the events hook; defaults to `plugin_memory_mib`
         events_memory_mib: Option<usize> { default: None, env: "OTP_EVENTS_MEMORY_MIB", parse: some },

@@ -337,6 +337,24 @@ impl PluginRuntime {
         })
     }
 
+    /// Takes a call slot of `hook` by `end`, and gives the call what is left until then:
+    /// waiting for a slot counts against the call's deadline.
+    async fn slot_by(
+        &self,
+        hook: Hook,
+        limits: HookLimits,
+        end: std::time::Instant,
+    ) -> Result<(CallSlot, HookLimits), HookError> {
+        let slot = self
+            .reserve_within(
+                hook,
+                end.saturating_duration_since(std::time::Instant::now()),
+            )
+            .await?;
+        let deadline = end.saturating_duration_since(std::time::Instant::now());
+        Ok((slot, HookLimits { deadline, ..limits }))
+    }
+
     pub async fn validate(
         &self,
         plugin: &LoadedPlugin,
@@ -347,7 +365,9 @@ impl PluginRuntime {
         let started = std::time::Instant::now();
         let result = async {
             let limits = self.limits(plugin, hook);
-            let slot = self.reserve_within(hook, limits.deadline).await?;
+            let (slot, limits) = self
+                .slot_by(hook, limits, started + limits.deadline)
+                .await?;
             let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.validate(&mut store, body, context);
             let outcome = within(limits.deadline + GRACE, call).await;
@@ -372,17 +392,10 @@ impl PluginRuntime {
         let limits = self.limits(plugin, hook);
         let end = started + limits.deadline.min(budget);
         let result = async {
-            let slot = self
-                .reserve_within(hook, end.saturating_duration_since(started))
-                .await?;
-            let limit = end.saturating_duration_since(std::time::Instant::now());
-            let limits = HookLimits {
-                deadline: limit,
-                ..limits
-            };
+            let (slot, limits) = self.slot_by(hook, limits, end).await?;
             let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.send(&mut store, delivery, context);
-            let outcome = within(limit + GRACE, call).await;
+            let outcome = within(limits.deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
         }
         .await;
@@ -448,13 +461,15 @@ impl PluginRuntime {
         let started = std::time::Instant::now();
         let result = async {
             let limits = self.limits(plugin, hook);
-            let slot = self.reserve_within(hook, limits.deadline).await?;
+            let (slot, limits) = self
+                .slot_by(hook, limits, started + limits.deadline)
+                .await?;
             let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.deliver(&mut store, batch);
             let outcome = within(limits.deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
                 plugin: plugin.name.to_string(),
-                reason: format!("event sink returned an error: {reason}"),
+                reason: format!("event sink returned an error: {}", loggable(&reason)),
             })
         }
         .await;
