@@ -342,6 +342,9 @@ impl OtpService {
         }
         if let Some(send) = transition.send {
             if let Err(failure) = self.send(&transition, send, context).await {
+                if failure.maybe_sent {
+                    return Err(self.maybe_sent(&transition, failure.error));
+                }
                 self.undo(previous.as_ref(), new_id, now).await;
                 if failure.sent_nothing() {
                     self.limits.after_unsent(charge).await;
@@ -377,7 +380,7 @@ impl OtpService {
         let transition =
             match protocol::resend(&session, new_id, now, &self.settings, &mut OsCodeSource) {
                 Ok(transition) => transition,
-                Err(refused) => return Err(self.refusal(&session, refused, now).await),
+                Err(refused) => return Err(self.refusal(&session, refused, None, now).await),
             };
         let change = successor(&session, new_id, &transition.session, now);
         *charged = true;
@@ -410,6 +413,9 @@ impl OtpService {
             Err(failure) => failure,
         };
         let sent_nothing = failure.sent_nothing();
+        if failure.maybe_sent {
+            return Err(self.maybe_sent(&transition, failure.error));
+        }
         match failure.error {
             HookError::Undeliverable(reason) => {
                 // The credential cannot receive codes: block it in this session so the
@@ -461,20 +467,23 @@ impl OtpService {
         };
         // The protocol's verdict is pure, so it is known before the charge: a wrong code
         // retires the cookie's id, a change the store may make with the charge (one
-        // round trip); a refused request makes none of it.
+        // round trip); a refused request makes none of it. A right code or a refusal
+        // changes nothing yet but asks, the same way, whether the id is live: so a spent
+        // cookie state costs the same store calls whatever code comes with it, and its
+        // answer's timing cannot tell a right code from a wrong one.
         let new_id = self.ids.successor_id(Some(&session.id));
         let outcome = protocol::verify(&session, new_id, code, now, &self.settings);
         let change = match &outcome {
             Ok(protocol::VerifyOutcome::Rejected { session: next, .. }) => {
-                Some(successor(&session, new_id, next, now))
+                successor(&session, new_id, next, now)
             }
-            _ => None,
+            _ => IdChange::Keep { id: session.id },
         };
         // The request's charge goes with the failure reservation (one store call).
         let (reservation, made) = match session.current_token() {
             Some(token) => {
                 self.limits
-                    .before_verify(client, &token.credential_id, change)
+                    .before_verify(client, &token.credential_id, Some(change))
                     .await
             }
             None => self
@@ -516,7 +525,7 @@ impl OtpService {
             Ok(outcome) => outcome,
             Err(refused) => {
                 self.verification_failed(session, &refused, context);
-                return Err(self.refusal(session, refused, now).await);
+                return Err(self.refusal(session, refused, made, now).await);
             }
         };
         match outcome {
@@ -527,7 +536,10 @@ impl OtpService {
                 // A spent cookie state answers as a spent cookie whatever the code, before
                 // anything else could tell a right code from a wrong one (a 503 for a
                 // busy final action would).
-                if !self.ids.contains(session.id, now).await? {
+                if !self
+                    .make(IdChange::Keep { id: session.id }, made, now)
+                    .await?
+                {
                     return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
                 // The slot next: if the final action cannot run now (no plugin, all
@@ -672,8 +684,20 @@ impl OtpService {
         outcome.map(drop)
     }
 
-    /// Puts the ids back as they were before a transition whose send failed, so the
-    /// client's cookie keeps working ("nothing changes").
+    /// The answer to a send that failed after a sender trapped or timed out: the code
+    /// may have reached its provider, so the session moves on as if it had been sent.
+    /// The answer sets the new cookie (whose code is the one that may arrive) and the send
+    /// counts like any other: against the session's resends and cooldown, and (the charge
+    /// stays) the send budgets. Putting the old state back instead would make a resend
+    /// whose sender times out after delivering free of both, and leave the user a code
+    /// that cannot verify.
+    fn maybe_sent(&self, transition: &Transition, error: HookError) -> ServiceError {
+        ServiceError::from(error).with_cookie(self.seal_session(&transition.session))
+    }
+
+    /// Puts the ids back as they were before a transition whose send failed for sure
+    /// (nothing left, or the provider refused it), so the client's cookie keeps working
+    /// ("nothing changes").
     async fn undo(&self, previous: Option<&Session>, new_id: SessionId, now: u64) {
         let outcome = match previous {
             Some(old) => {
@@ -704,10 +728,20 @@ impl OtpService {
     }
 
     /// The answer to a transition the protocol refused. A refusal touches no id, so
-    /// it must first make sure the cookie state is still live: a used-up state is an
-    /// invalid cookie whatever the protocol would have said about it.
-    async fn refusal(&self, session: &Session, refused: ProtocolError, now: u64) -> ServiceError {
-        match self.ids.contains(session.id, now).await {
+    /// it must first make sure the cookie state is still live (unless the charge asked
+    /// already: `made`): a used-up state is an invalid cookie whatever the protocol would
+    /// have said about it.
+    async fn refusal(
+        &self,
+        session: &Session,
+        refused: ProtocolError,
+        made: Option<bool>,
+        now: u64,
+    ) -> ServiceError {
+        match self
+            .make(IdChange::Keep { id: session.id }, made, now)
+            .await
+        {
             Ok(true) => refused.into(),
             Ok(false) => ServiceError::invalid_cookie().with_cookie(CookieAction::Delete),
             Err(error) => error.into(),

@@ -83,7 +83,7 @@ end
 /// and, with the fraud guard, hourly floor, daily floor, verified ratio, the group's
 /// hex (empty for a resend: the group key is then its prefix, completed with the group
 /// the pending key names, and the guard is skipped without one); then the id change
-/// (0 none, 1 create, 2 replace) and its TTL in ms.
+/// (0 none, 1 create, 2 replace, 3 keep: whether the id is live) and its TTL in ms.
 /// Returns {0, tripped, 0, changed} when allowed (changed: 1 made, 0 the old id was not
 /// live, -1 no change asked), {1, index, retry_ms, -1} when a budget refuses,
 /// {2, 0, retry_ms, -1, now, then the group's hourly and daily window counts} when the
@@ -158,6 +158,8 @@ elseif change == 2 then
     redis.call('SET', KEYS[k + 1], '1', 'PX', ARGV[o + 1])
     changed = 1
   end
+elseif change == 3 then
+  changed = redis.call('EXISTS', KEYS[k])
 end
 return {0, tripped, 0, changed}"
 );
@@ -269,6 +271,7 @@ impl RedisLimiterStore {
                 .key(id_key(&self.redis, &new))
                 .arg(2)
                 .arg(ttl_ms.max(1)),
+            Some(IdChange::Keep { id }) => invocation.key(id_key(&self.redis, &id)).arg(3).arg(0),
         };
         let answer = self
             .redis

@@ -6,7 +6,9 @@ use crate::clock::ManualClock;
 use crate::crypto::MemoryKeyStore;
 use crate::events::EventOptions;
 use crate::limits::memory::MemoryLimiterStore;
-use crate::limits::{KeyHasher, LimitsConfig};
+use crate::limits::{
+    Check, FraudCheck, KeyHasher, LimiterKey, LimiterStore, LimitsConfig, Verdict,
+};
 use crate::plugins::{Credential, FinalAction, SendFailure, Sent};
 use crate::store::MemoryIdStore;
 use async_trait::async_trait;
@@ -85,6 +87,22 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(|ids, clock| {
+        (
+            ids,
+            Arc::new(MemoryLimiterStore::new(clock, 1 << 12)) as Arc<dyn LimiterStore>,
+        )
+    })
+}
+
+/// The fixture with the id store the service uses and the limiter's store made by
+/// `stores` from the memory id store (which the fixture's own checks read) and the clock.
+fn fixture_with(
+    stores: impl FnOnce(
+        Arc<MemoryIdStore>,
+        Arc<ManualClock>,
+    ) -> (Arc<dyn IdStore>, Arc<dyn LimiterStore>),
+) -> Fixture {
     let ids = Arc::new(MemoryIdStore::new());
     let keys = Arc::new(MemoryKeyStore::new(NOW, 3_600_000, 86_400_000));
     let hooks = Arc::new(FakeHooks {
@@ -108,17 +126,18 @@ fn fixture() -> Fixture {
         resend_cooldown_ms: 0,
         ..Settings::default()
     };
+    let (service_ids, limiter_store) = stores(ids.clone(), clock.clone());
     let service = OtpService::new(
         settings,
         keys.clone(),
-        ids.clone(),
+        service_ids,
         clock_for_service,
         hooks.clone(),
         Arc::new(audit),
         Arc::new(Limits::new(
             LimitsConfig::default(),
             KeyHasher::random(),
-            Arc::new(MemoryLimiterStore::new(clock.clone(), 1 << 12)),
+            limiter_store,
         )),
     );
     Fixture {
@@ -215,6 +234,57 @@ async fn a_failed_send_puts_the_ids_back_as_they_were() {
     let error = f.service.create(None, "\"bob\"", &ctx()).await.unwrap_err();
     assert!(matches!(error.kind, ServiceErrorKind::SendUnavailable));
     assert_eq!(f.ids.len(), 1, "only alice's session id is live");
+}
+
+/// A sender that trapped or timed out may have handed the code to its provider: the
+/// session moves on as if it had been sent. The error answer sets the new cookie, the
+/// code that may arrive verifies with it, and a resend counts against the allowance.
+#[tokio::test]
+async fn a_send_that_may_have_gone_out_moves_the_session_on() {
+    let f = fixture();
+    let timed_out = || {
+        f.hooks
+            .send_outcomes
+            .lock()
+            .push_back(Err(HookError::Failed {
+                plugin: "fake-sender".into(),
+                reason: "deadline exceeded".into(),
+            }
+            .into()))
+    };
+    timed_out();
+    let created = f
+        .service
+        .create(None, "\"gina\"", &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        created.kind,
+        ServiceErrorKind::PluginFailed { .. }
+    ));
+    let first = f.session_of(&created.cookie);
+    assert!(f.live(first.id).await);
+    timed_out();
+    let resent = f
+        .service
+        .resend(Some(value(&created.cookie)), &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(resent.kind, ServiceErrorKind::PluginFailed { .. }));
+    let second = f.session_of(&resent.cookie);
+    assert!(!f.live(first.id).await, "the old state is spent");
+    assert!(f.live(second.id).await);
+    assert!(
+        second.current_token().unwrap().resends_used > first.current_token().unwrap().resends_used,
+        "the resend counts"
+    );
+    // The code of the send that timed out is the one in force.
+    let code = f.hooks.sends.lock().last().unwrap().0.clone();
+    let verified = f
+        .service
+        .verify(Some(value(&resent.cookie)), &code, &ctx())
+        .await;
+    assert!(verified.is_ok(), "{:?}", verified.err().map(|e| e.kind));
 }
 
 #[tokio::test]
@@ -489,4 +559,138 @@ async fn a_spent_cookie_with_the_right_code_answers_like_any_spent_cookie() {
         "{:?}",
         replayed.kind
     );
+}
+
+/// The id store and the limiter's store as one Redis makes them, counting round trips:
+/// the limiter's store makes the id changes it is handed with its charge (not counted
+/// apart), and the service's own id store calls are counted.
+struct OneRedis {
+    ids: Arc<MemoryIdStore>,
+    limiter: MemoryLimiterStore,
+    trips: std::sync::atomic::AtomicUsize,
+}
+
+impl OneRedis {
+    fn trip(&self) {
+        self.trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn take_trips(&self) -> usize {
+        self.trips.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl LimiterStore for OneRedis {
+    async fn charge(&self, c: &[Check], f: Option<&FraudCheck>) -> Result<Verdict, StoreError> {
+        self.trip();
+        self.limiter.charge(c, f).await
+    }
+    async fn charge_with(
+        &self,
+        checks: &[Check],
+        fraud: Option<&FraudCheck>,
+        change: IdChange,
+    ) -> Result<(Verdict, Option<bool>), StoreError> {
+        self.trip();
+        let verdict = self.limiter.charge(checks, fraud).await?;
+        if !matches!(verdict, Verdict::Allowed { .. }) {
+            return Ok((verdict, None));
+        }
+        let taken = change.apply(&*self.ids, NOW).await?;
+        Ok((verdict, Some(taken)))
+    }
+    async fn settle(&self, r: &[Check], v: Option<LimiterKey>) -> Result<(), StoreError> {
+        self.trip();
+        self.limiter.settle(r, v).await
+    }
+}
+
+#[async_trait]
+impl IdStore for OneRedis {
+    async fn create(&self, id: SessionId, ttl: u64, now: u64) -> Result<(), StoreError> {
+        self.trip();
+        self.ids.create(id, ttl, now).await
+    }
+    async fn extend(&self, id: SessionId, ttl: u64, now: u64) -> Result<bool, StoreError> {
+        self.trip();
+        self.ids.extend(id, ttl, now).await
+    }
+    async fn replace(
+        &self,
+        old: SessionId,
+        new: SessionId,
+        ttl: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.trip();
+        self.ids.replace(old, new, ttl, now).await
+    }
+    async fn consume(&self, id: SessionId, now: u64) -> Result<bool, StoreError> {
+        self.trip();
+        self.ids.consume(id, now).await
+    }
+    async fn contains(&self, id: SessionId, now: u64) -> Result<bool, StoreError> {
+        self.trip();
+        self.ids.contains(id, now).await
+    }
+}
+
+/// A spent cookie state replayed with the right code and with a wrong one: the same
+/// answer after the same store round trips (one: the charge asks whether the id is
+/// live), so neither the answer nor its timing tells the replayer which code was right.
+#[tokio::test]
+async fn a_spent_cookie_costs_the_same_round_trips_whatever_its_code() {
+    let mut one_redis = None;
+    let f = fixture_with(|ids, clock| {
+        let store = Arc::new(OneRedis {
+            ids,
+            limiter: MemoryLimiterStore::new(clock, 1 << 12),
+            trips: Default::default(),
+        });
+        one_redis = Some(store.clone());
+        (
+            store.clone() as Arc<dyn IdStore>,
+            store as Arc<dyn LimiterStore>,
+        )
+    });
+    let one_redis = one_redis.unwrap();
+    let context = RequestContext {
+        client_ip: Some("192.0.2.1".into()),
+        ..ctx()
+    };
+    let created = f.service.create(None, "\"erin\"", &context).await.unwrap();
+    let code = f.hooks.sends.lock()[0].0.clone();
+    let wrong = "0".repeat(code.len());
+    let spent = value(&created.cookie).to_string();
+    let next = f
+        .service
+        .verify(Some(&spent), &wrong, &context)
+        .await
+        .unwrap_err();
+    let next = value(&next.cookie).to_string();
+    let mut trips = Vec::new();
+    for guess in [&code, &wrong, &code] {
+        one_redis.take_trips();
+        let replayed = f
+            .service
+            .verify(Some(&spent), guess, &context)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(replayed.kind, ServiceErrorKind::InvalidCookie),
+            "{:?}",
+            replayed.kind
+        );
+        trips.push(one_redis.take_trips());
+    }
+    assert_eq!(
+        trips,
+        [1, 1, 1],
+        "store round trips per replay: right, wrong, right"
+    );
+    // The live successor still verifies with the code.
+    let verified = f.service.verify(Some(&next), &code, &context).await;
+    assert!(verified.is_ok(), "{:?}", verified.err().map(|e| e.kind));
 }

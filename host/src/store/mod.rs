@@ -37,7 +37,9 @@ pub enum StoreError {
 }
 
 /// What a request does to the live ids once it may go ahead: a new session registers its
-/// id, any other state change retires the cookie's id for its successor.
+/// id, any other state change retires the cookie's id for its successor, and a request
+/// that changes no state yet (a right code before its final action, a refusal) keeps the
+/// id and asks whether it is live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdChange {
     Create {
@@ -49,17 +51,21 @@ pub enum IdChange {
         new: SessionId,
         ttl_ms: u64,
     },
+    Keep {
+        id: SessionId,
+    },
 }
 
 impl IdChange {
     /// Makes the change on `store`: true when it took (a replace whose old id is no
-    /// longer live does not).
+    /// longer live does not; a keep takes when its id is live).
     pub async fn apply(self, store: &dyn IdStore, now_ms: u64) -> Result<bool, StoreError> {
         match self {
             IdChange::Create { id, ttl_ms } => {
                 store.create(id, ttl_ms, now_ms).await.map(|()| true)
             }
             IdChange::Replace { old, new, ttl_ms } => store.replace(old, new, ttl_ms, now_ms).await,
+            IdChange::Keep { id } => store.contains(id, now_ms).await,
         }
     }
 }
@@ -89,8 +95,8 @@ pub trait IdStore: Send + Sync + 'static {
     /// Retires `id`; true for exactly one caller if it was live.
     async fn consume(&self, id: SessionId, now_ms: u64) -> Result<bool, StoreError>;
 
-    /// Whether `id` is live. Only for diagnostics and tests: checking and then acting is a
-    /// race, so request handling must use `replace`/`consume`.
+    /// Whether `id` is live. Checking and then acting is a race, so request handling
+    /// decides with `replace`/`consume`; a check only answers a spent cookie early.
     async fn contains(&self, id: SessionId, now_ms: u64) -> Result<bool, StoreError>;
 
     /// A fresh id for the successor of `previous` (or for a new session). Random by
