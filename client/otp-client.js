@@ -62,7 +62,7 @@ export class InvalidFormatError extends OtpError {}
 export class TooManyCredentialsError extends OtpError {}
 /** RATE:LIMITED — too many requests; `retryAfter` says how many seconds to wait. */
 export class RateLimitedError extends OtpError {}
-/** SEND:UNAVAILABLE, STORE:UNAVAILABLE, PLUGIN:UNAVAILABLE — a transient failure; nothing changed, try again. */
+/** SEND:UNAVAILABLE, STORE:UNAVAILABLE, PLUGIN:UNAVAILABLE — a transient failure; try again (nothing changed, unless a code may already have gone out: then the server moved the session on and set its cookie). */
 export class UnavailableError extends OtpError {}
 /** CLIENT:NETWORK — no answer: offline, the server is down, or the browser blocked the call (CORS). */
 export class NetworkError extends OtpError {}

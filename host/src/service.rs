@@ -83,7 +83,8 @@ pub enum ServiceErrorKind {
     /// now blocks it, and `state` shows that.
     #[error("the credential cannot receive codes")]
     Undeliverable { state: Option<SessionState> },
-    /// The sender had a transient failure; nothing changed.
+    /// The sender had a transient failure; nothing changed (unless an earlier sender of
+    /// its chain may have sent: then the session moved on, see `OtpService::maybe_sent`).
     #[error("the code cannot be sent right now")]
     SendUnavailable,
     /// A plugin trapped, timed out, ran out of memory or answered nonsense.
@@ -342,7 +343,7 @@ impl OtpService {
         }
         if let Some(send) = transition.send {
             if let Err(failure) = self.send(&transition, send, context).await {
-                if failure.maybe_sent {
+                if failure.moves_on() {
                     return Err(self.maybe_sent(&transition, failure.error));
                 }
                 self.undo(previous.as_ref(), new_id, now).await;
@@ -413,7 +414,7 @@ impl OtpService {
             Err(failure) => failure,
         };
         let sent_nothing = failure.sent_nothing();
-        if failure.maybe_sent {
+        if failure.moves_on() {
             return Err(self.maybe_sent(&transition, failure.error));
         }
         match failure.error {
@@ -510,8 +511,9 @@ impl OtpService {
     }
 
     /// Acts on the protocol's verdict on the code: the part of a verify that the failure
-    /// budgets reserve for. `made` says whether the charge already made a wrong code's
-    /// id change (to `new_id`).
+    /// budgets reserve for. `made` says whether the charge already made the verdict's id
+    /// change: a wrong code's replace (to `new_id`), or the keep of a right code or a
+    /// refusal (whether the id is live).
     async fn verify_outcome(
         &self,
         session: &Session,

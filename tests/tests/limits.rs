@@ -813,15 +813,15 @@ async fn on_one_redis_a_charged_request_is_one_round_trip() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     let commands = monitor.session_id_commands(&redis);
     // create, wrong code, replayed cookie, resend, replayed resend: one script each, the
-    // budgets and the id change together. The right code's reservation, check and use
-    // are separate calls.
+    // budgets and the id change together. The right code's reservation carries the check
+    // that its id is live; using the id is a separate call.
     let scripted = commands
         .iter()
         .filter(|c| c.to_lowercase().contains("\"evalsha\"") && c.contains("lim:{lim}"))
         .count();
     assert!(scripted >= 5, "{commands:#?}");
-    // Nothing else names an id but the right code's check and use: no separate SET of
-    // a new id, no replace script of the id store.
+    // Nothing else names an id but the right code's use: no separate SET of a new id, no
+    // replace script of the id store, no separate check.
     let others: Vec<&String> = commands
         .iter()
         .filter(|c| !(c.to_lowercase().contains("\"evalsha\"") && c.contains("lim:{lim}")))
@@ -830,7 +830,7 @@ async fn on_one_redis_a_charged_request_is_one_round_trip() {
         .iter()
         .map(|c| c.split('"').nth(1).unwrap_or_default().to_lowercase())
         .collect();
-    assert_eq!(verbs, ["exists", "del"], "{commands:#?}");
+    assert_eq!(verbs, ["del"], "{commands:#?}");
     // A refused create registers no id.
     let credential = "+15550003333";
     for _ in 0..5 {

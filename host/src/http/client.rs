@@ -78,7 +78,6 @@ impl ClientAddresses {
             ForwardedHeader::Forwarded => Box::new(lines.iter().rev().flat_map(|value| {
                 forwarded_elements(value.as_bytes())
                     .into_iter()
-                    .rev()
                     .map(|element| forwarded_for(element).and_then(|node| parse_node(&node)))
             })),
         };
@@ -94,83 +93,103 @@ impl ClientAddresses {
 }
 
 /// One line of `Forwarded`, split into its elements at the commas outside quoted
-/// strings.
+/// strings, from the right: the last element first. Read from the right, the quoting
+/// of the elements proxies appended is whole before any text a client wrote is reached,
+/// so a client's unbalanced quote (`for="x`, to which a proxy appends `, for=…`) makes
+/// only its own element garbage, never the proxy's. A quote is escaped when an odd
+/// number of backslashes precedes it.
 fn forwarded_elements(line: &[u8]) -> Vec<&[u8]> {
     let mut elements = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, &b) in line.iter().enumerate() {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
+    let (mut end, mut quoted) = (line.len(), false);
+    for i in (0..line.len()).rev() {
+        match line[i] {
+            b'"' => {
+                let backslashes = line[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+                if backslashes % 2 == 0 {
+                    quoted = !quoted;
+                }
+            }
             b',' if !quoted => {
-                elements.push(&line[start..i]);
-                start = i + 1;
+                elements.push(&line[i + 1..end]);
+                end = i;
             }
             _ => {}
         }
     }
-    elements.push(&line[start..]);
+    elements.push(&line[..end]);
     elements
 }
 
 /// The `for=` parameter of one `Forwarded` element (`for=192.0.2.1;proto=https`),
 /// unquoted; `None` when the element has none, names a parameter twice, or does not
-/// parse.
+/// parse. Values other than `for`'s may hold any bytes a header may.
 fn forwarded_for(element: &[u8]) -> Option<String> {
-    let mut rest = std::str::from_utf8(element).ok()?;
-    let mut seen: Vec<String> = Vec::new();
+    let mut rest = element;
+    let mut seen: Vec<Vec<u8>> = Vec::new();
     let mut node = None;
     loop {
         // Empty pairs (`;;`) and whitespace around them are allowed.
-        rest = rest.trim_start_matches([';', ' ', '\t']);
+        rest = trim_start(rest, b"; \t");
         if rest.is_empty() {
             return node;
         }
-        let (name, after) = rest.split_once('=')?;
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
+        let equals = rest.iter().position(|&b| b == b'=')?;
+        let name = rest[..equals].to_ascii_lowercase();
+        if name.is_empty() || !name.iter().copied().all(is_token_byte) || seen.contains(&name) {
             return None;
         }
-        let name = name.to_ascii_lowercase();
-        if seen.contains(&name) {
-            return None;
-        }
-        let (value, after) = match after.strip_prefix('"') {
+        let after = &rest[equals + 1..];
+        let (value, after) = match after.strip_prefix(b"\"") {
             Some(quoted) => unquote(quoted)?,
             None => {
                 // Unquoted. RFC 7239 wants a port or an IPv6 address quoted; proxies
                 // that leave them bare are read too: neither `:` nor `[` delimits.
-                let end = after.find([';', ' ', '\t']).unwrap_or(after.len());
+                let end = after
+                    .iter()
+                    .position(|b| b";\t ".contains(b))
+                    .unwrap_or(after.len());
                 let value = &after[..end];
-                let bare = |b: u8| b.is_ascii_graphic() && !b"\"=,;".contains(&b);
-                if value.is_empty() || !value.bytes().all(bare) {
+                let bare = |b: &u8| b.is_ascii_graphic() && !b"\"=,;".contains(b);
+                if value.is_empty() || !value.iter().all(bare) {
                     return None;
                 }
-                (value.to_owned(), &after[end..])
+                (value.to_vec(), &after[end..])
             }
         };
         // After a pair: optional whitespace, then `;` or the end.
-        rest = after.trim_start_matches([' ', '\t']);
-        if !rest.is_empty() && !rest.starts_with(';') {
+        rest = trim_start(after, b" \t");
+        if !rest.is_empty() && rest[0] != b';' {
             return None;
         }
-        if name == "for" {
-            node = Some(value);
+        if name == b"for" {
+            node = Some(String::from_utf8(value).ok()?);
         }
         seen.push(name);
     }
 }
 
-/// A quoted string's value and the text after its closing quote, from the text after
+/// `text` without the bytes of `set` it starts with.
+fn trim_start<'a>(text: &'a [u8], set: &[u8]) -> &'a [u8] {
+    let n = text.iter().take_while(|b| set.contains(b)).count();
+    &text[n..]
+}
+
+/// A quoted string's value and the bytes after its closing quote, from the bytes after
 /// its opening quote.
-fn unquote(text: &str) -> Option<(String, &str)> {
-    let mut value = String::new();
-    let mut chars = text.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((value, &text[i + 1..])),
-            '\\' => value.push(chars.next()?.1),
-            c => value.push(c),
+fn unquote(text: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut value = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => return Some((value, &text[i + 1..])),
+            b'\\' => {
+                value.push(*text.get(i + 1)?);
+                i += 2;
+            }
+            b => {
+                value.push(b);
+                i += 1;
+            }
         }
     }
     None
@@ -313,9 +332,17 @@ mod tests {
         ] {
             assert_eq!(client(garbage), ip("10.0.0.5"), "{garbage}");
         }
-        // An unterminated quote swallows the rest of its line: one element, garbage.
-        for garbage in [r#"for="6.6.6.6"#, r#"for="6.6.6.6, for=10.0.0.5"#] {
-            assert_eq!(client(garbage), ip("10.0.0.1"), "{garbage}");
-        }
+        // A client's unbalanced quote makes its own element garbage, never the one a
+        // proxy appended to its line; nor does a byte outside ASCII in another value.
+        assert_eq!(client(r#"for="6.6.6.6"#), ip("10.0.0.1"));
+        assert_eq!(client(r#"for="6.6.6.6, for=10.0.0.5"#), ip("10.0.0.5"));
+        assert_eq!(client(r#"for="x, for=198.51.100.7"#), ip("198.51.100.7"));
+        assert_eq!(client(r#"for=\", for=198.51.100.7"#), ip("198.51.100.7"));
+        let mut raw = HeaderMap::new();
+        raw.append(
+            "forwarded",
+            HeaderValue::from_bytes(b"for=198.51.100.8;host=\"caf\xe9\"").unwrap(),
+        );
+        assert_eq!(proxies.resolve(ip("10.0.0.1"), &raw), ip("198.51.100.8"));
     }
 }

@@ -401,8 +401,9 @@ impl Limits {
     }
 
     /// Reserves one failure of each failure budget before a code is compared, and
-    /// makes `change` (the id change a wrong code brings) along with the charge when the
-    /// store can, as [`Limits::before_send`] does.
+    /// makes `change` (the id change the verdict on the code brings: a wrong code's
+    /// replace, or a keep that asks whether the id is live) along with the charge when
+    /// the store can, as [`Limits::before_send`] does.
     pub async fn before_verify(
         &self,
         client_ip: Option<&str>,

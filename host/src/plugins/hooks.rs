@@ -179,6 +179,13 @@ impl SendFailure {
                 HookError::Unavailable(_) | HookError::Unbound(_) | HookError::Busy(_)
             )
     }
+
+    /// Whether the session moves on as if the code had been sent: a sender trapped or
+    /// timed out (it may have handed the code to its provider) and none called the
+    /// destination undeliverable (which ends the chain and is answered as such).
+    pub fn moves_on(&self) -> bool {
+        self.maybe_sent && !matches!(self.error, HookError::Undeliverable(_))
+    }
 }
 
 impl From<HookError> for SendFailure {

@@ -33,6 +33,9 @@ const TICK: Duration = Duration::from_millis(2);
 /// Extra time the host allows past a deadline before abandoning a call that is
 /// waiting on the host (the epoch only interrupts running guest code).
 const GRACE: Duration = Duration::from_millis(50);
+/// The least time a call is started with after waiting for its slot (or half its
+/// deadline, when that is shorter).
+const MIN_CALL: Duration = Duration::from_millis(5);
 /// Bytes of each linear memory kept mapped between instances (see `PluginRuntime::new`).
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 
@@ -338,7 +341,10 @@ impl PluginRuntime {
     }
 
     /// Takes a call slot of `hook` by `end`, and gives the call what is left until then:
-    /// waiting for a slot counts against the call's deadline.
+    /// waiting for a slot counts against the call's deadline. A slot that comes with less
+    /// than [`MIN_CALL`] left (or half the deadline) is as good as none (busy): a call
+    /// started that late could only be cut short, and for a sender that would read as
+    /// "may have sent".
     async fn slot_by(
         &self,
         hook: Hook,
@@ -352,6 +358,9 @@ impl PluginRuntime {
             )
             .await?;
         let deadline = end.saturating_duration_since(std::time::Instant::now());
+        if deadline < MIN_CALL.min(limits.deadline / 2) {
+            return Err(HookError::Busy(hook));
+        }
         Ok((slot, HookLimits { deadline, ..limits }))
     }
 

@@ -285,6 +285,26 @@ async fn a_send_that_may_have_gone_out_moves_the_session_on() {
         .verify(Some(value(&resent.cookie)), &code, &ctx())
         .await;
     assert!(verified.is_ok(), "{:?}", verified.err().map(|e| e.kind));
+    let other = f.service.create(None, "\"hana\"", &ctx()).await.unwrap();
+    // A chain whose later sender calls the destination undeliverable blocks it as
+    // always, whatever an earlier sender did.
+    f.hooks.send_outcomes.lock().push_back(Err(SendFailure {
+        error: HookError::Undeliverable("no such number".into()),
+        maybe_sent: true,
+    }));
+    let blocked = f
+        .service
+        .resend(Some(value(&other.cookie)), &ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            blocked.kind,
+            ServiceErrorKind::Undeliverable { state: Some(_) }
+        ),
+        "blocked in the session: {:?}",
+        blocked.kind
+    );
 }
 
 #[tokio::test]
@@ -662,7 +682,11 @@ async fn a_spent_cookie_costs_the_same_round_trips_whatever_its_code() {
     };
     let created = f.service.create(None, "\"erin\"", &context).await.unwrap();
     let code = f.hooks.sends.lock()[0].0.clone();
-    let wrong = "0".repeat(code.len());
+    // Wrong in every place, so never the code by chance.
+    let wrong: String = code
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
     let spent = value(&created.cookie).to_string();
     let next = f
         .service

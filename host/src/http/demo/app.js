@@ -100,7 +100,7 @@ function messageFor(err) {
       ? "Too many requests. Try again in a moment."
       : `Too many requests. Try again in ${err.retryAfter} s.`;
   } else if (err instanceof UnavailableError) {
-    text = "The service is unavailable right now. Nothing changed: try again in a moment.";
+    text = "The service is unavailable right now. Try again in a moment.";
   } else if (err instanceof NetworkError) {
     text = "The server could not be reached, or the browser refused the call (a page on another site than the API cannot use it).";
   } else {

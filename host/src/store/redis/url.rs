@@ -128,18 +128,30 @@ impl RedisTarget {
 /// The parts of `[USERINFO@]H1:P1,H2:P2[/PATH]`: user info, hosts with ports, path.
 type Authority<'a> = (Option<&'a str>, Vec<(String, u16)>, &'a str);
 
-/// Splits `[USERINFO@]H1:P1,H2:P2[/PATH]` into its parts. The user info ends at the
-/// last `@`, so a password may hold `/` or `@` even unencoded, and is split off first:
-/// no error message below can repeat any of it.
+/// Splits `[USERINFO@]H1:P1,H2:P2[/PATH]` into its parts. As in any URL, the first `/`
+/// ends the authority, so a password writes `/` as `%2F`; one that does not would leave
+/// part of itself where the hosts are read, so an error about the hosts then names none
+/// of them.
 fn split_authority(rest: &str) -> Result<Authority<'_>, UrlError> {
-    let (userinfo, rest) = match rest.rfind('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let (hosts, path) = match rest.find('/') {
+    let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at + 1..]),
         None => (rest, ""),
     };
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let hosts = parse_hosts(hosts).map_err(|error| match userinfo {
+        None if path.contains('@') => UrlError(
+            "no HOST:PORT list before the first `/`: write a `/` in a password as %2F".into(),
+        ),
+        _ => error,
+    })?;
+    Ok((userinfo, hosts, path))
+}
+
+/// `H1:P1,H2:P2`, each with its port.
+fn parse_hosts(hosts: &str) -> Result<Vec<(String, u16)>, UrlError> {
     let mut parsed = Vec::new();
     for host in hosts.split(',').filter(|h| !h.trim().is_empty()) {
         let (name, port) = host
@@ -158,7 +170,7 @@ fn split_authority(rest: &str) -> Result<Authority<'_>, UrlError> {
     if parsed.is_empty() {
         return Err(UrlError("the URL lists no HOST:PORT".into()));
     }
-    Ok((userinfo, parsed, path))
+    Ok(parsed)
 }
 
 /// Percent-decoding for user names, passwords and master names.
@@ -185,26 +197,33 @@ fn decode(text: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A password is read whatever it holds, and no error repeats any of it.
+    /// Any password is read when written as a URL writes it (`/` as `%2F`), odd escapes
+    /// and all; one that is not repeats no part of itself in the error.
     #[test]
     fn passwords_with_slashes_and_odd_escapes() {
         let RedisTarget::Sentinel(target) =
-            RedisTarget::parse("redis+sentinel://app:pa/s@s%aé%+1@a:26379,b:26380/mymaster")
+            RedisTarget::parse("redis+sentinel://app:pa%2Fs@s%aé%+1@a:26379,b:26380/mymaster@dc1")
                 .unwrap()
         else {
             panic!("a Sentinel target");
         };
         assert_eq!(target.password.as_deref(), Some("pa/s@s%aé%+1"));
-        assert_eq!(target.master, "mymaster");
+        assert_eq!(target.master, "mymaster@dc1");
         assert_eq!(target.sentinels.len(), 2);
+        let RedisTarget::Cluster { nodes } =
+            RedisTarget::parse("redis+cluster://app:pa%2Fs@a:7000,b:7001").unwrap()
+        else {
+            panic!("a Cluster target");
+        };
+        assert_eq!(nodes[0], "redis://app:pa%2Fs@a:7000");
         for url in [
-            "redis+cluster://app:pa/secret@a",
-            "redis+cluster://app:pa/secret@a:x",
-            "redis+sentinel://app:pa/secret@",
+            "redis+cluster://app:zq/secret@a:7000",
+            "redis+sentinel://app:zq/secret@a:1/m",
+            "redis+sentinel://app:zq:x/secret@a:1/m",
         ] {
             let error = RedisTarget::parse(url).unwrap_err().0;
             assert!(
-                !error.contains("secret") && !error.contains("pa/"),
+                !error.contains("secret") && !error.contains("zq"),
                 "{error}"
             );
         }
