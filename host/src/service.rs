@@ -538,10 +538,7 @@ impl OtpService {
                 // A spent cookie state answers as a spent cookie whatever the code, before
                 // anything else could tell a right code from a wrong one (a 503 for a
                 // busy final action would).
-                if !self
-                    .make(IdChange::Keep { id: session.id }, made, now)
-                    .await?
-                {
+                if !self.still_live(session, made, now).await? {
                     return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
                 // The slot next: if the final action cannot run now (no plugin, all
@@ -729,6 +726,18 @@ impl OtpService {
         }
     }
 
+    /// Whether the cookie state's id is still live: the charge's answer when it asked
+    /// (`made`, for a keep), else the id store's.
+    async fn still_live(
+        &self,
+        session: &Session,
+        made: Option<bool>,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.make(IdChange::Keep { id: session.id }, made, now)
+            .await
+    }
+
     /// The answer to a transition the protocol refused. A refusal touches no id, so
     /// it must first make sure the cookie state is still live (unless the charge asked
     /// already: `made`): a used-up state is an invalid cookie whatever the protocol would
@@ -740,10 +749,7 @@ impl OtpService {
         made: Option<bool>,
         now: u64,
     ) -> ServiceError {
-        match self
-            .make(IdChange::Keep { id: session.id }, made, now)
-            .await
-        {
+        match self.still_live(session, made, now).await {
             Ok(true) => refused.into(),
             Ok(false) => ServiceError::invalid_cookie().with_cookie(CookieAction::Delete),
             Err(error) => error.into(),
