@@ -3,7 +3,8 @@
 //! trap, plugin text that cannot forge a log line, `${NAME}` limited to the variables
 //! made available to plugins (never the master key), loopback reached only through an
 //! IP literal or an explicit opt-in, a final action's status and error handled, and
-//! per-hook call slots: a flood of slow sends cannot take a verified user's login.
+//! per-hook call slots and pool shares: a flood of slow sends, or of components with
+//! many memories, cannot take a verified user's login.
 
 use otp_server_blackbox::webhook::{Behaviour, WebhookReceiver};
 use otp_server_blackbox::{
@@ -40,8 +41,9 @@ async fn create_and_verify(server: &Server, order: &str, id: &str) -> otp_server
 
 /// A validator component whose call uses up to eight linear memories: its own, and
 /// seven "ballast" core instances of one memory each, which `validate` grows by 3 MiB
-/// each for as many of them as the body (a digit) says. Written in WAT, since no
-/// toolchain emits a component with several memories on purpose.
+/// each for as many of them as the body (a digit) says; the body `9` spins until the
+/// deadline stops it, holding its eight memories. Written in WAT, since no toolchain
+/// emits a component with several memories on purpose.
 fn eight_memory_component() -> PathBuf {
     const BALLAST: usize = 7;
     let imports: String = (1..=BALLAST)
@@ -97,6 +99,7 @@ fn eight_memory_component() -> PathBuf {
       (result i32)
       (local $k i32)
       (local.set $k (i32.sub (i32.load8_u (local.get $body)) (i32.const 48)))
+      (if (i32.eq (local.get $k) (i32.const 9)) (then (loop $spin (br $spin))))
       {grows}
       ;; ok(credential {{ id: "mem", channel: "default" }}) at offset 64
       (i32.store8 (i32.const 64) (i32.const 0))
@@ -122,6 +125,61 @@ fn eight_memory_component() -> PathBuf {
     let path = scratch_dir("eight-memories").join("eight-memories.wasm");
     std::fs::write(&path, bytes).expect("writing the component");
     path
+}
+
+/// Each hook owns a share of the pool's memories. A flood of validations of a component
+/// with eight memories, each held until its deadline, takes its hook's share and no
+/// more (the calls beyond it wait for it), so a verified user's final action still finds
+/// memories to run in. With one pool for all hooks and these slot counts (4 memories per
+/// slot, 8 slots: 32), four such calls took every memory, and the final action failed
+/// after the session was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_with_many_memories_exhaust_only_their_hooks_share() {
+    let server = Server::builder()
+        .plugin_as(eight_memory_component(), "eight-memories")
+        .plugin_as(plugin("dev-sender"), "dev-sender")
+        .plugin_as(plugin("json-final"), "json-final")
+        // Five validation slots: a share of 20 memories, room for two spinning calls.
+        // One slot, and a share of eight memories, for each other hook.
+        .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "1")
+        .env("OTP_VALIDATE_MAX_CONCURRENT_CALLS", "5")
+        .env("OTP_VALIDATE_DEADLINE_MS", "1500")
+        .start();
+    let created = server.create("1", None).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let code = server.wait_code("mem", 1);
+
+    let server = std::sync::Arc::new(server);
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { server.create("9", None).await })
+        })
+        .collect();
+    // Let the spinning calls take their memories.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let verified = server.verify(&code, created.cookie().as_deref()).await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.text());
+
+    for answer in flood {
+        let answer = answer.await.expect("a flood request");
+        // Stopped at its deadline, or (waiting for the share) out of time: never a pool
+        // that ran out.
+        assert!(
+            matches!(
+                (answer.status, answer.error().as_str()),
+                (StatusCode::INTERNAL_SERVER_ERROR, "PLUGIN:FAILED")
+                    | (StatusCode::SERVICE_UNAVAILABLE, "PLUGIN:UNAVAILABLE")
+            ),
+            "{}",
+            answer.text()
+        );
+    }
+    assert!(
+        !server.log_text().contains("maximum concurrent limit"),
+        "the pool ran out:\n{}",
+        server.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

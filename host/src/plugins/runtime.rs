@@ -9,7 +9,11 @@
 //! Each hook has a budget of call slots of its own, so a flood of sends waiting on a
 //! slow provider cannot take the slots a final action needs. A call takes its slot
 //! before it starts ([`PluginRuntime::reserve`]); the verify path reserves the final
-//! action's slot before it spends the session id.
+//! action's slot before it spends the session id. The allocator's pool of linear
+//! memories and tables is shared by all hooks, so each hook also owns a share of it
+//! ([`PoolShare`]), and a call takes what its component defines from its hook's share
+//! with its slot: components with many memories can exhaust their own hook's share,
+//! never another's.
 
 use super::hooks::{
     AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext,
@@ -38,6 +42,15 @@ const GRACE: Duration = Duration::from_millis(50);
 const MIN_CALL: Duration = Duration::from_millis(5);
 /// Bytes of each linear memory kept mapped between instances (see `PluginRuntime::new`).
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
+/// Linear memories, tables and core instances one component may have (the pool's
+/// limits per component).
+const MAX_MEMORIES: u32 = 8;
+const MAX_TABLES: u32 = 16;
+const MAX_CORE_INSTANCES: u32 = 64;
+/// The pool's memories and tables per call slot of a hook: most components have one or
+/// two of each, so a hook's calls rarely wait for its share rather than its slots.
+const MEMORIES_PER_SLOT: u32 = 4;
+const TABLES_PER_SLOT: u32 = 8;
 
 /// Deadline and memory cap for calls to one hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +154,7 @@ pub struct LoadedPlugin {
     /// `NAME.toml`, or the empty manifest (no network, no config) without one.
     pub manifest: Arc<Manifest>,
     bindings: Arc<Bindings>,
+    pool_needs: PoolNeeds,
 }
 
 impl LoadedPlugin {
@@ -158,6 +172,7 @@ impl LoadedPlugin {
             exports: self.exports.clone(),
             manifest: Arc::new(manifest),
             bindings: self.bindings.clone(),
+            pool_needs: self.pool_needs,
         })
     }
 }
@@ -178,8 +193,8 @@ pub struct PluginRuntime {
     linker: Linker<PluginState>,
     options: RuntimeOptions,
     max_memory: usize,
-    /// Call slots per hook, indexed like [`Hook::ALL`].
-    slots: [Arc<Semaphore>; 4],
+    /// Call slots and pool shares per hook, indexed like [`Hook::ALL`].
+    shares: [PoolShare; 4],
     _ticker: EpochTicker,
 }
 
@@ -191,18 +206,21 @@ impl PluginRuntime {
             .max()
             .unwrap_or(0);
         let calls: u32 = Hook::ALL.iter().map(|hook| options.slots(*hook)).sum();
+        let shares = Hook::ALL.map(|hook| PoolShare::new(options.slots(hook)));
         let mut pool = PoolingAllocationConfig::default();
         // A component holds a few core instances, memories and tables (more for
-        // componentize-py or StarlingMonkey output), so the totals are multiples of
-        // the number of concurrent calls.
+        // componentize-py or StarlingMonkey output). Memories and tables are the pool's
+        // address space (4 GiB and more of reservation per memory: the most each call may
+        // define would not fit), so the pool holds the hooks' shares of them; core
+        // instances are only counted, so it holds the most every call may take.
         pool.total_component_instances(calls)
-            .total_core_instances(calls * 16)
-            .total_memories(calls * 4)
-            .total_tables(calls * 8)
+            .total_core_instances(calls * MAX_CORE_INSTANCES)
+            .total_memories(shares.iter().map(|s| s.memories_total).sum())
+            .total_tables(shares.iter().map(|s| s.tables_total).sum())
             .total_stacks(calls)
-            .max_memories_per_component(8)
-            .max_tables_per_component(16)
-            .max_core_instances_per_component(64)
+            .max_memories_per_component(MAX_MEMORIES)
+            .max_tables_per_component(MAX_TABLES)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
             .max_memory_size(max_memory)
             // Reset a finished instance's memory with memset, guided by PAGEMAP_SCAN where
             // the kernel has it, instead of madvise: under load every madvise is a TLB
@@ -240,7 +258,7 @@ impl PluginRuntime {
         Ok(PluginRuntime {
             engine,
             linker,
-            slots: Hook::ALL.map(|hook| Arc::new(Semaphore::new(options.slots(hook) as usize))),
+            shares,
             max_memory,
             options,
             _ticker: ticker,
@@ -305,38 +323,52 @@ impl PluginRuntime {
             exports,
             manifest: Arc::new(Manifest::default()),
             bindings: Arc::new(bindings),
+            pool_needs: PoolNeeds::of(&component),
         })
     }
 
     /// How many calls of `hook` are running now.
     pub fn slots_in_use(&self, hook: Hook) -> u32 {
-        let free = self.slots[hook_index(hook)].available_permits() as u32;
+        let free = self.shares[hook_index(hook)].calls.available_permits() as u32;
         self.options.slots(hook).saturating_sub(free)
     }
 
     /// Takes a call slot of `hook` for `plugin`, waiting for one while all are busy but
     /// not past the call's own deadline.
     pub async fn reserve(&self, plugin: &LoadedPlugin, hook: Hook) -> Result<CallSlot, HookError> {
-        self.reserve_within(hook, self.limits(plugin, hook).deadline)
-            .await
+        let end = Instant::now() + self.limits(plugin, hook).deadline;
+        self.reserve_by(plugin, hook, end).await
     }
 
-    /// Takes a call slot of `hook`, waiting at most `wait` while all are busy.
-    async fn reserve_within(&self, hook: Hook, wait: Duration) -> Result<CallSlot, HookError> {
-        let slots = &self.slots[hook_index(hook)];
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => {
-                tokio::time::timeout(wait, slots.clone().acquire_owned())
-                    .await
-                    .map_err(|_| HookError::Busy(hook))?
-                    .map_err(|_| HookError::Busy(hook))?
+    /// Takes a call slot of `hook` and what `plugin` needs of the hook's pool share,
+    /// waiting while they are taken but not past `end`.
+    async fn reserve_by(
+        &self,
+        plugin: &LoadedPlugin,
+        hook: Hook,
+        end: Instant,
+    ) -> Result<CallSlot, HookError> {
+        let share = &self.shares[hook_index(hook)];
+        let take = |semaphore: &Arc<Semaphore>, n: u32| {
+            let semaphore = semaphore.clone();
+            async move {
+                match semaphore.clone().try_acquire_many_owned(n) {
+                    Ok(permit) => Ok(permit),
+                    Err(TryAcquireError::NoPermits) => {
+                        tokio::time::timeout_at(end.into(), semaphore.acquire_many_owned(n))
+                            .await
+                            .map_err(|_| HookError::Busy(hook))?
+                            .map_err(|_| HookError::Busy(hook))
+                    }
+                    Err(TryAcquireError::Closed) => Err(HookError::Busy(hook)),
+                }
             }
-            Err(TryAcquireError::Closed) => return Err(HookError::Busy(hook)),
         };
         Ok(CallSlot {
             hook,
-            _permit: permit,
+            _call: take(&share.calls, 1).await?,
+            _memories: take(&share.memories, plugin.pool_needs.memories).await?,
+            _tables: take(&share.tables, plugin.pool_needs.tables).await?,
         })
     }
 
@@ -347,17 +379,13 @@ impl PluginRuntime {
     /// "may have sent".
     async fn slot_by(
         &self,
+        plugin: &LoadedPlugin,
         hook: Hook,
         limits: HookLimits,
-        end: std::time::Instant,
+        end: Instant,
     ) -> Result<(CallSlot, HookLimits), HookError> {
-        let slot = self
-            .reserve_within(
-                hook,
-                end.saturating_duration_since(std::time::Instant::now()),
-            )
-            .await?;
-        let deadline = end.saturating_duration_since(std::time::Instant::now());
+        let slot = self.reserve_by(plugin, hook, end).await?;
+        let deadline = end.saturating_duration_since(Instant::now());
         if deadline < MIN_CALL.min(limits.deadline / 2) {
             return Err(HookError::Busy(hook));
         }
@@ -371,11 +399,11 @@ impl PluginRuntime {
         context: &RequestContext,
     ) -> Result<Credential, HookError> {
         let hook = Hook::CredentialValidation;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = async {
             let limits = self.limits(plugin, hook);
             let (slot, limits) = self
-                .slot_by(hook, limits, started + limits.deadline)
+                .slot_by(plugin, hook, limits, started + limits.deadline)
                 .await?;
             let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.validate(&mut store, body, context);
@@ -397,11 +425,11 @@ impl PluginRuntime {
         budget: Duration,
     ) -> Result<(), HookError> {
         let hook = Hook::Sending;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let limits = self.limits(plugin, hook);
         let end = started + limits.deadline.min(budget);
         let result = async {
-            let (slot, limits) = self.slot_by(hook, limits, end).await?;
+            let (slot, limits) = self.slot_by(plugin, hook, limits, end).await?;
             let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.send(&mut store, delivery, context);
             let outcome = within(limits.deadline + GRACE, call).await;
@@ -421,7 +449,7 @@ impl PluginRuntime {
     ) -> Result<PluginResponse, HookError> {
         let hook = Hook::FinalAction;
         debug_assert_eq!(slot.hook, hook);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = self.complete_in(plugin, &slot, credential, context).await;
         measured(plugin, hook, started, result)
     }
@@ -467,11 +495,11 @@ impl PluginRuntime {
         batch: &[AuditEvent],
     ) -> Result<(), HookError> {
         let hook = Hook::Events;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = async {
             let limits = self.limits(plugin, hook);
             let (slot, limits) = self
-                .slot_by(hook, limits, started + limits.deadline)
+                .slot_by(plugin, hook, limits, started + limits.deadline)
                 .await?;
             let mut store = self.store(plugin, &slot, limits);
             let call = plugin.bindings.deliver(&mut store, batch);
@@ -517,10 +545,62 @@ impl PluginRuntime {
     }
 }
 
-/// A taken call slot of one hook; dropping it frees the slot.
+/// A taken call slot of one hook, with the memories and tables of the pool its call
+/// may define; dropping it frees them.
 pub struct CallSlot {
     hook: Hook,
-    _permit: OwnedSemaphorePermit,
+    _call: OwnedSemaphorePermit,
+    _memories: OwnedSemaphorePermit,
+    _tables: OwnedSemaphorePermit,
+}
+
+/// A hook's call slots and its share of the pool's memories and tables.
+struct PoolShare {
+    calls: Arc<Semaphore>,
+    memories: Arc<Semaphore>,
+    memories_total: u32,
+    tables: Arc<Semaphore>,
+    tables_total: u32,
+}
+
+impl PoolShare {
+    /// The share of a hook with `slots` call slots: a few memories and tables per slot,
+    /// and never less than one component may define, so any component can run.
+    fn new(slots: u32) -> PoolShare {
+        let memories_total = (slots * MEMORIES_PER_SLOT).max(MAX_MEMORIES);
+        let tables_total = (slots * TABLES_PER_SLOT).max(MAX_TABLES);
+        let semaphore = |n: u32| Arc::new(Semaphore::new(n as usize));
+        PoolShare {
+            calls: semaphore(slots),
+            memories: semaphore(memories_total),
+            memories_total,
+            tables: semaphore(tables_total),
+            tables_total,
+        }
+    }
+}
+
+/// What one call of a component takes from the pool: its memories and tables, as its
+/// core modules define them (the most allowed when that cannot be known).
+#[derive(Clone, Copy, Debug)]
+struct PoolNeeds {
+    memories: u32,
+    tables: u32,
+}
+
+impl PoolNeeds {
+    fn of(component: &Component) -> PoolNeeds {
+        match component.resources_required() {
+            Some(r) => PoolNeeds {
+                memories: r.num_memories.min(MAX_MEMORIES),
+                tables: r.num_tables.min(MAX_TABLES),
+            },
+            None => PoolNeeds {
+                memories: MAX_MEMORIES,
+                tables: MAX_TABLES,
+            },
+        }
+    }
 }
 
 fn hook_index(hook: Hook) -> usize {
@@ -551,7 +631,7 @@ async fn within<F: std::future::Future>(
 fn measured<T>(
     plugin: &LoadedPlugin,
     hook: Hook,
-    started: std::time::Instant,
+    started: Instant,
     result: Result<T, HookError>,
 ) -> Result<T, HookError> {
     if crate::metrics::enabled() {
