@@ -90,7 +90,8 @@ pub enum ServiceErrorKind {
     /// A plugin trapped, timed out, ran out of memory or answered nonsense.
     #[error("plugin {plugin} failed")]
     PluginFailed { plugin: String },
-    /// No plugin serves the hook, or all its call slots are busy.
+    /// No plugin serves the hook, or its call slots (or its share of the instance pool) are
+    /// all taken.
     #[error("the {hook} hook cannot run now")]
     PluginUnavailable { hook: Hook, busy: bool },
     /// The session store (or the limiter store, failing closed) did not answer.

@@ -156,8 +156,23 @@ async fn components_with_many_memories_exhaust_only_their_hooks_share() {
             tokio::spawn(async move { server.create("9", None).await })
         })
         .collect();
-    // Let the spinning calls take their memories.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until all four hold a validation slot (spinning, or waiting for the hook's share).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = server.admin("GET", "/metrics", None).await.text();
+        let in_use = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("otp_plugin_slots_in_use{hook=\"credential-validation\"} ")
+            })
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if in_use >= 4.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let verified = server.verify(&code, created.cookie().as_deref()).await;
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.text());
 

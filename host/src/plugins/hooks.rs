@@ -155,8 +155,9 @@ pub enum HookError {
     /// No plugin serves the hook right now (`PLUGIN:UNAVAILABLE`).
     #[error("no plugin is bound to the {0} hook")]
     Unbound(Hook),
-    /// The hook's concurrency budget is used up (`PLUGIN:UNAVAILABLE`).
-    #[error("all {0} call slots are busy")]
+    /// The hook's concurrency budget (its call slots, or its share of the instance pool)
+    /// is used up (`PLUGIN:UNAVAILABLE`).
+    #[error("the {0} hook's call slots or its share of the instance pool are all taken")]
     Busy(Hook),
 }
 

@@ -214,9 +214,17 @@ impl PluginRuntime {
         // define would not fit), so the pool holds the hooks' shares of them; core
         // instances are only counted, so it holds the most every call may take.
         pool.total_component_instances(calls)
-            .total_core_instances(calls * MAX_CORE_INSTANCES)
-            .total_memories(shares.iter().map(|s| s.memories_total).sum())
-            .total_tables(shares.iter().map(|s| s.tables_total).sum())
+            .total_core_instances(calls.saturating_mul(MAX_CORE_INSTANCES))
+            .total_memories(
+                shares
+                    .iter()
+                    .fold(0, |n, s| n.saturating_add(s.memories_total)),
+            )
+            .total_tables(
+                shares
+                    .iter()
+                    .fold(0, |n, s| n.saturating_add(s.tables_total)),
+            )
             .total_stacks(calls)
             .max_memories_per_component(MAX_MEMORIES)
             .max_tables_per_component(MAX_TABLES)
@@ -567,8 +575,8 @@ impl PoolShare {
     /// The share of a hook with `slots` call slots: a few memories and tables per slot,
     /// and never less than one component may define, so any component can run.
     fn new(slots: u32) -> PoolShare {
-        let memories_total = (slots * MEMORIES_PER_SLOT).max(MAX_MEMORIES);
-        let tables_total = (slots * TABLES_PER_SLOT).max(MAX_TABLES);
+        let memories_total = slots.saturating_mul(MEMORIES_PER_SLOT).max(MAX_MEMORIES);
+        let tables_total = slots.saturating_mul(TABLES_PER_SLOT).max(MAX_TABLES);
         let semaphore = |n: u32| Arc::new(Semaphore::new(n as usize));
         PoolShare {
             calls: semaphore(slots),
