@@ -357,26 +357,12 @@ impl PluginRuntime {
         end: Instant,
     ) -> Result<CallSlot, HookError> {
         let share = &self.shares[hook_index(hook)];
-        let take = |semaphore: &Arc<Semaphore>, n: u32| {
-            let semaphore = semaphore.clone();
-            async move {
-                match semaphore.clone().try_acquire_many_owned(n) {
-                    Ok(permit) => Ok(permit),
-                    Err(TryAcquireError::NoPermits) => {
-                        tokio::time::timeout_at(end.into(), semaphore.acquire_many_owned(n))
-                            .await
-                            .map_err(|_| HookError::Busy(hook))?
-                            .map_err(|_| HookError::Busy(hook))
-                    }
-                    Err(TryAcquireError::Closed) => Err(HookError::Busy(hook)),
-                }
-            }
-        };
+        let needs = plugin.pool_needs;
         Ok(CallSlot {
             hook,
-            _call: take(&share.calls, 1).await?,
-            _memories: take(&share.memories, plugin.pool_needs.memories).await?,
-            _tables: take(&share.tables, plugin.pool_needs.tables).await?,
+            _call: permits(&share.calls, 1, end, hook).await?,
+            _memories: permits(&share.memories, needs.memories, end, hook).await?,
+            _tables: permits(&share.tables, needs.tables, end, hook).await?,
         })
     }
 
@@ -608,6 +594,26 @@ impl PoolNeeds {
                 tables: MAX_TABLES,
             },
         }
+    }
+}
+
+/// `n` permits of `semaphore`, waiting for them until `end` (the hook is busy after
+/// that). Free permits are taken without setting up a timer.
+async fn permits(
+    semaphore: &Arc<Semaphore>,
+    n: u32,
+    end: Instant,
+    hook: Hook,
+) -> Result<OwnedSemaphorePermit, HookError> {
+    match semaphore.clone().try_acquire_many_owned(n) {
+        Ok(permit) => Ok(permit),
+        Err(TryAcquireError::NoPermits) => {
+            tokio::time::timeout_at(end.into(), semaphore.clone().acquire_many_owned(n))
+                .await
+                .map_err(|_| HookError::Busy(hook))?
+                .map_err(|_| HookError::Busy(hook))
+        }
+        Err(TryAcquireError::Closed) => Err(HookError::Busy(hook)),
     }
 }
 
