@@ -143,7 +143,7 @@ async fn components_with_many_memories_exhaust_only_their_hooks_share() {
         // One slot, and a share of eight memories, for each other hook.
         .env("OTP_MAX_CONCURRENT_PLUGIN_CALLS", "1")
         .env("OTP_VALIDATE_MAX_CONCURRENT_CALLS", "5")
-        .env("OTP_VALIDATE_DEADLINE_MS", "1500")
+        .env("OTP_VALIDATE_DEADLINE_MS", "1000")
         .start();
     let created = server.create("1", None).await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.text());
