@@ -118,7 +118,10 @@ pub fn deliver<P: Provider>(
         Err(error) => Verdict::Unavailable(format!("configuration: {error}")),
         Ok(Prepared::Refused(verdict)) => verdict,
         Ok(Prepared::Send(request, locale)) => match transport(&request) {
-            Ok(response) => {
+            Ok(mut response) => {
+                // Before `classify` quotes (and clips) the provider's text: a code cut in
+                // two by the clip would no longer match the stand-in below.
+                redact(&mut response.body, msg.code.as_bytes());
                 let verdict = P::classify(&response);
                 if let Verdict::Delivered(id) = &verdict {
                     log::debug(&format!(
@@ -148,6 +151,22 @@ pub fn deliver<P: Provider>(
         Verdict::Undeliverable(text) => Err(SendError::Undeliverable(reason(text))),
         Verdict::Unavailable(text) => Err(SendError::Unavailable(reason(text))),
     }
+}
+
+/// Replaces every occurrence of `code` in `body` by `<code>`.
+fn redact(body: &mut Vec<u8>, code: &[u8]) {
+    if code.is_empty() || !body.windows(code.len()).any(|w| w == code) {
+        return;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = rest.windows(code.len()).position(|w| w == code) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"<code>");
+        rest = &rest[at + code.len()..];
+    }
+    out.extend_from_slice(rest);
+    *body = out;
 }
 
 enum Prepared {
@@ -269,7 +288,11 @@ mod tests {
             match response.status {
                 200 => Verdict::Delivered(None),
                 404 => Verdict::Undeliverable("no such number".into()),
-                status => Verdict::refused(status, &String::from_utf8_lossy(&response.body)),
+                // Clipped, as the real providers quote an answer.
+                status => Verdict::refused(
+                    status,
+                    &outcome::clip(&String::from_utf8_lossy(&response.body)),
+                ),
             }
         }
     }
@@ -344,6 +367,16 @@ mod tests {
             reason,
             "echo-sms: answered 503 (provider error): busy, try <code> later"
         );
+        // Echoed where the reason's clip (200 characters) would cut it in two: no part
+        // of it may reach the reason.
+        for at in 190..200 {
+            let body = format!("{}K3Y9C0DE42 and more", "x".repeat(at));
+            let Err(SendError::Unavailable(reason)) = send(503, &body) else {
+                panic!()
+            };
+            assert!(!reason.contains("K3Y9"), "{reason}");
+            assert!(!reason.contains("C0DE"), "{reason}");
+        }
         let r = deliver::<Echo>(&c, &message("+4915112345678"), &[], 0, |_| {
             Err(HttpError::Timeout("first byte".into()))
         });

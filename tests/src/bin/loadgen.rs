@@ -86,6 +86,23 @@ struct Options {
     senders: Vec<String>,
 }
 
+/// What `--help` prints (and an unknown argument, to stderr).
+const USAGE: &str = "\
+usage: loadgen [OPTIONS]
+  --url URL              measure a running server instead of starting one
+  --binary PATH          the server binary to start (default: target/release/otp-server)
+  --connections N        keep-alive connections (default 64)
+  --seconds N            seconds per endpoint (default 10)
+  --prefill N            live sessions to create before measuring (default 0)
+  --endpoints LIST       health,create,resend,verify (default) or flow
+  --stores LIST          memory (default), redis, sentinel, cluster
+  --limits LIST          on (default), off
+  --ops LIST             on (default), off
+  --sinks LIST           none (default), hanging, failing, trapping
+  --senders LIST         webhook (default), twilio-sms, sendgrid-email, postmark-email, ses-email
+  --env KEY=VALUE        one more setting for the started server (repeatable)
+Each LIST runs once per item, compared with the first.";
+
 fn parse_options() -> Options {
     let mut o = Options {
         url: None,
@@ -126,7 +143,14 @@ fn parse_options() -> Options {
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
                 o.env.push((k.to_string(), v.to_string()));
             }
-            other => panic!("unknown argument {other}"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other}\n{USAGE}");
+                std::process::exit(2);
+            }
         }
     }
     o
