@@ -95,6 +95,7 @@ const SERVER_CODES = new Set([
   "GENERIC",
   "OTP:CONFLICT",
   "PLUGIN:FAILED",
+  "REQUEST:CROSS_SITE",
   "SERVER",
 ]);
 

@@ -608,6 +608,110 @@ async fn cors_for_the_configured_origin_only() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
 
+/// `path` posted as a browser would from a page at `origin`; `fetch_site` is the
+/// `Sec-Fetch-Site` it adds (only over HTTPS; `None` for older browsers and plain HTTP).
+async fn post_from_page(
+    server: &Server,
+    path: &str,
+    body: Option<(&str, &str)>,
+    cookie: Option<&str>,
+    origin: &str,
+    fetch_site: Option<&str>,
+) -> Answer {
+    let mut request = server.http.post(server.url(path)).header("origin", origin);
+    if let Some(site) = fetch_site {
+        request = request.header("sec-fetch-site", site);
+    }
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", format!("o={cookie}"));
+    }
+    if let Some((content_type, text)) = body {
+        request = request
+            .header("content-type", content_type)
+            .body(text.to_string());
+    }
+    let response = request.send().await.expect("the server answers");
+    Answer {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn a_page_of_a_sibling_subdomain_cannot_spend_the_session() {
+    let server = Server::builder()
+        .default_plugins()
+        .env("CORS_ORIGIN", "https://app.example.com")
+        .start();
+    let (cookie, code) = start(&server, "\"sibling\"", "\"sibling\"").await;
+    let own = server.base.trim_start_matches("http://").to_string();
+    let json = Some(("application/json", "\"sibling\""));
+    let right = format!("otp={code}");
+    let form = Some(("application/x-www-form-urlencoded", right.as_str()));
+    // A page on evil.example.com is the same site as api.example.com, so the browser
+    // sends the SameSite=Strict cookie along: its posts are refused, whatever they carry.
+    for fetch_site in [Some("same-site"), Some("cross-site"), None] {
+        for (path, body) in [
+            ("/api/otp/create", json),
+            ("/api/otp/resend", None),
+            ("/api/otp/verify", form),
+        ] {
+            let a = post_from_page(
+                &server,
+                path,
+                body,
+                Some(&cookie),
+                "https://evil.example.com",
+                fetch_site,
+            )
+            .await;
+            assert_error(&a, StatusCode::FORBIDDEN, "REQUEST:CROSS_SITE");
+            assert!(
+                a.set_cookies().is_empty(),
+                "{path}: the cookie is untouched"
+            );
+        }
+    }
+    assert_eq!(
+        server.codes_for("\"sibling\"").len(),
+        1,
+        "no resend went out"
+    );
+    // The configured origin, the server's own pages and non-browser clients pass; the
+    // refused posts spent no attempt, so the right code still signs in.
+    let a = post_from_page(
+        &server,
+        "/api/otp/create",
+        json,
+        None,
+        "https://app.example.com",
+        Some("same-site"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let a = post_from_page(
+        &server,
+        "/api/otp/create",
+        json,
+        None,
+        &format!("http://{own}"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let v = post_from_page(
+        &server,
+        "/api/otp/verify",
+        form,
+        Some(&cookie),
+        "https://api.example.com",
+        Some("same-origin"),
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.text());
+}
+
 #[tokio::test]
 async fn a_handler_panic_answers_500_and_the_server_goes_on() {
     let server = Server::with_defaults();

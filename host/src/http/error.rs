@@ -34,6 +34,7 @@ pub enum ErrorCode {
     StoreUnavailable,
     RateLimited,
     CredentialNotAllowed,
+    CrossSite,
 }
 
 impl ErrorCode {
@@ -57,6 +58,7 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "STORE:UNAVAILABLE",
             ErrorCode::RateLimited => "RATE:LIMITED",
             ErrorCode::CredentialNotAllowed => "CREDENTIAL:NOT_ALLOWED",
+            ErrorCode::CrossSite => "REQUEST:CROSS_SITE",
         }
     }
 
@@ -66,7 +68,8 @@ impl ErrorCode {
             ErrorCode::Incorrect
             | ErrorCode::TooManyAttempts
             | ErrorCode::VerificationNotAllowed
-            | ErrorCode::CredentialNotAllowed => StatusCode::FORBIDDEN,
+            | ErrorCode::CredentialNotAllowed
+            | ErrorCode::CrossSite => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Server | ErrorCode::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::SendUnavailable
@@ -99,6 +102,9 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "the session store is unavailable; try again",
             ErrorCode::RateLimited => "too many requests; try again later",
             ErrorCode::CredentialNotAllowed => "codes cannot be sent to this destination",
+            ErrorCode::CrossSite => {
+                "the request came from a page of an origin this server does not trust"
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod error;
 mod health;
 mod locale;
 pub mod observe;
+mod origin;
 mod otp;
 mod test_clock;
 
@@ -92,6 +93,10 @@ pub fn router(state: AppState) -> Router {
         // the connection; the server goes on serving.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            origin::same_origin,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn_with_state(
