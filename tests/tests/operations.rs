@@ -355,6 +355,18 @@ async fn deploy_rules_pass_promtool_and_name_only_exported_metrics() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // The rules' own unit tests: users' bad input never pages, our failures do.
+    let output = std::process::Command::new("promtool")
+        .args(["test", "rules", "otp-server-alerts.test.yml"])
+        .current_dir(workspace_root().join("deploy/prometheus"))
+        .output()
+        .expect("promtool");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     // Families show once they have a series: a flow on the Redis store (the in-memory
     // one is not timed), and one request over a budget.
     let redis = RedisServer::start();
