@@ -14,12 +14,13 @@
 //!   may the previous key go.
 //!
 //! Each command prints what it did. They need a Redis store: an in-memory store lives
-//! inside one server process, out of reach of another process.
+//! inside one server process, out of reach of another process. A Redis (or prefix)
+//! without keys is refused, not given a first key: it is not the one the instances use.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
 use crate::crypto::{MasterKey, MasterKeys};
-use crate::store::redis::{RedisConnection, RedisKeyStore};
+use crate::store::redis::{RedisConnection, RedisKeyStore, WhenEmpty};
 use anyhow::Context;
 use std::path::Path;
 
@@ -66,6 +67,7 @@ pub async fn run(config: &Config, command: KeyCommand<'_>) -> anyhow::Result<Str
         now,
         config.otp.session_max_age_ms,
         config.kek_rotation.as_millis() as u64,
+        WhenEmpty::Refuse,
     )
     .await
     .context("Redis key store")?;

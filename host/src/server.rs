@@ -17,7 +17,7 @@ use crate::limits::{KeyHasher, Limits};
 use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
-use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore};
+use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore, WhenEmpty};
 use crate::store::{IdStore, MeasuredIdStore, MemoryIdStore};
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,6 +192,7 @@ async fn open_stores(
                     clock.now_ms(),
                     retention,
                     rotation,
+                    WhenEmpty::Create,
                 )
                 .await
                 {

@@ -213,6 +213,57 @@ async fn a_tampered_key_record_is_refused() {
 }
 
 #[tokio::test]
+async fn key_commands_refuse_a_redis_or_prefix_without_keys_and_write_nothing() {
+    let redis = RedisServer::start();
+    let dbsize = || -> i64 { redis::cmd("DBSIZE").query(&mut connection(&redis)).unwrap() };
+    let new_key = scratch_dir("keys-empty").join("new-master.key");
+    std::fs::write(
+        &new_key,
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+    )
+    .unwrap();
+    let commands: [&[&str]; 3] = [
+        &["rotate"],
+        &["rotate", "--revoke-current"],
+        &["rewrap", "--new-master-key-file", new_key.to_str().unwrap()],
+    ];
+    // An empty Redis: the wrong one, or a wrong database number.
+    for args in commands {
+        let (ok, out) = keys_command(&redis, args);
+        assert!(!ok, "{args:?} succeeded on an empty Redis: {out}");
+        assert!(out.contains("no key-encryption keys"), "{args:?}: {out}");
+        assert_eq!(dbsize(), 0, "{args:?} wrote to the empty Redis");
+    }
+    // The instances' Redis under another prefix (a forgotten OTP_STORE_PREFIX).
+    let plugins = plugins_folder();
+    let _server = on(&redis, &plugins);
+    let current = current_id(&redis);
+    let keys_before = dbsize();
+    for args in commands {
+        let output = std::process::Command::new(server_binary())
+            .arg("keys")
+            .args(args)
+            .env_clear()
+            .env("OTP_STORE", redis.url())
+            .env("OTP_STORE_PREFIX", "elsewhere:")
+            .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {out}");
+        assert!(
+            out.contains("\"elsewhere:\""),
+            "{args:?} names the prefix: {out}"
+        );
+    }
+    assert_eq!(dbsize(), keys_before);
+    assert_eq!(current_id(&redis), current, "the real keys are untouched");
+    // The right store still works.
+    let (ok, out) = keys_command(&redis, &["rotate"]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
 async fn rotate_with_revoke_ends_old_cookies_on_every_instance() {
     let redis = RedisServer::start();
     let plugins = plugins_folder();

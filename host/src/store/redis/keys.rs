@@ -84,6 +84,22 @@ pub enum KeyStoreError {
     Master(#[from] MasterKeyError),
     #[error("another instance holds the rotation lock; try again in a few seconds")]
     Busy,
+    #[error(
+        "no key-encryption keys under the prefix {prefix:?} in this Redis: is OTP_STORE (and \
+         OTP_STORE_PREFIX / store_prefix) the one the instances use?"
+    )]
+    Empty { prefix: String },
+}
+
+/// What [`RedisKeyStore::connect`] does when Redis holds no keys yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenEmpty {
+    /// Publish a fresh key: the first instance of a deployment.
+    Create,
+    /// Fail with [`KeyStoreError::Empty`]: an operator's command, for which no keys
+    /// means the wrong Redis, database or prefix (creating some would report success
+    /// on a store no instance uses).
+    Refuse,
 }
 
 /// What `otp-server keys rotate` did.
@@ -147,15 +163,17 @@ pub struct RedisKeyStore {
 }
 
 impl RedisKeyStore {
-    /// Loads the shared current key, creating and publishing one if Redis has none and
-    /// repairing the pointer if it names a record that is gone. Fails if Redis cannot be
-    /// reached or the current record does not open under the master key.
+    /// Loads the shared current key, creating and publishing one if Redis has none (as
+    /// `when_empty` says) and repairing the pointer if it names a record that is gone.
+    /// Fails if Redis cannot be reached or the current record does not open under the
+    /// master key.
     pub async fn connect(
         redis: RedisConnection,
         master: MasterKeys,
         now_ms: u64,
         retention_ms: u64,
         rotation_interval_ms: u64,
+        when_empty: WhenEmpty,
     ) -> Result<RedisKeyStore, KeyStoreError> {
         let stored_ttl_ms = rotation_interval_ms
             .saturating_mul(2)
@@ -183,6 +201,11 @@ impl RedisKeyStore {
                         .fetch_max(kek.created_at_ms(), Ordering::Relaxed);
                     store.ring = KeyRing::from_shared(kek, retention_ms);
                     return Ok(store);
+                }
+                Shared::Nothing if when_empty == WhenEmpty::Refuse => {
+                    return Err(KeyStoreError::Empty {
+                        prefix: store.redis.key(""),
+                    });
                 }
                 Shared::Nothing => {
                     let fresh = store.fresh_key(now_ms);

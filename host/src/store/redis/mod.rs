@@ -34,7 +34,7 @@ mod keys;
 mod url;
 
 pub use ids::{id_key, RedisIdStore};
-pub use keys::{KeyStoreError, RedisKeyStore, RotationReport};
+pub use keys::{KeyStoreError, RedisKeyStore, RotationReport, WhenEmpty};
 pub use url::{RedisTarget, UrlError, URL_FORMS};
 
 use super::StoreError;
