@@ -1,9 +1,9 @@
 //! The HTTP edge against the real binary over raw connections: a client that trickles
 //! its headers or its body is cut off at the configured timeout instead of holding a
-//! connection forever, and connections beyond `max_connections` wait (logged) until
-//! one closes.
+//! connection forever, connections beyond `max_connections` wait (logged) until
+//! one closes, and a huge head is refused.
 
-use otp_server_blackbox::Server;
+use otp_server_blackbox::{Server, StatusCode};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -151,4 +151,23 @@ async fn a_client_that_never_reads_its_answers_is_cut_off() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(20));
     drop(writing);
+}
+
+#[tokio::test]
+async fn a_huge_head_answers_431_and_the_server_goes_on() {
+    let server = Server::with_defaults();
+    for (cookie_bytes, expected) in [(20_000, "HTTP/1.1 200"), (200_000, "HTTP/1.1 431")] {
+        let mut stream = TcpStream::connect(address(&server)).await.unwrap();
+        let head = format!(
+            "GET /health HTTP/1.1\r\nhost: test\r\ncookie: big={}\r\nconnection: close\r\n\r\n",
+            "x".repeat(cookie_bytes)
+        );
+        // The server may answer and close before it has read all of an oversized head.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(expected), "{cookie_bytes} bytes: {text}");
+    }
+    assert_eq!(server.get("/health").await.status, StatusCode::OK);
 }

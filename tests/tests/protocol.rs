@@ -779,6 +779,31 @@ async fn post_oversized(address: &str, size: usize, chunked: bool) -> String {
 }
 
 #[tokio::test]
+async fn an_oversized_body_that_stalls_still_gets_its_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::builder()
+        .default_plugins()
+        .env("OTP_BODY_READ_TIMEOUT_MS", "1500")
+        .start();
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = "POST /api/otp/verify HTTP/1.1\r\nhost: test\r\n\
+                content-type: application/x-www-form-urlencoded\r\n\
+                content-length: 200000\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // More than the limit, then nothing: the body times out while being drained.
+    stream.write_all(&vec![b'a'; 150_000]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("BODY:TOO_LARGE"), "{text}");
+}
+
+#[tokio::test]
 async fn oversized_bodies_chunked_or_not_get_a_readable_413() {
     let server = Server::with_defaults();
     let address = server.base.trim_start_matches("http://").to_string();

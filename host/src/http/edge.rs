@@ -7,9 +7,9 @@
 //! connections); its body must arrive within `body_read_timeout` ([`TimedBody`]); at most
 //! a write to the client may stay blocked for `write_timeout` at most ([`WriteTimeout`]:
 //! a client that pipelines requests and never reads the answers would otherwise hold its
-//! connection forever); at most `max_connections` are open, further clients wait in the
-//! listen backlog and the
-//! moment is logged; on shutdown the listener closes and in-flight requests get
+//! connection forever); a request line and headers may take [`MAX_HEAD`] bytes; at most
+//! `max_connections` are open, further clients wait in the listen backlog and the
+//! moment is logged (once a minute at most); on shutdown the listener closes and in-flight requests get
 //! `shutdown_grace` to finish.
 //!
 //! Oversized bodies are drained by the handlers' body reader (`otp::read_body`) and
@@ -30,6 +30,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
+
+/// hyper's read buffer, which bounds a request line and its headers: more answers 431
+/// (headers) or 414 (URI) with an empty body. One read may take the buffer past this
+/// before the head is parsed, so heads up to twice as large can pass; hyper's default
+/// is about 400 KiB, which `max_connections` clients could each hold.
+const MAX_HEAD: usize = 32 * 1024;
 
 /// The limits of the edge, from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -59,16 +65,26 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD);
     tokio::pin!(shutdown);
+    let mut full_since_warned = 0u64;
+    let mut warned_at: Option<std::time::Instant> = None;
     loop {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    "connection limit reached; new clients wait until one closes"
-                );
+                // Once per minute at most: a flood must not flood the log as well.
+                full_since_warned += 1;
+                if warned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        times = full_since_warned,
+                        "connection limit reached; new clients wait until one closes"
+                    );
+                    warned_at = Some(std::time::Instant::now());
+                    full_since_warned = 0;
+                }
                 tokio::select! {
                     permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                     () = &mut shutdown => break,

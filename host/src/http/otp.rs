@@ -143,9 +143,25 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     let mut bytes = Vec::new();
     let mut too_large = false;
     let mut drained = 0usize;
-    let started = std::time::Instant::now();
-    while let Some(frame) = body.frame().await {
+    let mut drain_until = None;
+    loop {
+        let frame = match drain_until {
+            // Draining has its own deadline, whether or not the client goes on sending.
+            Some(until) => match tokio::time::timeout_at(until, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            },
+            None => body.frame().await,
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let Ok(frame) = frame else {
+            if too_large {
+                // The client stalled or broke off after it sent too much: that is
+                // still the answer it gets.
+                break;
+            }
             return Err(
                 ApiError::new(ErrorCode::Generic).with_message("could not read the request body")
             );
@@ -157,13 +173,14 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
             // Read and discard the rest, so the client is not cut off mid-upload and
             // reads the 413; past the bounds the connection closes after the answer.
             drained += data.len();
-            if drained > MAX_DRAIN || started.elapsed() > MAX_DRAIN_TIME {
+            if drained > MAX_DRAIN {
                 break;
             }
         } else if bytes.len() + data.len() > MAX_BODY {
             too_large = true;
             drained = bytes.len() + data.len();
             bytes = Vec::new();
+            drain_until = Some(tokio::time::Instant::now() + MAX_DRAIN_TIME);
         } else {
             bytes.extend_from_slice(&data);
         }
@@ -240,7 +257,9 @@ fn context(
 
 /// The final action's response. Invalid status codes or headers from a plugin are a
 /// plugin failure, never a malformed answer; headers that would let a plugin corrupt
-/// framing or the session cookie are dropped.
+/// framing are dropped. Its `Set-Cookie` headers pass (a session token's cookie): the
+/// session cookie's deletion is appended after them, so it wins over one of the same
+/// name.
 fn plugin_response(plugin: crate::plugins::PluginResponse) -> Response {
     // The plugin layer already refuses statuses outside 200..=599 (naming the plugin);
     // this keeps the HTTP layer from ever sending one whatever reaches it.
