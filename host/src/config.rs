@@ -579,13 +579,16 @@ impl FileConfig {
             )
         })?;
         if let Some(origin) = &self.cors_origin {
+            // "null" is the origin of sandboxed frames and data: documents, which any
+            // page can make.
             if origin.is_empty()
                 || origin == "*"
+                || origin.eq_ignore_ascii_case("null")
                 || origin.parse::<axum::http::HeaderValue>().is_err()
             {
                 return Err(invalid(
                     Setting::cors_origin.label(),
-                    format!("{origin:?}: give one origin such as https://app.example.com (credentials rule out \"*\")"),
+                    format!("{origin:?}: give one origin such as https://app.example.com (credentials rule out \"*\" and \"null\")"),
                 ));
             }
         }
@@ -875,6 +878,7 @@ mod tests {
             ("OTP_ENV", "staging"),
             ("OTP_MAX_ATTEMPTS", "many"),
             ("CORS_ORIGIN", "*"),
+            ("CORS_ORIGIN", "null"),
             ("OTP_CODE_ALPHABET", "emoji"),
             ("OTP_FINAL_MEMORY_MIB", "0"),
             ("OTP_MAX_CREDENTIALS", "many"),

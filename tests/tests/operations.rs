@@ -278,6 +278,26 @@ async fn the_admin_listener_beyond_loopback_needs_the_token() {
     }
     let a = server.admin("POST", "/admin/keys/rotate", None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // The scheme is case-insensitive; the token is not.
+    let base = server.admin_base.as_ref().unwrap();
+    for (header, status) in [
+        (format!("bearer {token}"), StatusCode::OK),
+        (format!("BEARER {token}"), StatusCode::OK),
+        (
+            format!("Bearer {}", token.to_uppercase()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (format!("Basic {token}"), StatusCode::UNAUTHORIZED),
+    ] {
+        let a = server
+            .http
+            .get(format!("{base}/ready"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(a.status(), status, "{header}");
+    }
 
     // On loopback a token is optional, but once set it is required there too.
     let local = Server::builder()

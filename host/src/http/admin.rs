@@ -98,7 +98,10 @@ async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .map(|t| Sha256::digest(t.trim().as_bytes()).into());
     let accepted = match (given, state.access) {
         (Some(given), Access::Token(expected)) => bool::from(given.ct_eq(&expected)),

@@ -55,13 +55,22 @@ pub fn set_cookie_header(action: &CookieAction, mode: Mode) -> Option<HeaderValu
     HeaderValue::from_str(&text).ok()
 }
 
+/// An HTTP date, at most the last second of the year 9999 (`httpdate` panics beyond it;
+/// only a clock moved far ahead through the test routes gets there).
 fn http_date(ms: u64) -> String {
-    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
+    const LAST: u64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms.min(LAST)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_past_the_year_9999_are_the_last_http_date() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
 
     #[test]
     fn reads_the_right_cookie() {
