@@ -132,11 +132,12 @@ pub enum Answer {
     /// Accepted.
     Accept,
     /// The i-th "this destination cannot receive it" refusal: Twilio 21211 and 21614,
-    /// SendGrid 400 on the recipient, Postmark 300 and 406, SES `MessageRejected`.
+    /// SendGrid 400 on the recipient, Postmark 300 (naming `To`) and 406, SES
+    /// `BadRequestException` "Illegal address".
     BadDestination(usize),
     /// A refusal that is the operator's business: Twilio 21606 (bad `From`), SendGrid 403
-    /// (unverified sender), Postmark 400 (no sender signature), SES
-    /// `SendingPausedException`.
+    /// (unverified sender), Postmark 400 (no sender signature), SES `MessageRejected`
+    /// (an unverified `from` identity).
     Misconfigured,
     /// 429.
     RateLimited,
@@ -606,9 +607,9 @@ fn answer(provider: Provider, answer: Answer, to: &str) -> Response {
         (Provider::Postmark, ServerError(s)) => {
             (StatusCode::from_u16(s).unwrap(), "Internal Server Error").into_response()
         }
-        (Provider::Ses, BadDestination(_)) => ses_error(400, "MessageRejected",
-            "Email address is not verified. The following identities failed the check in region EU-WEST-1"),
-        (Provider::Ses, Misconfigured) => ses_error(400, "SendingPausedException", "Sending is paused for this account."),
+        (Provider::Ses, BadDestination(_)) => ses_error(400, "BadRequestException", "Illegal address"),
+        (Provider::Ses, Misconfigured) => ses_error(400, "MessageRejected",
+            "Email address is not verified. The following identities failed the check in region EU-WEST-1: codes@example.com"),
         (Provider::Ses, RateLimited) => ses_error(429, "TooManyRequestsException", "Too Many Requests"),
         (Provider::Ses, ServerError(s)) => ses_error(s, "InternalFailure", "The request processing has failed."),
     }

@@ -219,15 +219,24 @@ async fn receiver_answers_and_timeouts_map_to_the_api() {
         .replace("[config]", "total_timeout_ms = 500\n[config]");
     let server = server_with_webhook(&manifest, &[]);
 
-    receiver.behave(Behaviour::Status(404));
+    receiver.behave(Behaviour::Status(422));
     let a = server.create("\"nobody\"", None).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
     assert_eq!(a.error(), "CREDENTIAL:INVALID");
 
-    receiver.behave(Behaviour::Status(502));
-    let a = server.create("\"later\"", None).await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
-    assert_eq!(a.error(), "SEND:UNAVAILABLE");
+    // The receiver refusing the signature (a rotated secret) or a wrong URL is not the
+    // user's doing: unavailable, like a 5xx.
+    for status in [401, 404, 502] {
+        receiver.behave(Behaviour::Status(status));
+        let a = server.create("\"later\"", None).await;
+        assert_eq!(
+            a.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{status}: {}",
+            a.text()
+        );
+        assert_eq!(a.error(), "SEND:UNAVAILABLE");
+    }
 
     // A receiver slower than the manifest's total timeout.
     receiver.behave(Behaviour::Slow(Duration::from_secs(3)));
@@ -243,7 +252,7 @@ async fn receiver_answers_and_timeouts_map_to_the_api() {
     server
         .wait_for_log("HTTP response timeout", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no timeout in the log:\n{}", server.log_text()));
-    assert_eq!(receiver.count(), 3);
+    assert_eq!(receiver.count(), 5);
 
     // Without a manifest timeout, the hook's deadline bounds the request, and the
     // plugin still answers in time: 503, not a failed plugin.

@@ -124,13 +124,13 @@ fn mapped_answers(provider: Provider) -> Vec<(Reply, StatusCode, &'static str, &
                 Reply::BadDestination(0),
                 bad,
                 invalid,
-                "SES MessageRejected",
+                "SES BadRequestException Illegal address",
             ),
             (
                 Reply::Misconfigured,
                 down,
                 unavailable,
-                "SES SendingPausedException",
+                "SES MessageRejected",
             ),
         ],
     };

@@ -87,6 +87,17 @@ pub fn normalize_email(raw: &str) -> Result<String, String> {
     if local.is_empty() {
         return Err("the email address has an empty local part".to_string());
     }
+    // Display names, quoted and commented forms (`Name <a@b>`, `"a b"@c`, `a(x)@b`) are
+    // not one mailbox: a provider that parses them delivers elsewhere than the id says.
+    if let Some(c) = address.chars().find(|c| "<>,;:\"()[]\\".contains(*c)) {
+        return Err(format!("the email address contains {c:?}"));
+    }
+    if let Some(c) = domain
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || *c == '-' || *c == '.'))
+    {
+        return Err(format!("the email domain contains {c:?}"));
+    }
     if !domain.contains('.') {
         return Err(format!("the email domain {domain:?} has no dot"));
     }
@@ -182,6 +193,12 @@ mod tests {
             "alice@example.",
             "alice@example..com",
             "alice\u{0}@example.com",
+            "Victim<me@evil.com>",
+            "\"alice smith\"@example.com",
+            "alice(comment)@example.com",
+            "alice,bob@example.com",
+            "alice@[192.0.2.1]",
+            "alice@exam_ple.com",
         ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} was accepted");
         }

@@ -11,9 +11,10 @@
 //! (default `https://api.postmarkapp.com`) and the email template settings of
 //! [`provider_kit::template`].
 //!
-//! Answers: `ErrorCode` 300 (invalid email request, e.g. a malformed `To`) and 406 (inactive
-//! recipient: bounced, unsubscribed or marked as spam) are *undeliverable*; every other
-//! failure — 401 (bad token, `ErrorCode` 10), another 422 code (unconfirmed sender, …),
+//! Answers: `ErrorCode` 300 (invalid email request) naming the `To` address and 406
+//! (inactive recipient: bounced, unsubscribed or marked as spam) are *undeliverable*; every
+//! other failure — 401 (bad token, `ErrorCode` 10), a 300 about anything else (a malformed
+//! `From`), another 422 code (unconfirmed sender, …),
 //! 429, 5xx, a timeout — is *unavailable*, logged with the status, `ErrorCode` and message.
 
 use otp_plugin_sdk::http::{Method, Request, Response};
@@ -24,8 +25,11 @@ use provider_kit::template::{Medium, Rendered};
 use provider_kit::Provider;
 use serde_json::json;
 
-/// Postmark error codes that mean "this recipient cannot get the email".
-const UNDELIVERABLE: [u64; 2] = [300, 406];
+/// Postmark's "inactive recipient" (bounced, unsubscribed or marked as spam).
+const INACTIVE_RECIPIENT: u64 = 406;
+/// Postmark's "invalid email request": the recipient's fault only when its message
+/// names the `To` address (a malformed `From` answers the same code).
+const INVALID_REQUEST: u64 = 300;
 
 /// The exported sender.
 pub struct PostmarkEmail;
@@ -65,13 +69,15 @@ impl Provider for PostmarkEmail {
         if outcome::is_success(response.status) && code.unwrap_or(0) == 0 {
             return Verdict::Delivered(body["MessageID"].as_str().map(str::to_string));
         }
+        let message = outcome::text_field(&body, "Message");
+        let names_to = message.contains("'To'");
         let detail = format!(
-            "Postmark ErrorCode {} {}",
+            "Postmark ErrorCode {} {message}",
             code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-            outcome::text_field(&body, "Message")
         );
         match code {
-            Some(code) if UNDELIVERABLE.contains(&code) => Verdict::Undeliverable(detail),
+            Some(INACTIVE_RECIPIENT) => Verdict::Undeliverable(detail),
+            Some(INVALID_REQUEST) if names_to => Verdict::Undeliverable(detail),
             _ => Verdict::refused(response.status, &detail),
         }
     }
@@ -134,12 +140,24 @@ mod tests {
             )),
             Verdict::Delivered(Some("0a1".into()))
         );
-        for code in [300, 406] {
-            let body = format!(r#"{{"ErrorCode":{code},"Message":"no"}}"#);
+        for body in [
+            r#"{"ErrorCode":300,"Message":"Invalid 'To' address: 'a@b'."}"#,
+            r#"{"ErrorCode":406,"Message":"You tried to send to recipient(s) that have been marked as inactive."}"#,
+        ] {
             assert!(
-                matches!(PostmarkEmail::classify(&answer(422, &body)), Verdict::Undeliverable(m) if m.contains(&code.to_string()))
+                matches!(
+                    PostmarkEmail::classify(&answer(422, body)),
+                    Verdict::Undeliverable(_)
+                ),
+                "{body}"
             );
         }
+        // The same code for the operator's `From`: not the user's doing.
+        let from = r#"{"ErrorCode":300,"Message":"Invalid 'From' address: 'Example, Inc. <codes@example.com>'."}"#;
+        assert!(matches!(
+            PostmarkEmail::classify(&answer(422, from)),
+            Verdict::Unavailable(m) if m.contains("ErrorCode 300")
+        ));
         for (status, body, needle) in [
             (
                 401,

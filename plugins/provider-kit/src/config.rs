@@ -66,14 +66,18 @@ impl Config {
         }
     }
 
-    /// The value of `key`, if set.
+    /// The value of `key`, if set and not blank: a blank optional value (say, an unset
+    /// variable substituted into the manifest) is not sent to a provider as an empty field.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str)
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// The value of `key`, which must be set and not blank.
     pub fn require(&self, key: &str) -> Result<&str, ConfigError> {
-        match self.get(key) {
+        match self.values.get(key).map(String::as_str) {
             Some(v) if !v.trim().is_empty() => Ok(v),
             Some(_) => Err(ConfigError::invalid(key, "is empty")),
             None => Err(ConfigError::missing(key)),
@@ -163,6 +167,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("empty"));
+        // An optional blank value is no value.
+        assert_eq!(c.get("blank"), None);
+        assert_eq!(c.get("token"), Some("s3cret"));
         let keys: Vec<_> = c.with_prefix("template.").map(|(k, _)| k).collect();
         assert_eq!(keys, ["template.en", "template.pt-BR"]);
         assert!(!format!("{c:?}").contains("s3cret"));

@@ -15,7 +15,9 @@
 //! `https://email.{region}.amazonaws.com`) and the email template settings of
 //! [`provider_kit::template`].
 //!
-//! Answers: `MessageRejected` is *undeliverable*; everything else — 403 (bad key or
+//! Answers: a `BadRequestException` for an illegal address is *undeliverable*; everything
+//! else — `MessageRejected` (an unverified `from` identity, or a sandboxed account; the
+//! operator's business, so a failover chain moves on), 403 (bad key or
 //! signature: `UnrecognizedClientException`, `InvalidSignatureException`,
 //! `SignatureDoesNotMatch`, `AccessDeniedException`), `TooManyRequestsException` (429),
 //! `LimitExceededException`, `SendingPausedException`, `AccountSuspendedException`,
@@ -39,8 +41,9 @@ const PATH: &str = "/v2/email/outbound-emails";
 /// The exported sender.
 pub struct SesEmail;
 
-/// The `host` header the server sends for `api_base` (the authority without a default port)
-/// and the path prefix of `api_base`.
+/// The `host` header the server sends for `api_base` (the authority without a default port,
+/// lower case, without a trailing dot, as the server normalizes it) and the path prefix of
+/// `api_base`.
 fn host_and_prefix(api_base: &str) -> (String, &str) {
     let (https, rest) = match api_base.strip_prefix("https://") {
         Some(rest) => (true, rest),
@@ -49,8 +52,24 @@ fn host_and_prefix(api_base: &str) -> (String, &str) {
     let end = rest.find('/').unwrap_or(rest.len());
     let (authority, prefix) = rest.split_at(end);
     let default_port = if https { ":443" } else { ":80" };
-    let host = authority.strip_suffix(default_port).unwrap_or(authority);
-    (host.to_string(), prefix)
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    let (name, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: its colons are not the port's.
+        Some(rest) => match rest.split_once("]:") {
+            Some((inside, port)) => (&authority[..inside.len() + 2], Some(port)),
+            None => (authority, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let host = match port {
+        Some(port) => format!("{name}:{port}"),
+        None => name,
+    };
+    (host, prefix)
 }
 
 /// The signed request at `unix_seconds`.
@@ -160,8 +179,21 @@ impl Provider for SesEmail {
             "SES {} {message}",
             if kind.is_empty() { "?" } else { &kind }
         );
-        if kind == "MessageRejected" {
+        let illegal_address = message.to_ascii_lowercase().contains("illegal address");
+        if matches!(
+            kind.as_str(),
+            "BadRequestException" | "InvalidParameterValue"
+        ) && illegal_address
+        {
             Verdict::Undeliverable(detail)
+        } else if kind == "MessageRejected" {
+            // "Email address is not verified": the `from` identity, or (in the sandbox)
+            // the recipient — the account's state either way, which another sender of a
+            // failover chain may not share.
+            Verdict::refused(
+                response.status,
+                &format!("{detail} (check that `from` is a verified identity and the account is out of the SES sandbox)"),
+            )
         } else {
             Verdict::refused(response.status, &detail)
         }
@@ -310,6 +342,20 @@ mod tests {
             host_and_prefix("http://127.0.0.1:9000"),
             ("127.0.0.1:9000".into(), "")
         );
+        // Signed as the server sends it: lower case, no trailing dot.
+        assert_eq!(
+            host_and_prefix("https://Email.EU-West-1.amazonaws.com./v2"),
+            ("email.eu-west-1.amazonaws.com".into(), "/v2")
+        );
+        assert_eq!(
+            host_and_prefix("http://Fake.Example.:8443"),
+            ("fake.example:8443".into(), "")
+        );
+        assert_eq!(
+            host_and_prefix("http://[::1]:8443"),
+            ("[::1]:8443".into(), "")
+        );
+        assert_eq!(host_and_prefix("http://[::1]/x"), ("[::1]".into(), "/x"));
         assert!(SesEmail::default_api_base(&config(&[("region", "eu-west-1/../")])).is_err());
     }
 
@@ -319,22 +365,40 @@ mod tests {
             SesEmail::classify(&answer(200, None, r#"{"MessageId":"0100-ab"}"#)),
             Verdict::Delivered(Some("0100-ab".into()))
         );
+        // An unverified `from` (or a sandboxed account) is the operator's to fix.
         let rejected = answer(
             400,
             Some("MessageRejected:http://internal.amazon.com/coral/com.amazonaws.sesv2/"),
-            r#"{"message":"Email address is not verified."}"#,
+            r#"{"message":"Email address is not verified. The following identities failed the check in region EU-WEST-1: codes@example.com"}"#,
         );
         assert!(
-            matches!(SesEmail::classify(&rejected), Verdict::Undeliverable(m) if m.contains("MessageRejected") && m.contains("not verified"))
+            matches!(SesEmail::classify(&rejected), Verdict::Unavailable(m) if m.contains("MessageRejected") && m.contains("verified identity"))
+        );
+        let illegal = answer(
+            400,
+            Some("BadRequestException:http://internal.amazon.com/coral/com.amazonaws.sesv2/"),
+            r#"{"message":"Illegal address"}"#,
+        );
+        assert!(
+            matches!(SesEmail::classify(&illegal), Verdict::Undeliverable(m) if m.contains("Illegal address"))
         );
         let by_body = answer(
             400,
             None,
-            r#"{"__type":"com.amazonaws.sesv2#MessageRejected","message":"x"}"#,
+            r#"{"__type":"com.amazonaws.sesv2#BadRequestException","message":"Illegal address"}"#,
         );
         assert!(matches!(
             SesEmail::classify(&by_body),
             Verdict::Undeliverable(_)
+        ));
+        let other_bad_request = answer(
+            400,
+            Some("BadRequestException"),
+            r#"{"message":"Configuration set does not exist"}"#,
+        );
+        assert!(matches!(
+            SesEmail::classify(&other_bad_request),
+            Verdict::Unavailable(_)
         ));
         for (status, kind, needle) in [
             (403, "InvalidSignatureException", "credentials"),

@@ -20,8 +20,9 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     let key = STANDARD
         .decode(encoded.trim())
         .map_err(|_| "secret is not whsec_ followed by base64".to_string())?;
-    if key.len() < 16 {
-        return Err("secret is shorter than 16 bytes".to_string());
+    // The Standard Webhooks spec asks for 24 to 64 bytes.
+    if key.len() < 24 {
+        return Err("secret is shorter than 24 bytes".to_string());
     }
     Ok(key)
 }
@@ -80,10 +81,10 @@ pub fn post(
 /// The plugin's `timeout_ms` config value, if set.
 pub fn timeout_from_config() -> Result<Option<Duration>, String> {
     otp_plugin_sdk::config::get("timeout_ms")
-        .map(|v| {
-            v.parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| "timeout_ms is not a number".to_string())
+        .map(|v| match v.parse::<u64>() {
+            Ok(0) => Err("timeout_ms must be at least 1".to_string()),
+            Ok(ms) => Ok(Duration::from_millis(ms)),
+            Err(_) => Err("timeout_ms is not a number".to_string()),
         })
         .transpose()
 }
@@ -112,9 +113,13 @@ mod tests {
         assert!(decode_secret("whsec_c2hvcnQ=")
             .unwrap_err()
             .contains("shorter"));
+        // 16 bytes: below the spec's 24.
+        assert!(decode_secret("MDEyMzQ1Njc4OWFiY2RlZg==")
+            .unwrap_err()
+            .contains("24 bytes"));
         assert_eq!(
-            decode_secret("MDEyMzQ1Njc4OWFiY2RlZg==").unwrap(),
-            b"0123456789abcdef"
+            decode_secret("MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1u").unwrap(),
+            b"0123456789abcdefghijklmn"
         );
     }
 }

@@ -6,8 +6,9 @@
 //! (optional, shortens the manifest's outbound timeouts). The manifest's `[outbound] allow`
 //! must cover the URL.
 //!
-//! Outcome: a 2xx answer delivers; a 4xx answer means the receiver refuses this credential
-//! (*undeliverable*: 400 `CREDENTIAL:INVALID`); a 5xx or any other answer, a timeout, a
+//! Outcome: a 2xx answer delivers; 400, 410 or 422 means the receiver refuses this
+//! credential (*undeliverable*: 400 `CREDENTIAL:INVALID`); any other answer (401, 403 and
+//! 404 included: a rotated secret or a wrong URL is not the user's doing), a timeout, a
 //! connection failure or a destination the manifest does not allow is *unavailable* (503
 //! `SEND:UNAVAILABLE`, the client may retry). The body holds the code: it is never logged.
 

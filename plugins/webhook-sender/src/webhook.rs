@@ -16,12 +16,20 @@ pub fn payload(msg: &Message) -> String {
     .to_string()
 }
 
-/// 2xx delivers, 4xx is undeliverable, anything else is unavailable.
+/// 2xx delivers; 400, 410 and 422 mean the receiver refuses this destination
+/// (undeliverable); anything else is unavailable — 401, 403 and 404 are what a rotated
+/// secret, a clock out of the signature's tolerance or a wrong URL answer, 408 and 429 a
+/// busy receiver: none of them is the user's doing, so none may block a credential or
+/// stop a failover to the next sender.
 pub fn outcome(status: u16) -> Result<(), SendError> {
     match status {
         200..=299 => Ok(()),
-        400..=499 => Err(SendError::Undeliverable(format!(
+        400 | 410 | 422 => Err(SendError::Undeliverable(format!(
             "webhook receiver refused the credential ({status})"
+        ))),
+        401 | 403 | 404 => Err(SendError::Unavailable(format!(
+            "webhook receiver answered {status}: check the manifest's url and secret, and the \
+             receiver's clock"
         ))),
         _ => Err(SendError::Unavailable(format!(
             "webhook receiver answered {status}"
@@ -54,7 +62,15 @@ mod tests {
     #[test]
     fn statuses() {
         assert!(outcome(200).is_ok() && outcome(204).is_ok());
-        assert!(matches!(outcome(404), Err(SendError::Undeliverable(_))));
+        for status in [400, 410, 422] {
+            assert!(matches!(outcome(status), Err(SendError::Undeliverable(_))));
+        }
+        for status in [401, 403, 404, 408, 413, 429] {
+            assert!(
+                matches!(outcome(status), Err(SendError::Unavailable(_))),
+                "{status}"
+            );
+        }
         assert!(matches!(outcome(500), Err(SendError::Unavailable(_))));
         assert!(matches!(outcome(302), Err(SendError::Unavailable(_))));
     }
