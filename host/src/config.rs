@@ -566,6 +566,15 @@ impl FileConfig {
             max_credential_id_len: self.max_credential_id_len,
             ..Settings::default()
         };
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(invalid(
+                Setting::log.label(),
+                format!(
+                    "{:?} is not a log filter such as info or otp_server=debug,warn: {error}",
+                    self.log
+                ),
+            ));
+        }
         otp.validate().map_err(|m| invalid("OTP settings", m))?;
         // `__Host-Http-o=` plus `; Path=/; HttpOnly; SameSite=Strict; Secure; Expires=…`.
         crate::crypto::validate_cookie_budget(&otp, 120).map_err(|m| {
@@ -879,6 +888,7 @@ mod tests {
             ("OTP_MAX_ATTEMPTS", "many"),
             ("CORS_ORIGIN", "*"),
             ("CORS_ORIGIN", "null"),
+            ("OTP_LOG", "otp_server=debg"),
             ("OTP_CODE_ALPHABET", "emoji"),
             ("OTP_FINAL_MEMORY_MIB", "0"),
             ("OTP_MAX_CREDENTIALS", "many"),

@@ -146,6 +146,7 @@ impl<'a> MakeWriter<'a> for BatchedStderr {
 /// `request_id` are on every line either way. Call once, before anything logs.
 pub fn init(filter: &str, format: LogFormat) {
     let _ = FORMAT.set(format);
+    // The configuration refused a filter that does not parse.
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

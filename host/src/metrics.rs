@@ -418,6 +418,25 @@ pub fn rate_limited(limit: &'static str) {
     }
 }
 
+/// `name` as an OpenMetrics label value: `\`, `"` and line feeds escaped (the encoder
+/// writes label values as given, and one bad line makes Prometheus refuse the whole
+/// scrape). Plugin names come from file names, which may hold any of them.
+fn label_value(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut escaped = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// One plugin call: which plugin, which hook, how it ended, how long it took.
 pub fn plugin_call(plugin: &str, hook: &'static str, result: &'static str, elapsed: Duration) {
     if let Some(m) = installed() {
@@ -434,7 +453,7 @@ pub fn plugin_call(plugin: &str, hook: &'static str, result: &'static str, elaps
             let counter = m
                 .plugin_calls
                 .get_or_create(&PluginCall {
-                    plugin: m.plugins.get(plugin),
+                    plugin: m.plugins.get(&label_value(plugin)),
                     hook,
                     result,
                 })
@@ -492,6 +511,7 @@ mod tests {
         for _ in 0..3 {
             plugin_call("test-plugin", "sending", "ok", Duration::from_micros(50));
         }
+        plugin_call("odd\"name\\\n", "sending", "ok", Duration::from_micros(50));
         code_sent("test-channel", "first", "ok");
         code_sent("test-channel", "first", "ok");
         verification("test_result");
@@ -507,6 +527,7 @@ mod tests {
             r#"otp_store_errors_total{op="test_op"} 1"#,
             r#"otp_store_errors_total{op="consume"} 0"#,
             r#"otp_plugin_calls_total{plugin="test-plugin",hook="sending",result="ok"} 3"#,
+            r#"otp_plugin_calls_total{plugin="odd\"name\\\n",hook="sending",result="ok"} 1"#,
             r#"otp_codes_sent_total{channel="test-channel",kind="first",result="ok"} 2"#,
             r#"otp_plugin_slots_in_use{hook="sending"} 3"#,
             "otp_events_dropped_total 7",

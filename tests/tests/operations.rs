@@ -278,6 +278,11 @@ async fn the_admin_listener_beyond_loopback_needs_the_token() {
     }
     let a = server.admin("POST", "/admin/keys/rotate", None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // Refusals leave a trace (a token guessed at), without what was sent.
+    let line = server
+        .wait_for_log("admin request refused", Duration::from_secs(5))
+        .expect("a refused admin request is logged");
+    assert!(!line.contains("wrong-token"), "{line}");
     // The scheme is case-insensitive; the token is not.
     let base = server.admin_base.as_ref().unwrap();
     for (header, status) in [

@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -111,6 +111,7 @@ async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -
     if accepted {
         return next.run(request).await;
     }
+    refused_logged();
     let mut response = (
         StatusCode::UNAUTHORIZED,
         Json(serde_json::json!({
@@ -123,6 +124,31 @@ async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+/// Refusals since the last warning, and when that was (seconds since the Unix epoch).
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+static REFUSED_WARNED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a refused admin request (a token guessed at leaves a trace), at most once every
+/// 10 s with the number refused since, so a flood of guesses cannot flood the log.
+fn refused_logged() {
+    let refused = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = REFUSED_WARNED_AT.load(Ordering::Relaxed);
+    if now >= last.saturating_add(10)
+        && REFUSED_WARNED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        REFUSED.fetch_sub(refused, Ordering::Relaxed);
+        tracing::warn!(
+            refused,
+            "admin request refused: missing or wrong admin token"
+        );
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
