@@ -58,6 +58,28 @@ async fn a_flow_reaches_the_event_sink_in_order_without_secrets() {
     let verified = server.verify(&code, wrong.cookie().as_deref()).await;
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.text());
 
+    // The plugins loaded at start-up are announced once the events plugin is bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut loaded: Vec<String> = Vec::new();
+    while std::time::Instant::now() < deadline {
+        loaded = receiver
+            .deliveries()
+            .iter()
+            .flat_map(|d| d.json()["events"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["type"] == "plugin.loaded")
+            .filter_map(|e| e["subject"].as_str().map(str::to_string))
+            .collect();
+        if loaded.len() >= DEFAULT_PLUGINS.len() + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loaded.sort();
+    let mut expected: Vec<String> = DEFAULT_PLUGINS.iter().map(|p| p.to_string()).collect();
+    expected.push("webhook-events".into());
+    expected.sort();
+    assert_eq!(loaded, expected);
+
     let wanted = [
         "otp.code.sent",
         "otp.verification.failed",

@@ -153,10 +153,13 @@ impl PluginRegistry {
         let current = self.state.load_full();
         let mut plugins = current.plugins.clone();
         let mut load_errors = current.load_errors.clone();
+        let mut events = Vec::new();
         for name in names {
-            self.load_into(&name, &mut plugins, &mut load_errors).await;
+            self.load_into(&name, &mut plugins, &mut load_errors, &mut events)
+                .await;
         }
         self.publish(plugins, load_errors, &RegistryState::default());
+        self.audit(events);
         Ok(())
     }
 
@@ -171,18 +174,26 @@ impl PluginRegistry {
         let current = self.state.load_full();
         let mut plugins = current.plugins.clone();
         let mut load_errors = current.load_errors.clone();
-        if self.load_into(&name, &mut plugins, &mut load_errors).await {
+        let mut events = Vec::new();
+        if self
+            .load_into(&name, &mut plugins, &mut load_errors, &mut events)
+            .await
+        {
             self.publish(plugins, load_errors, &current);
         }
+        self.audit(events);
     }
 
     /// Loads, replaces or removes plugin `name` in `plugins` from `NAME.wasm` and
-    /// `NAME.toml`. Returns whether anything changed.
+    /// `NAME.toml`, adding its audit event to `events` (emitted once the new state is
+    /// published: at start-up the events plugin is bound only then). Returns whether
+    /// anything changed.
     async fn load_into(
         &self,
         name: &str,
         plugins: &mut BTreeMap<String, Arc<LoadedPlugin>>,
         load_errors: &mut BTreeMap<String, String>,
+        events: &mut Vec<PluginEvent>,
     ) -> bool {
         let path = self.dir.join(format!("{name}.wasm"));
         let previous = plugins.get(name).cloned();
@@ -223,15 +234,15 @@ impl PluginRegistry {
                     "plugin loaded"
                 );
                 crate::metrics::plugin_reload("ok");
-                self.audit(
-                    "plugin.loaded",
-                    name,
-                    serde_json::json!({
+                events.push(PluginEvent {
+                    kind: "plugin.loaded",
+                    plugin: name.to_string(),
+                    data: serde_json::json!({
                         "version": plugin.version,
                         "contract": plugin.contract.as_str(),
                         "hooks": plugin.hooks.iter().map(|h| h.name()).collect::<Vec<_>>(),
                     }),
-                );
+                });
                 plugins.insert(name.to_string(), Arc::new(plugin));
                 load_errors.remove(name);
             }
@@ -256,20 +267,22 @@ impl PluginRegistry {
                     "{what}; the previous version (if any) keeps serving"
                 );
                 crate::metrics::plugin_reload("rejected");
-                self.audit(
-                    "plugin.rejected",
-                    name,
-                    serde_json::json!({ "reason": error.to_string() }),
-                );
+                events.push(PluginEvent {
+                    kind: "plugin.rejected",
+                    plugin: name.to_string(),
+                    data: serde_json::json!({ "reason": error.to_string() }),
+                });
                 load_errors.insert(name.to_string(), error.to_string());
             }
         }
         true
     }
 
-    fn audit(&self, kind: &str, plugin: &str, data: serde_json::Value) {
+    fn audit(&self, events: Vec<PluginEvent>) {
         if let Some(audit) = &self.audit {
-            audit.emit(kind, Subject::Plain(plugin), || data);
+            for event in events {
+                audit.emit(event.kind, Subject::Plain(&event.plugin), || event.data);
+            }
         }
     }
 
@@ -466,6 +479,14 @@ fn name_with_extension(path: &Path, extension: &str) -> Option<String> {
         return None;
     }
     Some(stem.to_string())
+}
+
+/// A `plugin.loaded` / `plugin.rejected` audit event, held until the state it describes
+/// is published.
+struct PluginEvent {
+    kind: &'static str,
+    plugin: String,
+    data: serde_json::Value,
 }
 
 /// The bindings [`resolve`] decides.
