@@ -180,18 +180,63 @@ pub trait EventSink: Send + Sync + 'static {
     async fn deliver(&self, batch: &[AuditEvent]) -> Result<bool, String>;
 }
 
+/// `sink.deliver(batch)`, waited for without limit until shutdown begins and then until
+/// its deadline; `None` when the deadline passes first.
+async fn deliver_until_stopped(
+    sink: &dyn EventSink,
+    batch: &[AuditEvent],
+    stopping: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+) -> Option<Result<bool, String>> {
+    let deliver = sink.deliver(batch);
+    tokio::pin!(deliver);
+    tokio::select! {
+        biased;
+        result = &mut deliver => return Some(result),
+        _ = stopping.wait_for(Option::is_some) => {}
+    }
+    let deadline = (*stopping.borrow())?;
+    tokio::time::timeout_at(deadline, deliver).await.ok()
+}
+
+/// The running delivery task of [`spawn_delivery`].
+pub struct AuditDelivery {
+    task: tokio::task::JoinHandle<()>,
+    /// When set: stop taking events, and deliver what is queued until this instant.
+    stop: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
+}
+
+impl AuditDelivery {
+    /// Ends delivery at shutdown: the queue takes no more events, what it holds goes to
+    /// the sink until `grace` has passed (no pauses after failures), and what is left
+    /// then is counted as failed — nothing is lost uncounted.
+    pub async fn finish(self, grace: Duration) {
+        let _ = self.stop.send(Some(tokio::time::Instant::now() + grace));
+        // The task keeps its own deadline; this one only guards against a sink call
+        // that ignores cancellation.
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.task).await;
+    }
+}
+
 /// Takes events off the queue in batches of up to [`MAX_BATCH`] and hands them to
 /// `sink`, one batch at a time, pausing after failures (see the module doc), until the
-/// log is dropped.
+/// log is dropped or [`AuditDelivery::finish`] is called.
 pub fn spawn_delivery(
     mut queue: mpsc::Receiver<AuditEvent>,
     sink: Arc<dyn EventSink>,
     counts: Arc<EventCounts>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> AuditDelivery {
+    let (stop, mut stopping) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut failures: u32 = 0;
-        while let Some(first) = queue.recv().await {
+        loop {
+            let first = tokio::select! {
+                first = queue.recv() => first,
+                _ = stopping.wait_for(Option::is_some) => None,
+            };
+            let Some(first) = first else {
+                break;
+            };
             batch.push(first);
             let linger = tokio::time::sleep(LINGER);
             tokio::pin!(linger);
@@ -205,7 +250,13 @@ pub fn spawn_delivery(
                 }
             }
             let n = batch.len() as u64;
-            match sink.deliver(&batch).await {
+            let Some(outcome) = deliver_until_stopped(&*sink, &batch, &mut stopping).await else {
+                // Shutting down, and the sink did not answer by the deadline.
+                counts.failed.fetch_add(n, Ordering::Relaxed);
+                batch.clear();
+                break;
+            };
+            match outcome {
                 Ok(true) => {
                     counts.delivered.fetch_add(n, Ordering::Relaxed);
                     if failures > 0 {
@@ -230,9 +281,48 @@ pub fn spawn_delivery(
                 }
             }
             batch.clear();
-            tokio::time::sleep(pause_after(failures)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause_after(failures)) => {}
+                _ = stopping.wait_for(Option::is_some) => {}
+            }
         }
-    })
+        let Some(deadline) = *stopping.borrow() else {
+            return; // the log is gone: nothing more can come
+        };
+        // Shutting down: nothing new comes in; what is queued goes out by the deadline.
+        queue.close();
+        let (mut delivered, mut failed) = (0u64, 0u64);
+        loop {
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let n = batch.len() as u64;
+            match tokio::time::timeout_at(deadline, sink.deliver(&batch)).await {
+                Ok(Ok(true)) => delivered += n,
+                Ok(Ok(false)) => {}
+                Ok(Err(_)) => failed += n,
+                Err(_) => {
+                    failed += n;
+                    while queue.try_recv().is_ok() {
+                        failed += 1;
+                    }
+                }
+            }
+            batch.clear();
+        }
+        counts.delivered.fetch_add(delivered, Ordering::Relaxed);
+        counts.failed.fetch_add(failed, Ordering::Relaxed);
+        if delivered + failed > 0 {
+            tracing::info!(delivered, failed, "audit events flushed at shutdown");
+        }
+    });
+    AuditDelivery { task, stop }
 }
 
 /// 32 random hex digits.
@@ -350,7 +440,7 @@ mod tests {
             calls: Mutex::new(Vec::new()),
             failing: AtomicBool::new(true),
         });
-        let _task = spawn_delivery(rx, sink.clone(), log.counts().clone());
+        let _delivery = spawn_delivery(rx, sink.clone(), log.counts().clone());
         // Events keep coming for 1.2 s while the sink fails. Without pauses it would be
         // called every 20 ms or so; with them after 100, 200, 400 ms, ...: 5 calls at most.
         let started = std::time::Instant::now();
@@ -396,6 +486,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn at_shutdown_queued_events_are_delivered_and_new_ones_refused() {
+        let (log, rx) = AuditLog::new(options(500), [7; 32], Arc::new(ManualClock::new(0)));
+        log.set_sink_bound(true);
+        let sink = Arc::new(Recording {
+            batches: Mutex::new(Vec::new()),
+            fail: false,
+        });
+        let delivery = spawn_delivery(rx, sink.clone(), log.counts().clone());
+        for _ in 0..250 {
+            log.emit("queued", Subject::None, || serde_json::json!({}));
+        }
+        delivery.finish(Duration::from_secs(5)).await;
+        let delivered = log.counts().delivered.load(Ordering::Relaxed);
+        assert_eq!(delivered, 250);
+        assert_eq!(sink.batches.lock().unwrap().concat().len(), 250);
+        // After the flush the queue is closed: an event emitted now is not queued.
+        log.emit("late", Subject::None, || serde_json::json!({}));
+        assert_eq!(log.counts().dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(sink.batches.lock().unwrap().concat().len(), 250);
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_hanging_sink_costs_the_grace_and_its_events_are_counted() {
+        struct Hanging;
+        #[async_trait]
+        impl EventSink for Hanging {
+            async fn deliver(&self, _batch: &[AuditEvent]) -> Result<bool, String> {
+                std::future::pending().await
+            }
+        }
+        let (log, rx) = AuditLog::new(options(500), [7; 32], Arc::new(ManualClock::new(0)));
+        log.set_sink_bound(true);
+        let delivery = spawn_delivery(rx, Arc::new(Hanging), log.counts().clone());
+        for _ in 0..250 {
+            log.emit("queued", Subject::None, || serde_json::json!({}));
+        }
+        let started = std::time::Instant::now();
+        delivery.finish(Duration::from_millis(300)).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert_eq!(log.counts().failed.load(Ordering::Relaxed), 250);
+        assert_eq!(log.counts().delivered.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
     async fn events_reach_the_sink_in_order_and_failures_are_counted() {
         for fail in [false, true] {
             let (log, rx) = AuditLog::new(options(16), [7; 32], Arc::new(ManualClock::new(0)));
@@ -404,13 +539,13 @@ mod tests {
                 batches: Mutex::new(Vec::new()),
                 fail,
             });
-            let task = spawn_delivery(rx, sink.clone(), log.counts().clone());
+            let delivery = spawn_delivery(rx, sink.clone(), log.counts().clone());
             for kind in ["a", "b", "c"] {
                 log.emit(kind, Subject::None, || serde_json::json!({}));
             }
             let counts = log.counts().clone();
             drop(log);
-            task.await.unwrap();
+            delivery.task.await.unwrap();
             let seen: Vec<String> = sink.batches.lock().unwrap().concat();
             assert_eq!(seen, ["a", "b", "c"]);
             let (delivered, failed) = (

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 /// Every metric name the server exports, as a scrape shows it (the tests of `deploy/`
 /// check the dashboard and the alert rules against this list).
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 15] = [
     "otp_http_requests_total",
     "otp_http_request_duration_seconds",
     "otp_codes_sent_total",
@@ -42,6 +42,8 @@ pub const NAMES: [&str; 13] = [
     "otp_store_call_duration_seconds",
     "otp_kek_rotations_total",
     "otp_events_dropped_total",
+    "otp_events_failed_total",
+    "otp_events_delivered_total",
 ];
 
 /// Histogram buckets (seconds): 0.25 ms to 10 s, enough for store calls and plugin sends.
@@ -106,6 +108,10 @@ pub struct Scrape {
     pub slots_in_use: Vec<(&'static str, u32)>,
     /// Audit events dropped since start-up (a full queue).
     pub events_dropped: u64,
+    /// Audit events lost since start-up because the sink failed on their batch.
+    pub events_failed: u64,
+    /// Audit events the sink accepted since start-up.
+    pub events_delivered: u64,
 }
 
 /// The metrics of this process.
@@ -124,6 +130,8 @@ pub struct Metrics {
     store_duration: Histograms<Op>,
     kek_rotations: Counter,
     events_dropped: Counter,
+    events_failed: Counter,
+    events_delivered: Counter,
     /// Channel names used as label values so far.
     channels: Labels,
     /// Plugin names used as label values so far.
@@ -201,6 +209,8 @@ impl Metrics {
             store_duration: Family::new_with_constructor(histogram),
             kek_rotations: Counter::default(),
             events_dropped: Counter::default(),
+            events_failed: Counter::default(),
+            events_delivered: Counter::default(),
             channels: Labels::new(MAX_CHANNELS),
             plugins: Labels::new(MAX_PLUGINS),
             cache_keys: Labels::new(MAX_CACHED_NAMES),
@@ -272,6 +282,16 @@ impl Metrics {
             "Audit events dropped because the queue was full",
             m.events_dropped.clone(),
         );
+        r.register(
+            "otp_events_failed",
+            "Audit events lost because the events plugin failed on their batch",
+            m.events_failed.clone(),
+        );
+        r.register(
+            "otp_events_delivered",
+            "Audit events the events plugin accepted",
+            m.events_delivered.clone(),
+        );
         m
     }
 
@@ -318,10 +338,16 @@ impl Metrics {
                 .get_or_create(&HookName { hook })
                 .set(i64::from(*n));
         }
-        // Monotonic and atomic, so concurrent scrapes cannot add the same drops twice.
-        self.events_dropped
-            .inner()
-            .fetch_max(scrape.events_dropped, std::sync::atomic::Ordering::Relaxed);
+        // Monotonic and atomic, so concurrent scrapes cannot add the same events twice.
+        for (counter, total) in [
+            (&self.events_dropped, scrape.events_dropped),
+            (&self.events_failed, scrape.events_failed),
+            (&self.events_delivered, scrape.events_delivered),
+        ] {
+            counter
+                .inner()
+                .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -519,6 +545,8 @@ mod tests {
         let text = m.render(&Scrape {
             slots_in_use: vec![("sending", 3)],
             events_dropped: 7,
+            events_failed: 5,
+            events_delivered: 11,
         });
         for line in [
             r#"otp_http_requests_total{route="/test/metrics",status="200"} 2"#,
@@ -531,6 +559,8 @@ mod tests {
             r#"otp_codes_sent_total{channel="test-channel",kind="first",result="ok"} 2"#,
             r#"otp_plugin_slots_in_use{hook="sending"} 3"#,
             "otp_events_dropped_total 7",
+            "otp_events_failed_total 5",
+            "otp_events_delivered_total 11",
             "otp_kek_rotations_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

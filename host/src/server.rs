@@ -53,7 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_audit(audit.clone())
         .with_env(config.plugin_env.clone()),
     );
-    let _delivery = spawn_delivery(audit_queue, registry.clone(), audit.counts().clone());
+    let delivery = spawn_delivery(audit_queue, registry.clone(), audit.counts().clone());
     let _watcher = PluginWatcher::start(registry.clone())
         .with_context(|| format!("watching {}", config.plugins_dir.display()))?;
     registry
@@ -150,9 +150,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(admin) = admin {
         let _ = admin.await;
     }
+    // The requests are done: what they queued for the audit trail goes out now.
+    delivery.finish(EVENTS_FLUSH_GRACE).await;
     tracing::info!("otp-server stopped");
     Ok(())
 }
+
+/// How long audit events still queued at shutdown may take to reach the events plugin;
+/// what is left then is counted as failed.
+const EVENTS_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// The id store and key store the configuration asks for. In Redis mode this waits
 /// (up to a minute) for Redis to answer, so instances restarted together with Redis

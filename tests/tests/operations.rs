@@ -412,7 +412,7 @@ async fn deploy_rules_pass_promtool_and_name_only_exported_metrics() {
     }
     assert!(limited, "the request budget never ran out");
     let exported = exported_names(&server.admin("GET", "/metrics", None).await.text());
-    assert_eq!(exported.len(), 13, "{exported:?}");
+    assert_eq!(exported.len(), 15, "{exported:?}");
     let used = deploy_metric_names();
     let unknown: Vec<_> = used.difference(&exported).collect();
     assert!(unknown.is_empty(), "deploy/ uses {unknown:?}, not exported");

@@ -153,12 +153,15 @@ fn refused_logged() {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let runtime = state.app.registry.runtime();
+    let counts = state.app.audit.counts();
     let scrape = Scrape {
         slots_in_use: Hook::ALL
             .iter()
             .map(|hook| (hook.name(), runtime.slots_in_use(*hook)))
             .collect(),
-        events_dropped: state.app.audit.counts().dropped.load(Ordering::Relaxed),
+        events_dropped: counts.dropped.load(Ordering::Relaxed),
+        events_failed: counts.failed.load(Ordering::Relaxed),
+        events_delivered: counts.delivered.load(Ordering::Relaxed),
     };
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
