@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         test_clock,
         access_log: config.access_log,
         demo: config.demo,
+        ready_cache: Default::default(),
         clients: Arc::new(ClientAddresses::new(
             config.limits.trusted_proxies.clone(),
             config.limits.client_address_header,

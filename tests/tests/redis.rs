@@ -133,6 +133,12 @@ async fn redis_down_fails_closed_and_recovers() {
     let ready = server.ready_details().await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["store"], "unavailable");
+    // The public /ready follows within its second of reuse.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.get("/ready").await.status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(Instant::now() < deadline, "public /ready still says ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -152,6 +158,38 @@ async fn redis_down_fails_closed_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!server.log_text().contains("panicked"));
+}
+
+#[tokio::test]
+async fn a_flood_of_public_ready_probes_pings_redis_about_once_a_second() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let server = on(&redis, &plugins);
+    let pings = || -> u64 {
+        let mut c = redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut c)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let before = pings();
+    let started = Instant::now();
+    for _ in 0..200 {
+        assert_eq!(server.get("/ready").await.status, StatusCode::OK);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let pinged = pings() - before;
+    assert!(
+        pinged <= 2 * (seconds + 1),
+        "{pinged} pings for 200 probes in {seconds} s"
+    );
 }
 
 #[tokio::test]

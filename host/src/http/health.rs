@@ -18,11 +18,27 @@ pub async fn health() -> &'static str {
 }
 
 /// 200 `{"ready": true}` when every hook has a plugin, the session store answers and
-/// the abuse controls can decide; else 503 `{"ready": false}`.
+/// the abuse controls can decide; else 503 `{"ready": false}`. The answer is reused
+/// for [`READY_FOR`]: the public route needs no token, and each fresh answer pings the
+/// store.
 pub async fn ready(State(app): State<AppState>) -> Response {
-    let (ready, _) = readiness(&app).await;
+    let cached = *app.ready_cache.lock();
+    let ready = match cached {
+        Some((at, ready)) if at.elapsed() < READY_FOR => ready,
+        _ => {
+            let (ready, _) = readiness(&app).await;
+            *app.ready_cache.lock() = Some((std::time::Instant::now(), ready));
+            ready
+        }
+    };
     (status(ready), Json(serde_json::json!({ "ready": ready }))).into_response()
 }
+
+/// How long the public `/ready` reuses an answer.
+pub const READY_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The public `/ready`'s last answer and when it was made.
+pub type ReadyCache = parking_lot::Mutex<Option<(std::time::Instant, bool)>>;
 
 /// 200 when ready, else 503.
 pub fn status(ready: bool) -> StatusCode {

@@ -69,6 +69,8 @@ pub struct App {
     pub access_log: bool,
     /// Serve the demo page (`GET /demo`).
     pub demo: bool,
+    /// The public `/ready`'s last answer.
+    pub ready_cache: health::ReadyCache,
 }
 
 pub fn router(state: AppState) -> Router {
