@@ -8,10 +8,10 @@
 //!   step: every instance drops it at its next tick, and cookies sealed with it answer
 //!   `OTP:INVALID_COOKIE` (their users start over). For a key that may have leaked.
 //! - `keys rewrap --new-master-key-file F` re-seals every stored KEK under the master
-//!   key in `F`. Instances configured with the new key as `master_key` and the old one
-//!   as `master_key_previous` accept both while they roll over; once all have, a second
-//!   rewrap re-seals what instances still on the old key wrote meanwhile, and only then
-//!   may the previous key go.
+//!   key in `F`, and says which step of the README's procedure comes next: instances
+//!   first take the new key as `master_key_previous` (so they open what is re-sealed),
+//!   then as `master_key` with the old one as previous, and a second rewrap re-seals
+//!   what instances still on the old key wrote meanwhile before the previous key goes.
 //!
 //! Each command prints what it did. They need a Redis store: an in-memory store lives
 //! inside one server process, out of reach of another process. A Redis (or prefix)
@@ -104,12 +104,26 @@ pub async fn run(config: &Config, command: KeyCommand<'_>) -> anyhow::Result<Str
                     report.refused
                 ));
             }
-            text.push_str(
-                "\nnext: give every instance the new key as master_key (OTP_MASTER_KEY) and the old one \
-                 as master_key_previous (OTP_MASTER_KEY_PREVIOUS); once all have restarted, run this \
-                 rewrap again with that configuration (it re-seals what the instances still on the old \
-                 key wrote meanwhile), and only then drop the previous key\n",
-            );
+            // Which step of the README's procedure this was, by this configuration.
+            let configured = MasterKey::from_base64(master_key)?;
+            let previous = master_key_previous
+                .as_deref()
+                .map(MasterKey::from_base64)
+                .transpose()?;
+            text.push_str(if configured.same_as(&new_master) {
+                "\ndone: once every instance runs with the new key as master_key, drop \
+                 master_key_previous (OTP_MASTER_KEY_PREVIOUS)\n"
+            } else if previous.is_some_and(|p| p.same_as(&new_master)) {
+                "\nnext: give every instance the new key as master_key (OTP_MASTER_KEY) and the old \
+                 one as master_key_previous (OTP_MASTER_KEY_PREVIOUS), restart them one by one, then \
+                 run this rewrap again with that configuration (it re-seals what instances still on \
+                 the old key wrote meanwhile)\n"
+            } else {
+                "\nwarning: an instance configured like this one (the new key neither its master_key \
+                 nor its master_key_previous) cannot open the re-sealed records it has not cached, \
+                 and cannot restart: give every instance the new key as master_key now (README: \
+                 Replacing the master key)\n"
+            });
             Ok(text)
         }
     }

@@ -42,12 +42,17 @@ fn current_id(redis: &RedisServer) -> String {
 
 /// Runs `otp-server keys ARGS…` against `redis`; (success, stdout + stderr).
 fn keys_command(redis: &RedisServer, args: &[&str]) -> (bool, String) {
+    keys_command_with(redis, args, &[("OTP_MASTER_KEY", TEST_MASTER_KEY)])
+}
+
+/// [`keys_command`] with these settings (the master keys among them).
+fn keys_command_with(redis: &RedisServer, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let output = std::process::Command::new(server_binary())
         .arg("keys")
         .args(args)
         .env_clear()
         .env("OTP_STORE", redis.url())
-        .env("OTP_MASTER_KEY", TEST_MASTER_KEY)
+        .envs(env.iter().copied())
         .output()
         .expect("running otp-server keys");
     (
@@ -314,6 +319,11 @@ async fn rewrap_moves_to_a_new_master_key_without_ending_sessions() {
         out.contains("1 key-encryption key record(s) re-sealed"),
         "{out}"
     );
+    // Run on a configuration without the new key, it says what that costs.
+    assert!(
+        out.contains("warning: an instance configured like this one"),
+        "{out}"
+    );
     drop(a);
 
     // An instance on the new master key alone opens the session sealed before.
@@ -336,4 +346,56 @@ async fn rewrap_moves_to_a_new_master_key_without_ending_sessions() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("master key does not match"));
+}
+
+#[tokio::test]
+async fn the_three_step_master_key_change_keeps_every_instance_able_to_restart() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let new_key = base64::engine::general_purpose::STANDARD.encode([43u8; 32]);
+    let file = scratch_dir("new-master-3").join("master.key");
+    std::fs::write(&file, &new_key).unwrap();
+    let rewrap = ["rewrap", "--new-master-key-file", file.to_str().unwrap()];
+    let with = |master: &str, previous: &str| {
+        Server::builder()
+            .plugins_dir(&plugins)
+            .redis(&redis)
+            .env("OTP_MASTER_KEY", master)
+            .env("OTP_MASTER_KEY_PREVIOUS", previous)
+            .start()
+    };
+    let a = on(&redis, &plugins);
+    let created = a.create("\"steps@example.com\"", None).await;
+    let cookie = created.cookie().unwrap();
+    let code = a.wait_code("\"steps@example.com\"", 1);
+    drop(a);
+    // 1. Every instance takes the new key as its previous one.
+    let step1 = [
+        ("OTP_MASTER_KEY", TEST_MASTER_KEY),
+        ("OTP_MASTER_KEY_PREVIOUS", new_key.as_str()),
+    ];
+    // 2. The rewrap: an instance of step 1 still (re)starts and opens the session.
+    let (ok, out) = keys_command_with(&redis, &rewrap, &step1);
+    assert!(
+        ok && out.contains("next: give every instance the new key as master_key"),
+        "{out}"
+    );
+    let b = with(TEST_MASTER_KEY, &new_key);
+    let wrong = b.verify("0000000000", Some(&cookie)).await;
+    assert_eq!(wrong.error(), "OTP:INCORRECT", "{}", wrong.text());
+    let cookie = wrong.cookie().unwrap();
+    drop(b);
+    // 3. The new key as master, the old as previous; the second rewrap ends the change.
+    let step3 = [
+        ("OTP_MASTER_KEY", new_key.as_str()),
+        ("OTP_MASTER_KEY_PREVIOUS", TEST_MASTER_KEY),
+    ];
+    let c = with(&new_key, TEST_MASTER_KEY);
+    let (ok, out) = keys_command_with(&redis, &rewrap, &step3);
+    assert!(
+        ok && out.contains("done: once every instance runs"),
+        "{out}"
+    );
+    let verified = c.verify(&code, Some(&cookie)).await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.text());
 }

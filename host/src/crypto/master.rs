@@ -68,6 +68,12 @@ impl MasterKey {
         Ok(MasterKey(Zeroizing::new(bytes)))
     }
 
+    /// Whether `other` is the same key (compared in constant time).
+    pub fn same_as(&self, other: &MasterKey) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&*other.0).into()
+    }
+
     /// A 32-byte key for another purpose, derived from the master key and a label
     /// (HMAC-SHA256(master key, label)), so every instance sharing the master key
     /// derives the same one and none reveals the master key.
