@@ -189,9 +189,11 @@ async fn rotate(State(state): State<AdminState>) -> Response {
             tracing::warn!(%error, "requested key rotation failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
+                // The reason says which: Redis unreachable, or another instance holding
+                // the rotation lock (Redis errors never carry the URL's credentials).
                 Json(serde_json::json!({
                     "error": "STORE:UNAVAILABLE",
-                    "message": "the key store is unavailable; try again",
+                    "message": format!("the key could not be rotated now ({error}); try again"),
                 })),
             )
                 .into_response()
