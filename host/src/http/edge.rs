@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use tower_service::Service;
 
 /// hyper's read buffer, which bounds a request line and its headers: more answers 431
-/// (headers) or 414 (URI) with an empty body. One read may take the buffer past this
+/// with an empty body. One read may take the buffer past this
 /// before the head is parsed, so heads up to twice as large can pass; hyper's default
 /// is about 400 KiB, which `max_connections` clients could each hold.
 const MAX_HEAD: usize = 32 * 1024;

@@ -69,8 +69,9 @@ pub fn parse_body(body: &str) -> Result<(String, &'static str), String> {
 /// (only the receiving server may interpret its case).
 ///
 /// Requires exactly one `@`, a non-empty local part, a domain of at least two non-empty
-/// dot-separated labels, no whitespace or control characters, and at most
-/// [`MAX_EMAIL_LEN`] bytes.
+/// dot-separated labels of letters, digits and `-`, no whitespace or control characters,
+/// none of `<>,;:"()[]\` (a display name, quoting or a comment: `Name <a@b>` would be
+/// delivered to `a@b`), and at most [`MAX_EMAIL_LEN`] bytes.
 pub fn normalize_email(raw: &str) -> Result<String, String> {
     let address = raw.trim();
     if address.is_empty() {
