@@ -140,6 +140,8 @@ settings! {
         write_timeout_ms: u64 { default: 10_000, env: "OTP_WRITE_TIMEOUT_MS", parse: parsed },
         /// open connections at most; more clients wait in the listen backlog (logged when reached)
         max_connections: usize { default: 10_000, env: "OTP_MAX_CONNECTIONS", parse: parsed },
+        /// open connections from one client address (an IPv6 /64) at most, trusted proxies excepted; more are closed at once (logged)
+        max_connections_per_client: usize { default: 256, env: "OTP_MAX_CONNECTIONS_PER_CLIENT", parse: parsed },
         /// on shutdown, how long in-flight requests may take to finish
         shutdown_grace_ms: u64 { default: 10_000, env: "OTP_SHUTDOWN_GRACE_MS", parse: parsed },
         /// the admin listener (`/metrics`, the detailed `/ready`, `POST /admin/keys/rotate`); empty turns it and the metrics off
@@ -610,11 +612,16 @@ impl FileConfig {
                 return Err(invalid(key.label(), "must be between 100 and 600000 ms"));
             }
         }
-        if self.max_connections == 0 {
-            return Err(invalid(
-                Setting::max_connections.label(),
-                "must be at least 1",
-            ));
+        for (key, n) in [
+            (Setting::max_connections, self.max_connections),
+            (
+                Setting::max_connections_per_client,
+                self.max_connections_per_client,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(key.label(), "must be at least 1"));
+            }
         }
         if self.kek_rotation_secs < 60 {
             return Err(invalid(
@@ -703,6 +710,7 @@ impl FileConfig {
                 body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
                 write_timeout: Duration::from_millis(self.write_timeout_ms),
                 max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
                 shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             },
             runtime: RuntimeOptions {

@@ -129,6 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 crate::http::admin::router(state),
                 config.edge,
+                Vec::new(),
                 shutdown(stopped.clone()),
             )))
         }
@@ -143,6 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         router(state),
         config.edge,
+        config.limits.trusted_proxies.clone(),
         shutdown(stopped),
     ));
     signal.await;

@@ -1,7 +1,8 @@
 //! The HTTP edge against the real binary over raw connections: a client that trickles
 //! its headers or its body is cut off at the configured timeout instead of holding a
 //! connection forever, connections beyond `max_connections` wait (logged) until
-//! one closes, and a huge head is refused.
+//! one closes, a huge head is refused, and one client address holds
+//! `max_connections_per_client` connections at most.
 
 use otp_server_blackbox::{Server, StatusCode};
 use std::time::{Duration, Instant};
@@ -170,4 +171,59 @@ async fn a_huge_head_answers_431_and_the_server_goes_on() {
         assert!(text.starts_with(expected), "{cookie_bytes} bytes: {text}");
     }
     assert_eq!(server.get("/health").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_more_than_its_connections() {
+    let server = Server::builder()
+        .default_plugins()
+        .env("OTP_MAX_CONNECTIONS_PER_CLIENT", "4")
+        .start();
+    let address = address(&server);
+    // Four keep-alive connections, each answered once so the server has taken them.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"OK") {
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        held.push(stream);
+    }
+    // A fifth from the same address is closed at once, unanswered.
+    let mut fifth = TcpStream::connect(&address).await.unwrap();
+    let _ = fifth
+        .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), fifth.read(&mut buf))
+        .await
+        .expect("closed, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "answered: {read:?}");
+    assert!(server
+        .wait_for_log("reached its connection limit", Duration::from_secs(5))
+        .is_some());
+    // One closes: its place is free again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed place was never given");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -9,7 +9,9 @@
 //! a client that pipelines requests and never reads the answers would otherwise hold its
 //! connection forever); a request line and headers may take [`MAX_HEAD`] bytes; at most
 //! `max_connections` are open, further clients wait in the listen backlog and the
-//! moment is logged (once a minute at most); on shutdown the listener closes and in-flight requests get
+//! moment is logged (once a minute at most); one client address (an IPv6 /64) may hold
+//! `max_connections_per_client` of them, trusted proxies excepted, and its further
+//! connections are closed at once; on shutdown the listener closes and in-flight requests get
 //! `shutdown_grace` to finish.
 //!
 //! Oversized bodies are drained by the handlers' body reader (`otp::read_body`) and
@@ -23,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -48,19 +51,114 @@ pub struct EdgeLimits {
     /// Time a write to the client may stay blocked (a client that stops reading).
     pub write_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 client's /64) at most; further
+    /// ones are closed at once. Peers that are trusted proxies are exempt.
+    pub max_connections_per_client: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
 }
 
+/// Counts events and says, at most once a minute, how many happened since it last
+/// said: a flood must not flood the log as well.
+#[derive(Default)]
+struct OncePerMinute {
+    since_said: u64,
+    said_at: Option<std::time::Instant>,
+}
+
+impl OncePerMinute {
+    /// Counts one event; `Some(count)` when it is time to log.
+    fn count(&mut self) -> Option<u64> {
+        self.since_said += 1;
+        if self
+            .said_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+        {
+            return None;
+        }
+        self.said_at = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.since_said))
+    }
+}
+
+/// Open connections per client address, for `max_connections_per_client`.
+struct PerClient {
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    max: usize,
+    /// Trusted proxies: many clients behind one address.
+    exempt: Vec<ipnet::IpNet>,
+}
+
+impl PerClient {
+    /// The address connections are counted under: an IPv4 address (also written as
+    /// IPv4-mapped IPv6) or an IPv6 /64, which one subscriber usually holds whole.
+    fn key(peer: IpAddr) -> IpAddr {
+        match peer {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(v6) & !((1u128 << 64) - 1),
+                )),
+            },
+            v4 => v4,
+        }
+    }
+
+    /// A place for one more connection from `peer`, or `None` when it has its most.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ClientConnection> {
+        if self.exempt.iter().any(|n| n.contains(&peer)) {
+            return Some(ClientConnection { counted: None });
+        }
+        let key = PerClient::key(peer);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientConnection {
+            counted: Some((self.clone(), key)),
+        })
+    }
+}
+
+/// One admitted connection; dropping it frees its place.
+struct ClientConnection {
+    counted: Option<(Arc<PerClient>, IpAddr)>,
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        if let Some((clients, key)) = self.counted.take() {
+            let mut open = clients.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains. Handlers can
-/// extract `ConnectInfo<SocketAddr>`.
+/// extract `ConnectInfo<SocketAddr>`. `trusted_proxies` are exempt from the cap per
+/// client.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: EdgeLimits,
+    trusted_proxies: Vec<ipnet::IpNet>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = Arc::new(PerClient {
+        open: Default::default(),
+        max: limits.max_connections_per_client,
+        exempt: trusted_proxies,
+    });
+    let mut full = OncePerMinute::default();
+    let mut client_full = OncePerMinute::default();
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -68,22 +166,16 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEAD);
     tokio::pin!(shutdown);
-    let mut full_since_warned = 0u64;
-    let mut warned_at: Option<std::time::Instant> = None;
     loop {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                // Once per minute at most: a flood must not flood the log as well.
-                full_since_warned += 1;
-                if warned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                if let Some(times) = full.count() {
                     tracing::warn!(
                         max_connections = limits.max_connections,
-                        times = full_since_warned,
+                        times,
                         "connection limit reached; new clients wait until one closes"
                     );
-                    warned_at = Some(std::time::Instant::now());
-                    full_since_warned = 0;
                 }
                 tokio::select! {
                     permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -103,6 +195,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(admitted) = clients.admit(peer.ip()) else {
+            // One client holding thousands of idle connections would keep everyone
+            // else in the backlog: its extra ones are closed at once.
+            drop(stream);
+            if let Some(times) = client_full.count() {
+                tracing::warn!(
+                    max_connections_per_client = limits.max_connections_per_client,
+                    times,
+                    "a client reached its connection limit; its further connections are closed"
+                );
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let body_timeout = limits.body_read_timeout;
@@ -119,6 +224,7 @@ pub async fn serve(
                 tracing::debug!(%error, "connection ended with an error");
             }
             drop(permit);
+            drop(admitted);
         });
     }
     drop(listener);
@@ -271,5 +377,54 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S>
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn connections_are_counted_per_address_or_ipv6_64_and_proxies_are_exempt() {
+        let clients = Arc::new(PerClient {
+            open: Default::default(),
+            max: 2,
+            exempt: vec!["10.0.0.0/8".parse().unwrap()],
+        });
+        let a = clients.admit(ip("192.0.2.1")).unwrap();
+        // The same address written as IPv4-mapped IPv6 is the same client.
+        let b = clients.admit(ip("::ffff:192.0.2.1")).unwrap();
+        assert!(clients.admit(ip("192.0.2.1")).is_none());
+        assert!(clients.admit(ip("192.0.2.2")).is_some(), "another address");
+        // Addresses of one /64 are one client; another /64 is not.
+        let v6 = [
+            clients.admit(ip("2001:db8:1:2::1")).unwrap(),
+            clients.admit(ip("2001:db8:1:2:ffff::9")).unwrap(),
+        ];
+        assert!(clients.admit(ip("2001:db8:1:2::77")).is_none());
+        assert!(clients.admit(ip("2001:db8:1:3::1")).is_some());
+        // A trusted proxy carries many clients: never refused.
+        let proxied: Vec<_> = (0..10).map(|_| clients.admit(ip("10.1.2.3"))).collect();
+        assert!(proxied.iter().all(Option::is_some));
+        // Closing frees the place, and forgotten addresses leave nothing behind.
+        drop(a);
+        assert!(clients.admit(ip("192.0.2.1")).is_some());
+        drop((b, v6, proxied));
+        assert!(clients.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_flood_is_logged_once_a_minute_with_its_count() {
+        let mut once = OncePerMinute::default();
+        assert_eq!(once.count(), Some(1));
+        for _ in 0..99 {
+            assert_eq!(once.count(), None);
+        }
+        once.said_at = Some(std::time::Instant::now() - Duration::from_secs(61));
+        assert_eq!(once.count(), Some(100));
     }
 }
