@@ -713,6 +713,32 @@ async fn a_page_of_a_sibling_subdomain_cannot_spend_the_session() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_that_rewrites_host_its_forwarded_host_counts() {
+    // An older browser (no Sec-Fetch-Site) on https://api.example.com, through a proxy
+    // that sends Host: 127.0.0.1:PORT and X-Forwarded-Host: api.example.com.
+    let post = |server: &Server| {
+        server
+            .http
+            .post(server.url("/api/otp/create"))
+            .header("origin", "https://api.example.com")
+            .header("x-forwarded-host", "api.example.com")
+            .header("content-type", "application/json")
+            .body("\"proxied\"")
+            .send()
+    };
+    let trusting = Server::builder()
+        .default_plugins()
+        .env("OTP_LIMITS_TRUSTED_PROXIES", "127.0.0.1")
+        .start();
+    let a = post(&trusting).await.unwrap();
+    assert_eq!(a.status(), StatusCode::OK);
+    // From a peer that is not a trusted proxy the header is anyone's to send.
+    let plain = Server::with_defaults();
+    let a = post(&plain).await.unwrap();
+    assert_eq!(a.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn a_handler_panic_answers_500_and_the_server_goes_on() {
     let server = Server::with_defaults();
     for _ in 0..3 {
