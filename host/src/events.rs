@@ -10,7 +10,9 @@
 //! up to 5 s, back to none after a success — so a sink that keeps failing is called a
 //! few times a second at most instead of once per batch: meanwhile events wait in the
 //! queue, and once it is full they are dropped and counted, which costs a request one
-//! atomic operation. With no sink bound nothing is built at all.
+//! atomic operation. With no sink bound nothing is built at all. At shutdown
+//! ([`AuditDelivery::finish`]) the queue closes, what it holds goes to the sink within a
+//! grace period, and what is left then is counted as failed.
 //!
 //! Events are CloudEvents-shaped (`id`, `type`, `time`, `source`, `subject`, JSON
 //! `data`). They never carry a code, a key or a secret. An event about a credential
@@ -233,9 +235,11 @@ pub fn spawn_delivery(
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut failures: u32 = 0;
         loop {
+            // Once shutdown begins, what is queued is the flush's below.
             let first = tokio::select! {
-                first = queue.recv() => first,
+                biased;
                 _ = stopping.wait_for(Option::is_some) => None,
+                first = queue.recv() => first,
             };
             let Some(first) = first else {
                 break;

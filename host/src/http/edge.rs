@@ -35,9 +35,9 @@ use tokio::sync::Semaphore;
 use tower_service::Service;
 
 /// hyper's read buffer, which bounds a request line and its headers: more answers 431
-/// with an empty body. One read may take the buffer past this
-/// before the head is parsed, so heads up to twice as large can pass; hyper's default
-/// is about 400 KiB, which `max_connections` clients could each hold.
+/// with an empty body. One read may take the buffer past this before the head is
+/// parsed, so heads up to twice as large can pass; hyper's default is about 400 KiB,
+/// which `max_connections` clients could each hold.
 const MAX_HEAD: usize = 32 * 1024;
 
 /// The limits of the edge, from the configuration.
@@ -90,22 +90,23 @@ struct PerClient {
 }
 
 impl PerClient {
-    /// The address connections are counted under: an IPv4 address (also written as
-    /// IPv4-mapped IPv6) or an IPv6 /64, which one subscriber usually holds whole.
+    /// The address connections from `peer` (canonical: IPv4-mapped IPv6 written as
+    /// IPv4) are counted under: an IPv4 address, or an IPv6 /64, which one subscriber
+    /// usually holds whole.
     fn key(peer: IpAddr) -> IpAddr {
         match peer {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(std::net::Ipv6Addr::from(
-                    u128::from(v6) & !((1u128 << 64) - 1),
-                )),
-            },
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
             v4 => v4,
         }
     }
 
     /// A place for one more connection from `peer`, or `None` when it has its most.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ClientConnection> {
+        // Trusted proxies are configured (and compared) as IPv4 when they are IPv4,
+        // whichever way a dual-stack listener reports the peer.
+        let peer = peer.to_canonical();
         if self.exempt.iter().any(|n| n.contains(&peer)) {
             return Some(ClientConnection { counted: None });
         }
@@ -408,7 +409,8 @@ mod tests {
         assert!(clients.admit(ip("2001:db8:1:2::77")).is_none());
         assert!(clients.admit(ip("2001:db8:1:3::1")).is_some());
         // A trusted proxy carries many clients: never refused.
-        let proxied: Vec<_> = (0..10).map(|_| clients.admit(ip("10.1.2.3"))).collect();
+        let mut proxied: Vec<_> = (0..10).map(|_| clients.admit(ip("10.1.2.3"))).collect();
+        proxied.extend((0..10).map(|_| clients.admit(ip("::ffff:10.1.2.3"))));
         assert!(proxied.iter().all(Option::is_some));
         // Closing frees the place, and forgotten addresses leave nothing behind.
         drop(a);
