@@ -185,6 +185,15 @@ pub trait EventSink: Send + Sync + 'static {
     async fn deliver(&self, batch: &[AuditEvent]) -> Result<bool, String>;
 }
 
+/// Resolves once [`AuditDelivery::finish`] has set a deadline; never, when the
+/// `AuditDelivery` was dropped without it (start-up failed): delivery then goes on until
+/// the log is dropped.
+async fn stop_requested(stopping: &mut tokio::sync::watch::Receiver<Option<tokio::time::Instant>>) {
+    if stopping.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// `sink.deliver(batch)`, waited for without limit until shutdown begins and then until
 /// its deadline; `None` when the deadline passes first.
 async fn deliver_until_stopped(
@@ -197,7 +206,7 @@ async fn deliver_until_stopped(
     tokio::select! {
         biased;
         result = &mut deliver => return Some(result),
-        _ = stopping.wait_for(Option::is_some) => {}
+        () = stop_requested(stopping) => {}
     }
     let deadline = (*stopping.borrow())?;
     tokio::time::timeout_at(deadline, deliver).await.ok()
@@ -238,7 +247,7 @@ pub fn spawn_delivery(
             // Once shutdown begins, what is queued is the flush's below.
             let first = tokio::select! {
                 biased;
-                _ = stopping.wait_for(Option::is_some) => None,
+                () = stop_requested(&mut stopping) => None,
                 first = queue.recv() => first,
             };
             let Some(first) = first else {
@@ -290,7 +299,7 @@ pub fn spawn_delivery(
             batch.clear();
             tokio::select! {
                 _ = tokio::time::sleep(pause_after(failures)) => {}
-                _ = stopping.wait_for(Option::is_some) => {}
+                () = stop_requested(&mut stopping) => {}
             }
         }
         let Some(deadline) = *stopping.borrow() else {
@@ -516,6 +525,24 @@ mod tests {
         log.emit("late", Subject::None, || serde_json::json!({}));
         assert_eq!(log.counts().dropped.load(Ordering::Relaxed), 1);
         assert_eq!(sink.batches.lock().unwrap().concat().len(), 250);
+    }
+
+    #[tokio::test]
+    async fn delivery_goes_on_when_its_handle_is_dropped_without_finishing() {
+        let (log, rx) = AuditLog::new(options(16), [7; 32], Arc::new(ManualClock::new(0)));
+        log.set_sink_bound(true);
+        let sink = Arc::new(Recording {
+            batches: Mutex::new(Vec::new()),
+            fail: false,
+        });
+        drop(spawn_delivery(rx, sink.clone(), log.counts().clone()));
+        log.emit("after", Subject::None, || serde_json::json!({}));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.counts().delivered.load(Ordering::Relaxed) == 0 {
+            assert!(std::time::Instant::now() < deadline, "never delivered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sink.batches.lock().unwrap().concat(), ["after"]);
     }
 
     #[tokio::test]

@@ -90,11 +90,11 @@ struct PerClient {
 }
 
 impl PerClient {
-    /// The address connections from `peer` (canonical: IPv4-mapped IPv6 written as
-    /// IPv4) are counted under: an IPv4 address, or an IPv6 /64, which one subscriber
-    /// usually holds whole.
+    /// The address connections from `peer` are counted under: an IPv4 address (also
+    /// when written as IPv4-mapped IPv6), or an IPv6 /64, which one subscriber usually
+    /// holds whole.
     fn key(peer: IpAddr) -> IpAddr {
-        match peer {
+        match peer.to_canonical() {
             IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
                 u128::from(v6) & !((1u128 << 64) - 1),
             )),

@@ -9,7 +9,8 @@
 //!   `none` (the user's own action) pass; `same-site` and `cross-site` pass only with an
 //!   `Origin` equal to `cors_origin`;
 //! - without it (an older browser), an `Origin` must be `cors_origin` or name the
-//!   request's own `Host` (or, from a trusted proxy, its `X-Forwarded-Host`);
+//!   request's own `Host` (or, from a trusted proxy, any host its `X-Forwarded-Host`
+//!   names);
 //! - a request with neither header is not a browser's (curl, a backend): it carries
 //!   the cookie only if its sender holds it, and passes.
 //!
@@ -27,15 +28,23 @@ use std::net::SocketAddr;
 pub async fn same_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() == Method::POST && request.uri().path().starts_with("/api/") {
         // A trusted proxy that rewrites `Host` says the one the browser used here.
-        let forwarded_host = request
+        let from_proxy = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .filter(|peer| state.clients.is_trusted_proxy(peer.0.ip()))
-            .and_then(|_| request.headers().get("x-forwarded-host"));
+            .is_some_and(|peer| state.clients.is_trusted_proxy(peer.0.ip()));
+        let forwarded_hosts: Vec<&HeaderValue> = if from_proxy {
+            request
+                .headers()
+                .get_all("x-forwarded-host")
+                .iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
         if allowed(
             request.headers(),
             state.cors_origin.as_ref(),
-            forwarded_host,
+            &forwarded_hosts,
         ) {
             return next.run(request).await;
         }
@@ -46,11 +55,12 @@ pub async fn same_origin(State(state): State<AppState>, request: Request, next: 
 }
 
 /// Whether a browser request with these headers comes from a page this server serves
-/// or trusts (`cors_origin`). `forwarded_host` is a trusted proxy's `X-Forwarded-Host`.
+/// or trusts (`cors_origin`). `forwarded_hosts` are a trusted proxy's `X-Forwarded-Host`
+/// lines (any host they name counts).
 fn allowed(
     headers: &HeaderMap,
     cors_origin: Option<&HeaderValue>,
-    forwarded_host: Option<&HeaderValue>,
+    forwarded_hosts: &[&HeaderValue],
 ) -> bool {
     let origin = headers.get(header::ORIGIN);
     let trusted = origin.is_some() && origin == cors_origin;
@@ -62,25 +72,34 @@ fn allowed(
             Some(origin) => {
                 trusted
                     || names_host(origin, headers.get(header::HOST))
-                    || names_host(origin, forwarded_host)
+                    || forwarded_hosts
+                        .iter()
+                        .any(|hosts| names_host(origin, Some(hosts)))
             }
         },
     }
 }
 
 /// Whether `origin` (`scheme://host[:port]`) names `host` (`host[:port]`, or a proxy's
-/// comma-separated list of them).
+/// comma-separated list of them; a scheme's default port may be written or not).
 fn names_host(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
     let (Ok(origin), Some(Ok(hosts))) = (origin.to_str(), host.map(HeaderValue::to_str)) else {
         return false;
     };
-    let Some((_, authority)) = origin.split_once("://") else {
+    let Some((scheme, authority)) = origin.split_once("://") else {
         return false;
     };
-    hosts
-        .split(',')
-        .map(str::trim)
-        .any(|host| !host.is_empty() && authority.eq_ignore_ascii_case(host))
+    let default_port = match scheme {
+        "https" => Some(":443"),
+        "http" => Some(":80"),
+        _ => None,
+    };
+    hosts.split(',').map(str::trim).any(|host| {
+        let host = default_port
+            .and_then(|port| host.strip_suffix(port))
+            .unwrap_or(host);
+        !host.is_empty() && authority.eq_ignore_ascii_case(host)
+    })
 }
 
 #[cfg(test)]
@@ -104,31 +123,31 @@ mod tests {
         let app = HeaderValue::from_static("https://app.example.com");
         let cors = Some(&app);
         for site in ["same-origin", "none"] {
-            assert!(allowed(&headers(&[("sec-fetch-site", site)]), None, None));
+            assert!(allowed(&headers(&[("sec-fetch-site", site)]), None, &[]));
         }
         // A sibling subdomain is the same site: only the configured origin passes.
         let sibling = [
             ("sec-fetch-site", "same-site"),
             ("origin", "https://evil.example.com"),
         ];
-        assert!(!allowed(&headers(&sibling), cors, None));
-        assert!(!allowed(&headers(&sibling), None, None));
+        assert!(!allowed(&headers(&sibling), cors, &[]));
+        assert!(!allowed(&headers(&sibling), None, &[]));
         let app_page = [
             ("sec-fetch-site", "same-site"),
             ("origin", "https://app.example.com"),
         ];
-        assert!(allowed(&headers(&app_page), cors, None));
-        assert!(!allowed(&headers(&app_page), None, None));
+        assert!(allowed(&headers(&app_page), cors, &[]));
+        assert!(!allowed(&headers(&app_page), None, &[]));
         let elsewhere = [
             ("sec-fetch-site", "cross-site"),
             ("origin", "https://elsewhere.test"),
         ];
-        assert!(!allowed(&headers(&elsewhere), cors, None));
+        assert!(!allowed(&headers(&elsewhere), cors, &[]));
         // An unknown value counts as another site.
         assert!(!allowed(
             &headers(&[("sec-fetch-site", "nearby")]),
             None,
-            None
+            &[]
         ));
     }
 
@@ -139,34 +158,34 @@ mod tests {
             ("origin", "https://api.example.com"),
             ("host", "api.example.com"),
         ];
-        assert!(allowed(&headers(&own), None, None));
+        assert!(allowed(&headers(&own), None, &[]));
         let own_port = [
             ("origin", "http://127.0.0.1:8080"),
             ("host", "127.0.0.1:8080"),
         ];
-        assert!(allowed(&headers(&own_port), None, None));
+        assert!(allowed(&headers(&own_port), None, &[]));
         let other_port = [
             ("origin", "http://127.0.0.1:9090"),
             ("host", "127.0.0.1:8080"),
         ];
-        assert!(!allowed(&headers(&other_port), None, None));
+        assert!(!allowed(&headers(&other_port), None, &[]));
         let sibling = [
             ("origin", "https://evil.example.com"),
             ("host", "api.example.com"),
         ];
-        assert!(!allowed(&headers(&sibling), None, None));
+        assert!(!allowed(&headers(&sibling), None, &[]));
         let app_page = [
             ("origin", "https://app.example.com"),
             ("host", "api.example.com"),
         ];
-        assert!(allowed(&headers(&app_page), Some(&app), None));
+        assert!(allowed(&headers(&app_page), Some(&app), &[]));
         // Sandboxed frames and data: documents send "null".
         let null = [("origin", "null"), ("host", "api.example.com")];
-        assert!(!allowed(&headers(&null), None, None));
+        assert!(!allowed(&headers(&null), None, &[]));
         assert!(!allowed(
             &headers(&[("origin", "https://x.test")]),
             None,
-            None
+            &[]
         ));
         // Behind a trusted proxy that rewrote Host, its X-Forwarded-Host counts.
         let proxied = [
@@ -174,18 +193,21 @@ mod tests {
             ("host", "127.0.0.1:8080"),
         ];
         let forwarded = HeaderValue::from_static("api.example.com");
-        assert!(!allowed(&headers(&proxied), None, None));
-        assert!(allowed(&headers(&proxied), None, Some(&forwarded)));
+        assert!(!allowed(&headers(&proxied), None, &[]));
+        assert!(allowed(&headers(&proxied), None, &[&forwarded]));
         let chain = HeaderValue::from_static("api.example.com, internal:8080");
-        assert!(allowed(&headers(&proxied), None, Some(&chain)));
+        assert!(allowed(&headers(&proxied), None, &[&chain]));
+        // A second line, and a default port written out, count too.
+        let other = HeaderValue::from_static("x");
+        assert!(allowed(&headers(&proxied), None, &[&other, &forwarded]));
+        let with_port = HeaderValue::from_static("api.example.com:443");
+        assert!(allowed(&headers(&proxied), None, &[&with_port]));
+        let other_port = HeaderValue::from_static("api.example.com:8443");
+        assert!(!allowed(&headers(&proxied), None, &[&other_port]));
         let elsewhere = HeaderValue::from_static("evil.example.com");
-        assert!(!allowed(&headers(&proxied), None, Some(&elsewhere)));
+        assert!(!allowed(&headers(&proxied), None, &[&elsewhere]));
         // Not a browser: nothing to check.
-        assert!(allowed(
-            &headers(&[("host", "api.example.com")]),
-            None,
-            None
-        ));
-        assert!(allowed(&HeaderMap::new(), None, None));
+        assert!(allowed(&headers(&[("host", "api.example.com")]), None, &[]));
+        assert!(allowed(&HeaderMap::new(), None, &[]));
     }
 }
