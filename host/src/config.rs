@@ -577,7 +577,7 @@ impl FileConfig {
                 ),
             ));
         }
-        otp.validate().map_err(|m| invalid("OTP settings", m))?;
+        otp.validate().map_err(otp_settings_error)?;
         // `__Host-Http-o=` plus `; Path=/; HttpOnly; SameSite=Strict; Secure; Expires=…`.
         crate::crypto::validate_cookie_budget(&otp, 120).map_err(|m| {
             invalid(
@@ -842,6 +842,31 @@ impl FileConfig {
     }
 }
 
+/// A protocol rule broken by the configuration, named as the configuration names it: the
+/// setting (and its environment variable), durations in its unit (seconds).
+fn otp_settings_error(error: crate::protocol::SettingsError) -> ConfigError {
+    use crate::protocol::SettingsField as F;
+    let (setting, in_seconds) = match error.field {
+        F::CodeLength => (Setting::code_length, false),
+        F::SessionMaxAge => (Setting::session_max_age_secs, true),
+        F::MaxAttempts => (Setting::max_attempts, false),
+        F::BlockAtAttemptsLeft => (Setting::block_at_attempts_left, false),
+        F::BlockDuration => (Setting::block_secs, true),
+        F::ResendCooldown => (Setting::resend_cooldown_secs, true),
+        F::MaxCredentials => (Setting::max_credentials, false),
+        F::MaxCredentialIdLen => (Setting::max_credential_id_len, false),
+        F::MaxChannelLen => return invalid("max_channel_len", error.to_string()),
+    };
+    let message = error.rule.describe(|n| {
+        if in_seconds {
+            format!("{} s", n / 1000)
+        } else {
+            n.to_string()
+        }
+    });
+    invalid(setting.label(), message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,6 +911,35 @@ mod tests {
         assert_eq!(c.otp.code_length, 6);
         assert_eq!(c.runtime.send.memory_bytes, 16 * 1024 * 1024);
         assert_eq!(c.runtime.validate.memory_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn protocol_rules_are_reported_in_the_settings_own_names_and_units() {
+        let err = Config::load(None, &env_of(&[("OTP_SESSION_MAX_AGE_SECS", "90000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OTP_SESSION_MAX_AGE_SECS"), "{err}");
+        assert!(
+            err.contains("between 1 s and 86400 s, got 90000 s"),
+            "{err}"
+        );
+        assert!(!err.contains("_ms"), "{err}");
+        let err = Config::load(
+            None,
+            &env_of(&[
+                ("OTP_MAX_ATTEMPTS", "2"),
+                ("OTP_BLOCK_AT_ATTEMPTS_LEFT", "2"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("OTP_BLOCK_AT_ATTEMPTS_LEFT"), "{err}");
+        assert!(err.contains("must be below max_attempts (2)"), "{err}");
+        let err = Config::load(None, &env_of(&[("OTP_RESEND_COOLDOWN_SECS", "100000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OTP_RESEND_COOLDOWN_SECS"), "{err}");
+        assert!(err.contains("at most 86400 s"), "{err}");
     }
 
     #[test]

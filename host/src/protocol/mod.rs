@@ -23,7 +23,7 @@ pub use session::{
     Session, SessionId, Token, HARD_MAX_CHANNEL_LEN, HARD_MAX_CODE_LEN, HARD_MAX_CREDENTIAL_ID_LEN,
     HARD_MAX_TOKENS,
 };
-pub use settings::Settings;
+pub use settings::{Rule, Settings, SettingsError, SettingsField};
 pub use state::SessionState;
 pub use time::{ceil_to_second, floor_to_second, iso8601_ms};
 pub use transition::{

@@ -53,63 +53,172 @@ impl Default for Settings {
     }
 }
 
+/// A rule of [`Settings`] that a value breaks: which field, and the rule in the field's
+/// own unit (milliseconds for durations). The configuration layer names its settings
+/// and their units from this; [`std::fmt::Display`] speaks the protocol's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingsError {
+    pub field: SettingsField,
+    pub rule: Rule,
+}
+
+/// The fields [`Settings::validate`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsField {
+    CodeLength,
+    SessionMaxAge,
+    MaxAttempts,
+    BlockAtAttemptsLeft,
+    BlockDuration,
+    ResendCooldown,
+    MaxCredentials,
+    MaxCredentialIdLen,
+    MaxChannelLen,
+}
+
+impl SettingsField {
+    /// The field's name in [`Settings`].
+    pub fn name(self) -> &'static str {
+        match self {
+            SettingsField::CodeLength => "code_length",
+            SettingsField::SessionMaxAge => "session_max_age_ms",
+            SettingsField::MaxAttempts => "max_attempts",
+            SettingsField::BlockAtAttemptsLeft => "block_at_attempts_left",
+            SettingsField::BlockDuration => "block_duration_ms",
+            SettingsField::ResendCooldown => "resend_cooldown_ms",
+            SettingsField::MaxCredentials => "max_credentials",
+            SettingsField::MaxCredentialIdLen => "max_credential_id_len",
+            SettingsField::MaxChannelLen => "max_channel_len",
+        }
+    }
+}
+
+/// What a value must be, in its field's unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Between {
+        min: u64,
+        max: u64,
+        got: u64,
+    },
+    AtMost {
+        max: u64,
+    },
+    /// Below `max_attempts` (the temporary block starts after a wrong code).
+    BelowMaxAttempts {
+        max_attempts: u64,
+        got: u64,
+    },
+    /// Positive while the temporary block is on.
+    PositiveWhileBlocking,
+}
+
+impl Rule {
+    /// The rule in words, durations given by `duration` (say, in seconds).
+    pub fn describe(self, duration: impl Fn(u64) -> String) -> String {
+        match self {
+            Rule::Between { min, max, got } => format!(
+                "must be between {} and {}, got {}",
+                duration(min),
+                duration(max),
+                duration(got)
+            ),
+            Rule::AtMost { max } => format!("must be at most {}", duration(max)),
+            Rule::BelowMaxAttempts { max_attempts, got } => {
+                format!("({got}) must be below max_attempts ({max_attempts})")
+            }
+            Rule::PositiveWhileBlocking => {
+                "must be positive when the temporary block is on".to_string()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.field.name(),
+            self.rule.describe(|n| n.to_string())
+        )
+    }
+}
+
 impl Settings {
     /// Rejects settings that are internally inconsistent or exceed what the cookie codec
-    /// can carry. The message names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(MIN_CODE_LEN..=HARD_MAX_CODE_LEN).contains(&self.code_length) {
-            return Err(format!(
-                "code_length must be between {MIN_CODE_LEN} and {HARD_MAX_CODE_LEN}, got {}",
-                self.code_length
-            ));
-        }
-        if !(1000..=MAX_SESSION_AGE_MS).contains(&self.session_max_age_ms) {
-            return Err(format!(
-                "session_max_age_ms must be between 1000 and {MAX_SESSION_AGE_MS}, got {}",
-                self.session_max_age_ms
-            ));
-        }
-        if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
-        }
+    /// can carry, naming the offending field.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |field, rule| Err(SettingsError { field, rule });
+        let between = |field, min: u64, max: u64, got: u64| {
+            if (min..=max).contains(&got) {
+                Ok(())
+            } else {
+                fail(field, Rule::Between { min, max, got })
+            }
+        };
+        let count = |n: usize| n as u64;
+        between(
+            SettingsField::CodeLength,
+            count(MIN_CODE_LEN),
+            count(HARD_MAX_CODE_LEN),
+            count(self.code_length),
+        )?;
+        between(
+            SettingsField::SessionMaxAge,
+            1000,
+            MAX_SESSION_AGE_MS,
+            self.session_max_age_ms,
+        )?;
+        between(
+            SettingsField::MaxAttempts,
+            1,
+            u64::from(u8::MAX),
+            u64::from(self.max_attempts),
+        )?;
         if self.block_at_attempts_left >= self.max_attempts {
-            return Err(format!(
-                "block_at_attempts_left ({}) must be below max_attempts ({})",
-                self.block_at_attempts_left, self.max_attempts
-            ));
+            return fail(
+                SettingsField::BlockAtAttemptsLeft,
+                Rule::BelowMaxAttempts {
+                    max_attempts: u64::from(self.max_attempts),
+                    got: u64::from(self.block_at_attempts_left),
+                },
+            );
         }
         if self.block_at_attempts_left > 0 && self.block_duration_ms == 0 {
-            return Err("block_duration_ms must be positive when the temporary block is on".into());
+            return fail(SettingsField::BlockDuration, Rule::PositiveWhileBlocking);
         }
-        if self.block_duration_ms > MAX_SESSION_AGE_MS {
-            return Err(format!(
-                "block_duration_ms must be at most {MAX_SESSION_AGE_MS}"
-            ));
+        for (field, ms) in [
+            (SettingsField::BlockDuration, self.block_duration_ms),
+            (SettingsField::ResendCooldown, self.resend_cooldown_ms),
+        ] {
+            if ms > MAX_SESSION_AGE_MS {
+                return fail(
+                    field,
+                    Rule::AtMost {
+                        max: MAX_SESSION_AGE_MS,
+                    },
+                );
+            }
         }
-        if self.resend_cooldown_ms > MAX_SESSION_AGE_MS {
-            return Err(format!(
-                "resend_cooldown_ms must be at most {MAX_SESSION_AGE_MS}"
-            ));
-        }
-        if !(1..=HARD_MAX_TOKENS).contains(&self.max_credentials) {
-            return Err(format!(
-                "max_credentials must be between 1 and {HARD_MAX_TOKENS}, got {}",
-                self.max_credentials
-            ));
-        }
-        if !(1..=HARD_MAX_CREDENTIAL_ID_LEN).contains(&self.max_credential_id_len) {
-            return Err(format!(
-                "max_credential_id_len must be between 1 and {HARD_MAX_CREDENTIAL_ID_LEN}, got {}",
-                self.max_credential_id_len
-            ));
-        }
-        if !(1..=HARD_MAX_CHANNEL_LEN).contains(&self.max_channel_len) {
-            return Err(format!(
-                "max_channel_len must be between 1 and {HARD_MAX_CHANNEL_LEN}, got {}",
-                self.max_channel_len
-            ));
-        }
-        Ok(())
+        between(
+            SettingsField::MaxCredentials,
+            1,
+            count(HARD_MAX_TOKENS),
+            count(self.max_credentials),
+        )?;
+        between(
+            SettingsField::MaxCredentialIdLen,
+            1,
+            count(HARD_MAX_CREDENTIAL_ID_LEN),
+            count(self.max_credential_id_len),
+        )?;
+        between(
+            SettingsField::MaxChannelLen,
+            1,
+            count(HARD_MAX_CHANNEL_LEN),
+            count(self.max_channel_len),
+        )
     }
 }
 
