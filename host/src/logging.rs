@@ -9,6 +9,8 @@
 //! never waits: when the buffer already holds [`MAX_BUFFERED`] bytes (stderr blocked)
 //! lines are dropped and counted, and the count is written once stderr drains.
 //! [`flush`] writes what is buffered, for the last lines before the process exits.
+//! [`LogThrottle`] keeps a warning that a flood can trigger (connections over a cap,
+//! refused admin tokens) to one line per interval, with a count.
 //!
 //! Lines are stamped by [`MillisecondTime`]: RFC 3339 UTC with milliseconds, formatted once
 //! per millisecond and thread rather than once per line.
@@ -299,9 +301,69 @@ pub fn flush() {
     }
 }
 
+/// Counts events of one kind and says, at most once per interval, how many happened
+/// since it last said, so a flood of them cannot flood the log as well (a connection
+/// flood, a guessed admin token). Shared freely: it is two atomics.
+pub struct LogThrottle {
+    interval_ms: u64,
+    since_said: std::sync::atomic::AtomicU64,
+    /// When it last said, in ms since [`monotonic_ms`]'s start, plus one (0: never).
+    said_at: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    pub const fn new(interval: Duration) -> LogThrottle {
+        LogThrottle {
+            interval_ms: interval.as_millis() as u64,
+            since_said: std::sync::atomic::AtomicU64::new(0),
+            said_at: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event; `Some(count)` when it is time to log them.
+    pub fn count(&self) -> Option<u64> {
+        self.count_at(monotonic_ms())
+    }
+
+    fn count_at(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counted = self.since_said.fetch_add(1, Relaxed) + 1;
+        let last = self.said_at.load(Relaxed);
+        let now = now_ms.saturating_add(1);
+        if last != 0 && now < last.saturating_add(self.interval_ms) {
+            return None;
+        }
+        // One caller says; the others' events count towards the next time.
+        self.said_at
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .ok()?;
+        self.since_said.fetch_sub(counted, Relaxed);
+        Some(counted)
+    }
+}
+
+/// Milliseconds on a monotonic clock that starts at the first call.
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_is_logged_once_an_interval_with_its_count() {
+        let once = LogThrottle::new(Duration::from_secs(60));
+        assert_eq!(once.count_at(1_000), Some(1));
+        for _ in 0..99 {
+            assert_eq!(once.count_at(1_000), None);
+        }
+        assert_eq!(once.count_at(62_000), Some(100));
+    }
 
     #[test]
     fn access_lines_are_laid_out_like_tracing_lines() {

@@ -85,6 +85,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         audit.clone(),
         limits,
     ));
+    let clients = Arc::new(ClientAddresses::new(
+        config.limits.trusted_proxies.clone(),
+        config.limits.client_address_header,
+    ));
     let state = AppState::new(App {
         service,
         registry,
@@ -98,10 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         access_log: config.access_log,
         demo: config.demo,
         ready_cache: Default::default(),
-        clients: Arc::new(ClientAddresses::new(
-            config.limits.trusted_proxies.clone(),
-            config.limits.client_address_header,
-        )),
+        clients: clients.clone(),
     });
 
     // One signal stops both listeners; each drains its own connections.
@@ -129,7 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 crate::http::admin::router(state),
                 config.edge,
-                Vec::new(),
+                Arc::new(ClientAddresses::default()),
                 shutdown(stopped.clone()),
             )))
         }
@@ -144,7 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         router(state),
         config.edge,
-        config.limits.trusted_proxies.clone(),
+        clients,
         shutdown(stopped),
     ));
     signal.await;

@@ -21,6 +21,7 @@ use super::AppState;
 use crate::clock::Clock;
 use crate::config::AdminConfig;
 use crate::crypto::KeyStore;
+use crate::logging::LogThrottle;
 use crate::metrics::{Metrics, Scrape};
 use crate::plugins::Hook;
 use axum::extract::{Request, State};
@@ -30,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -126,24 +127,11 @@ async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -
     response
 }
 
-/// Refusals since the last warning, and when that was (seconds since the Unix epoch).
-static REFUSED: AtomicU64 = AtomicU64::new(0);
-static REFUSED_WARNED_AT: AtomicU64 = AtomicU64::new(0);
-
 /// Logs a refused admin request (a token guessed at leaves a trace), at most once every
 /// 10 s with the number refused since, so a flood of guesses cannot flood the log.
 fn refused_logged() {
-    let refused = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = REFUSED_WARNED_AT.load(Ordering::Relaxed);
-    if now >= last.saturating_add(10)
-        && REFUSED_WARNED_AT
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        REFUSED.fetch_sub(refused, Ordering::Relaxed);
+    static REFUSED: LogThrottle = LogThrottle::new(std::time::Duration::from_secs(10));
+    if let Some(refused) = REFUSED.count() {
         tracing::warn!(
             refused,
             "admin request refused: missing or wrong admin token"

@@ -17,6 +17,9 @@
 //! Oversized bodies are drained by the handlers' body reader (`otp::read_body`) and
 //! panics answered by the router's catch-panic layer; this module owns the connections.
 
+use super::client::ClientAddresses;
+use crate::limits::Network;
+use crate::logging::LogThrottle;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -58,59 +61,22 @@ pub struct EdgeLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Counts events and says, at most once a minute, how many happened since it last
-/// said: a flood must not flood the log as well.
-#[derive(Default)]
-struct OncePerMinute {
-    since_said: u64,
-    said_at: Option<std::time::Instant>,
-}
-
-impl OncePerMinute {
-    /// Counts one event; `Some(count)` when it is time to log.
-    fn count(&mut self) -> Option<u64> {
-        self.since_said += 1;
-        if self
-            .said_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
-        {
-            return None;
-        }
-        self.said_at = Some(std::time::Instant::now());
-        Some(std::mem::take(&mut self.since_said))
-    }
-}
-
-/// Open connections per client address, for `max_connections_per_client`.
+/// Open connections per client network, for `max_connections_per_client`.
 struct PerClient {
-    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    open: std::sync::Mutex<std::collections::HashMap<Network, usize>>,
     max: usize,
-    /// Trusted proxies: many clients behind one address.
-    exempt: Vec<ipnet::IpNet>,
+    /// Whose peers are trusted proxies (many clients behind one address): exempt.
+    proxies: Arc<ClientAddresses>,
 }
 
 impl PerClient {
-    /// The address connections from `peer` are counted under: an IPv4 address (also
-    /// when written as IPv4-mapped IPv6), or an IPv6 /64, which one subscriber usually
-    /// holds whole.
-    fn key(peer: IpAddr) -> IpAddr {
-        match peer.to_canonical() {
-            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-            v4 => v4,
-        }
-    }
-
-    /// A place for one more connection from `peer`, or `None` when it has its most.
+    /// A place for one more connection from `peer`, or `None` when its network (an
+    /// IPv4 address or an IPv6 /64, as the abuse controls count them) has its most.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ClientConnection> {
-        // Trusted proxies are configured (and compared) as IPv4 when they are IPv4,
-        // whichever way a dual-stack listener reports the peer.
-        let peer = peer.to_canonical();
-        if self.exempt.iter().any(|n| n.contains(&peer)) {
+        if self.proxies.is_trusted_proxy(peer) {
             return Some(ClientConnection { counted: None });
         }
-        let key = PerClient::key(peer);
+        let key = Network::of(peer);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(key).or_insert(0);
         if *n >= self.max {
@@ -125,7 +91,7 @@ impl PerClient {
 
 /// One admitted connection; dropping it frees its place.
 struct ClientConnection {
-    counted: Option<(Arc<PerClient>, IpAddr)>,
+    counted: Option<(Arc<PerClient>, Network)>,
 }
 
 impl Drop for ClientConnection {
@@ -143,23 +109,23 @@ impl Drop for ClientConnection {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains. Handlers can
-/// extract `ConnectInfo<SocketAddr>`. `trusted_proxies` are exempt from the cap per
-/// client.
+/// extract `ConnectInfo<SocketAddr>`. Peers that `proxies` trusts are exempt from the
+/// cap per client.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: EdgeLimits,
-    trusted_proxies: Vec<ipnet::IpNet>,
+    proxies: Arc<ClientAddresses>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let clients = Arc::new(PerClient {
         open: Default::default(),
         max: limits.max_connections_per_client,
-        exempt: trusted_proxies,
+        proxies,
     });
-    let mut full = OncePerMinute::default();
-    let mut client_full = OncePerMinute::default();
+    let full = LogThrottle::new(Duration::from_secs(60));
+    let client_full = LogThrottle::new(Duration::from_secs(60));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -394,7 +360,10 @@ mod tests {
         let clients = Arc::new(PerClient {
             open: Default::default(),
             max: 2,
-            exempt: vec!["10.0.0.0/8".parse().unwrap()],
+            proxies: Arc::new(ClientAddresses::new(
+                vec!["10.0.0.0/8".parse().unwrap()],
+                crate::limits::ForwardedHeader::XForwardedFor,
+            )),
         });
         let a = clients.admit(ip("192.0.2.1")).unwrap();
         // The same address written as IPv4-mapped IPv6 is the same client.
@@ -417,16 +386,5 @@ mod tests {
         assert!(clients.admit(ip("192.0.2.1")).is_some());
         drop((b, v6, proxied));
         assert!(clients.open.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_flood_is_logged_once_a_minute_with_its_count() {
-        let mut once = OncePerMinute::default();
-        assert_eq!(once.count(), Some(1));
-        for _ in 0..99 {
-            assert_eq!(once.count(), None);
-        }
-        once.said_at = Some(std::time::Instant::now() - Duration::from_secs(61));
-        assert_eq!(once.count(), Some(100));
     }
 }
