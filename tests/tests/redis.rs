@@ -192,6 +192,63 @@ async fn a_flood_of_public_ready_probes_pings_redis_about_once_a_second() {
     );
 }
 
+/// Without the limits (which make a request's id change in their own script on one
+/// Redis) a wrong code's successor id goes through the id store's `RENAME` + `PEXPIRE`:
+/// the successor lives as long as the session (not as long as the old id did), and the
+/// spent state's rename finds nothing and is refused.
+#[tokio::test]
+async fn a_successor_id_gets_the_sessions_remaining_life_and_a_spent_one_is_refused() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let server = Server::builder()
+        .plugins_dir(&plugins)
+        .redis(&redis)
+        .env("OTP_LIMITS_ENABLED", "false")
+        .start();
+    let credential = "\"successor@example.com\"";
+    let created = server.create(credential, None).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let cookie = created.cookie().unwrap();
+    let code = server.wait_code(credential, 1);
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let ttl_of_the_live_id = |con: &mut redis::Connection| -> i64 {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("otp:s:*").query(con).unwrap();
+        assert_eq!(keys.len(), 1, "one live id: {keys:?}");
+        redis::cmd("PTTL").arg(&keys[0]).query(con).unwrap()
+    };
+    // Created with the session's 180 s.
+    assert!(ttl_of_the_live_id(&mut con) > 170_000);
+
+    // 60 s later (the server's clock) a wrong code: the successor has 120 s left.
+    server.advance_clock(60_000).await;
+    let last = code.chars().last().expect("a code");
+    let wrong = format!(
+        "{}{}",
+        &code[..code.len() - 1],
+        if last == 'a' { 'b' } else { 'a' }
+    );
+    let rejected = server.verify(&wrong, Some(&cookie)).await;
+    assert_eq!(rejected.error(), "OTP:INCORRECT", "{}", rejected.text());
+    let successor = rejected.cookie().expect("the successor state");
+    let ttl = ttl_of_the_live_id(&mut con);
+    assert!((100_000..=121_000).contains(&ttl), "successor TTL {ttl} ms");
+
+    // The spent state: its id is gone, so the rename is refused and nothing changes.
+    let replayed = server.verify(&wrong, Some(&cookie)).await;
+    assert_eq!(
+        replayed.error(),
+        "OTP:INVALID_COOKIE",
+        "{}",
+        replayed.text()
+    );
+    assert!((100_000..=121_000).contains(&ttl_of_the_live_id(&mut con)));
+    let verified = server.verify(&code, Some(&successor)).await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.text());
+}
+
 #[tokio::test]
 async fn redis_holds_no_credential_code_or_key() {
     let redis = RedisServer::start();
