@@ -1,6 +1,7 @@
 //! Highly available Redis deployments of the tests' own, on free loopback ports, stopped
-//! when dropped: a 3-master + 3-replica [`RedisCluster`] and a Sentinel-managed
-//! [`RedisSentinel`] (1 master, 1 replica, 3 Sentinels). Both are tuned to fail over
+//! when dropped: a 3-master + 3-replica [`RedisCluster`] (or 3 masters alone, for
+//! loadgen's comparison with one Redis) and a Sentinel-managed [`RedisSentinel`]
+//! (1 master, 1 replica, 3 Sentinels). Both are tuned to fail over
 //! in about a second (`cluster-node-timeout 1000`, `down-after-milliseconds 1000`), so
 //! failover tests stay short. They drive `redis-server` and `redis-cli` (the Debian
 //! `redis-server` package, which `scripts/test.sh` installs).
@@ -116,31 +117,44 @@ fn cluster_node(dir: &Path) -> Node {
     Node::spawn(port, &args)
 }
 
-/// A Redis Cluster of 3 masters, each with one replica.
+/// A Redis Cluster of 3 masters, each with one replica ([`RedisCluster::start`]) or none.
 pub struct RedisCluster {
     nodes: Vec<Node>,
     _dir: PathBuf,
 }
 
 impl RedisCluster {
+    /// 3 masters, each with one replica: what a failover needs.
     pub fn start() -> RedisCluster {
+        RedisCluster::with_replicas(1)
+    }
+
+    /// A Redis Cluster of 3 masters and no replicas: like one `redis-server`, every
+    /// write is made once (loadgen's like-for-like comparison with one Redis).
+    pub fn unreplicated() -> RedisCluster {
+        RedisCluster::with_replicas(0)
+    }
+
+    /// 3 masters, each with `replicas` replicas.
+    fn with_replicas(replicas: usize) -> RedisCluster {
         let dir = scratch_dir("redis-cluster");
         let mut nodes = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..3 * (1 + replicas) {
             nodes.push(cluster_node(&dir));
         }
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
+        let replicas_arg = replicas.to_string();
         let mut create = vec!["--cluster", "create"];
         create.extend(addresses.iter().map(String::as_str));
-        create.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+        create.extend(["--cluster-replicas", &replicas_arg, "--cluster-yes"]);
         let created = cli(nodes[0].port, &create);
         assert!(created.is_some(), "redis-cli --cluster create failed");
         let cluster = RedisCluster { nodes, _dir: dir };
         cluster.wait_healthy(Duration::from_secs(30));
-        // A replica that never synced is not allowed to take over: wait for all three.
+        // A replica that never synced is not allowed to take over: wait for all of them.
         wait_until(Duration::from_secs(30), "every replica in sync", || {
             cluster
                 .nodes
@@ -148,7 +162,7 @@ impl RedisCluster {
                 .filter_map(|n| cli(n.port, &["INFO", "replication"]))
                 .filter(|info| info.contains("master_link_status:up"))
                 .count()
-                == 3
+                == 3 * replicas
         });
         cluster
     }

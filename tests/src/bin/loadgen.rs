@@ -20,12 +20,13 @@
 //!   and that provider plugin, speaking the provider's API to the same local fake the
 //!   provider tests use (it checks every request, SES signatures included).
 //!
-//! `--stores memory,redis,sentinel,cluster` runs the same phases against a server on each
-//! store (it starts its own `redis-server` on a free port; for `sentinel` a master with
-//! one replica behind three Sentinels, the single-master deployment that survives a
-//! crash; for `cluster` a 3-master + 3-replica Redis Cluster) and prints each mode as a
-//! share of the first. `sentinel` is the like-for-like baseline of `cluster`: both
-//! replicate every write to a replica on the same machine, `redis` does not.
+//! `--stores memory,redis,sentinel,cluster,cluster-replicated` runs the same phases
+//! against a server on each store (it starts its own `redis-server` on a free port; for
+//! `sentinel` a master with one replica behind three Sentinels, the single-master
+//! deployment that survives a crash; for `cluster` a Redis Cluster of 3 masters; for
+//! `cluster-replicated` 3 masters and 3 replicas) and prints each mode as a share of the
+//! first. Compare like with like: `redis` and `cluster` make every write once,
+//! `sentinel` and `cluster-replicated` twice (a replica on the same machine replays it).
 //!
 //! `--sinks none,hanging,failing,trapping` does the same for the audit-events hook:
 //! `hanging` binds `webhook-events` to a receiver that never answers within the sink's
@@ -95,7 +96,7 @@ usage: loadgen [OPTIONS]
   --seconds N            seconds per endpoint (default 10)
   --prefill N            live sessions to create before measuring (default 0)
   --endpoints LIST       health,create,resend,verify (default) or flow
-  --stores LIST          memory (default), redis, sentinel, cluster
+  --stores LIST          memory (default), redis, sentinel, cluster, cluster-replicated
   --limits LIST          on (default), off
   --ops LIST             on (default), off
   --sinks LIST           none (default), hanging, failing, trapping
@@ -982,12 +983,18 @@ async fn main() {
                     let env = shared(sentinel.url());
                     (Some(Box::new(sentinel)), env)
                 }
-                "cluster" => {
-                    let cluster = RedisCluster::start();
+                "cluster" | "cluster-replicated" => {
+                    let cluster = if store == "cluster" {
+                        RedisCluster::unreplicated()
+                    } else {
+                        RedisCluster::start()
+                    };
                     let env = shared(cluster.url());
                     (Some(Box::new(cluster)), env)
                 }
-                other => panic!("unknown store {other}: use memory, redis, sentinel or cluster"),
+                other => panic!(
+                    "unknown store {other}: use memory, redis, sentinel, cluster or cluster-replicated"
+                ),
             };
             let sink = match sink_mode.as_str() {
                 "none" => None,
