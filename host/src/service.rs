@@ -339,9 +339,9 @@ impl OtpService {
                 .map(|()| SendCharge::default()),
         }
         .map_err(|e| self.limited(e, context))?;
-        if !self.make(change, charge.made, now).await? {
-            return Err(ServiceError::invalid_cookie());
-        }
+        let charge = self
+            .make_or_refund(change, charge, ServiceError::invalid_cookie(), now)
+            .await?;
         if let Some(send) = transition.send {
             if let Err(failure) = self.send(&transition, send, context).await {
                 if failure.moves_on() {
@@ -385,6 +385,13 @@ impl OtpService {
                 Err(refused) => return Err(self.refusal(&session, refused, None, now).await),
             };
         let change = successor(&session, new_id, &transition.session, now);
+        // A spent state is turned away before it can charge: a kept copy of an old cookie,
+        // replayed after each cooldown, would otherwise use up its credential's send
+        // budgets and count sends for its group's fraud guard, and no code would go out.
+        // (The id change after the charge still decides who wins a race.)
+        if transition.send.is_some() && !self.ids.contains(session.id, now).await? {
+            return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
+        }
         *charged = true;
         let charge = match transition
             .send
@@ -404,9 +411,8 @@ impl OtpService {
                 .map(|()| SendCharge::default()),
         }
         .map_err(|e| self.limited(e, context))?;
-        if !self.make(change, charge.made, now).await? {
-            return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
-        }
+        let spent = ServiceError::invalid_cookie().with_cookie(CookieAction::Delete);
+        let charge = self.make_or_refund(change, charge, spent, now).await?;
         let Some(send) = transition.send else {
             return Ok(self.seal(transition));
         };
@@ -495,10 +501,14 @@ impl OtpService {
                 .map(|()| Default::default()),
         }
         .map_err(|e| self.limited(e, context))?;
+        let mut consumed = false;
         let result = self
-            .verify_outcome(&session, outcome, new_id, made, now, context)
+            .verify_outcome(&session, outcome, new_id, made, now, context, &mut consumed)
             .await;
         let guess = match &result {
+            // A right code that spent the session is a conversion even when the final
+            // action then fails: the user did receive the code.
+            _ if consumed => GuessOutcome::Verified,
             Ok(_) => GuessOutcome::Verified,
             // A spent cookie state replayed with a code counts as a guess too, right or
             // wrong: otherwise old cookies would be free guesses.
@@ -514,7 +524,9 @@ impl OtpService {
     /// Acts on the protocol's verdict on the code: the part of a verify that the failure
     /// budgets reserve for. `made` says whether the charge already made the verdict's id
     /// change: a wrong code's replace (to `new_id`), or the keep of a right code or a
-    /// refusal (whether the id is live).
+    /// refusal (whether the id is live). `consumed` is set once a right code has spent
+    /// the session, whatever the final action then answers.
+    #[allow(clippy::too_many_arguments)]
     async fn verify_outcome(
         &self,
         session: &Session,
@@ -523,12 +535,18 @@ impl OtpService {
         made: Option<bool>,
         now: u64,
         context: &RequestContext,
+        consumed: &mut bool,
     ) -> Result<VerifiedAnswer, ServiceError> {
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(refused) => {
-                self.verification_failed(session, &refused, context);
-                return Err(self.refusal(session, refused, made, now).await);
+                let answer = self.refusal(session, refused, made, now).await;
+                // Only a live state's refusal is a failed verification: a spent one
+                // replayed is answered as any spent cookie, and recorded as nothing.
+                if let ServiceErrorKind::Refused(refused) = &answer.kind {
+                    self.verification_failed(session, refused, context);
+                }
+                return Err(answer);
             }
         };
         match outcome {
@@ -549,6 +567,7 @@ impl OtpService {
                 if !self.ids.consume(session.id, now).await? {
                     return Err(ServiceError::invalid_cookie().with_cookie(CookieAction::Delete));
                 }
+                *consumed = true;
                 crate::metrics::verification("ok");
                 self.audit.emit(
                     "otp.verification.succeeded",
@@ -725,6 +744,27 @@ impl OtpService {
             Some(taken) => Ok(taken),
             None => change.apply(&*self.ids, now).await,
         }
+    }
+
+    /// Makes a charged request's id change ([`OtpService::make`]). When it does not take
+    /// (another request spent the cookie state first: answered with `spent`) or fails, no
+    /// code goes out, so the charge's send budgets are given back.
+    async fn make_or_refund(
+        &self,
+        change: IdChange,
+        charge: SendCharge,
+        spent: ServiceError,
+        now: u64,
+    ) -> Result<SendCharge, ServiceError> {
+        let made = self.make(change, charge.made, now).await;
+        if matches!(made, Ok(true)) {
+            return Ok(charge);
+        }
+        self.limits.after_unsent(charge).await;
+        Err(match made {
+            Err(error) => error.into(),
+            Ok(_) => spent,
+        })
     }
 
     /// Whether the cookie state's id is still live: the charge's answer when it asked

@@ -451,6 +451,52 @@ async fn resends_count_for_the_fraud_guard_of_their_group() {
     assert_eq!(server.codes_for("+15550000201").len(), 1);
 }
 
+/// A kept copy of a spent cookie state, replayed to resend, is turned away before the
+/// charge: it uses up none of its credential's send budget (5 per 10 minutes) and
+/// sends nothing, so it cannot lock the owner out without a code going out.
+#[tokio::test]
+async fn a_spent_cookie_replayed_to_resend_charges_nothing() {
+    let server = builder()
+        .env("OTP_RESEND_COOLDOWN_SECS", "0")
+        .env("OTP_MAX_RESENDS", "10")
+        .start();
+    let credential = "replayed@example.com";
+    let client = Client::from(&server, "127.0.5.1");
+    let created = client.create(credential, &[]).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let spent = created.cookie().unwrap();
+    let client = &client;
+    let resend = |cookie: String| async move {
+        client
+            .post("/api/otp/resend", None, Some(&cookie), &[])
+            .await
+    };
+    let resent = resend(spent.clone()).await;
+    assert_eq!(resent.status, StatusCode::OK, "{}", resent.text());
+    for _ in 0..6 {
+        let replay = resend(spent.clone()).await;
+        assert_eq!(
+            replay.json()["error"],
+            "OTP:INVALID_COOKIE",
+            "{}",
+            replay.text()
+        );
+    }
+    // Two sends so far: three more fit in the credential's budget, the next does not.
+    let mut cookie = resent.cookie().unwrap();
+    for _ in 0..3 {
+        let answer = resend(cookie).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        cookie = answer.cookie().unwrap();
+    }
+    assert_eq!(
+        assert_limited(&resend(cookie).await),
+        "sends-per-credential"
+    );
+    server.wait_code(&id(credential), 5);
+    assert_eq!(server.codes_for(&id(credential)).len(), 5);
+}
+
 #[tokio::test]
 async fn fraud_guard_records_by_default_and_denies_one_group_in_deny_mode() {
     // Record (default): the fourth unverified send to a group within the hour trips.
@@ -821,8 +867,9 @@ async fn on_one_redis_a_charged_request_is_one_round_trip() {
         .filter(|c| c.to_lowercase().contains("\"evalsha\"") && c.contains("lim:{lim}"))
         .count();
     assert!(scripted >= 5, "{commands:#?}");
-    // Nothing else names an id but the right code's use: no separate SET of a new id, no
-    // replace script of the id store, no separate check.
+    // Nothing else names an id but each resend's check that its state is live (before it
+    // may charge sends) and the right code's use: no separate SET of a new id, no
+    // replace of the id store.
     let others: Vec<&String> = commands
         .iter()
         .filter(|c| !(c.to_lowercase().contains("\"evalsha\"") && c.contains("lim:{lim}")))
@@ -831,7 +878,7 @@ async fn on_one_redis_a_charged_request_is_one_round_trip() {
         .iter()
         .map(|c| c.split('"').nth(1).unwrap_or_default().to_lowercase())
         .collect();
-    assert_eq!(verbs, ["del"], "{commands:#?}");
+    assert_eq!(verbs, ["exists", "exists", "del"], "{commands:#?}");
     // A refused create registers no id.
     let credential = "+15550003333";
     for _ in 0..5 {

@@ -212,6 +212,16 @@ impl LimitsTable {
                 ))
             }
         };
+        // A floor of 0 would trip the guard on a group's first send, and in `deny` mode
+        // no code would ever reach it to be verified: the group would stay shut.
+        for (setting, floor) in [
+            (S::fraud_hourly_floor, self.fraud_hourly_floor),
+            (S::fraud_daily_floor, self.fraud_daily_floor),
+        ] {
+            if floor == 0 {
+                return Err(invalid(setting, "0: must be at least 1"));
+            }
+        }
         if !(0.0..=1000.0).contains(&self.fraud_verified_ratio) {
             return Err(invalid(
                 S::fraud_verified_ratio,
@@ -454,6 +464,8 @@ mod tests {
             ("fail_open", "\"maybe\""),
             ("trusted_proxies", "[\"10.0.0.0/33\"]"),
             ("fraud_guard", "\"block\""),
+            ("fraud_hourly_floor", "0"),
+            ("fraud_daily_floor", "0"),
         ] {
             let err = load(&format!("{key} = {value}"), &[]).unwrap_err();
             assert!(err.contains(key), "{key}: {err}");
@@ -465,6 +477,7 @@ mod tests {
             ("OTP_LIMITS_REQUESTS_PER_NETWORK", "10/1w"),
             ("OTP_LIMITS_ENABLED", "sure"),
             ("OTP_LIMITS_FRAUD_DAILY_FLOOR", "-1"),
+            ("OTP_LIMITS_FRAUD_HOURLY_FLOOR", "0"),
             ("OTP_LIMITS_DENY_GROUPS", "sms:*+44"),
             ("OTP_LIMITS_MEMORY_MAX_KEYS", "10"),
             ("OTP_LIMITS_CLIENT_ADDRESS_HEADER", "x-real-ip"),

@@ -392,8 +392,8 @@ impl LimiterStore for MemoryLimiterStore {
         // The group may live in another shard: a second, short critical section.
         let mut locked = self.lock(std::iter::once(&group));
         if let Some(Entry::Group(record)) = locked.get((GROUP, group), now) {
+            // As in Redis, the record still expires two days after its last send.
             record.windows.verified(now);
-            record.expires = now + 2 * DAY_MS;
         }
         Ok(())
     }

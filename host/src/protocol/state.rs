@@ -50,9 +50,10 @@ impl SessionState {
             None
         };
         // A hard block supersedes the temporary one; showing its end would invite a
-        // pointless retry.
+        // pointless retry. A block reaching past expiry is shown as the expiry, as the
+        // resend cooldown is.
         let otp_blocked_until_ms = (!token.blocked && token.is_temporarily_blocked(now_ms))
-            .then(|| ceil_to_second(token.blocked_until_ms));
+            .then(|| ceil_to_second(token.blocked_until_ms.min(token.expires_at_ms)));
         Self {
             expires_at_ms: floor_to_second(token.expires_at_ms),
             resend_blocked_until_ms,
@@ -156,6 +157,17 @@ mod tests {
             json_of(&token, T0 + 50_500),
             json!({ "expires": "2026-11-26T22:10:33.000Z" })
         );
+    }
+
+    #[test]
+    fn temporary_block_past_expiry_shows_expiry() {
+        let token = Token {
+            blocked_until_ms: T0 + 500_000,
+            ..token()
+        };
+        let state = SessionState::of(&token, T0 + 170_000, &Settings::default());
+        assert_eq!(state.otp_blocked_until_ms, Some(T0 + 181_000));
+        assert_eq!(state.resend_blocked_until_ms, None);
     }
 
     #[test]

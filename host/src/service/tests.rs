@@ -26,6 +26,8 @@ struct FakeHooks {
     sends: Mutex<Vec<(String, bool)>>,
     send_outcomes: Mutex<VecDeque<Result<(), SendFailure>>>,
     final_busy: Mutex<bool>,
+    /// Whether the final action fails (after the session is spent).
+    final_fails: Mutex<bool>,
     validations: Mutex<usize>,
 }
 
@@ -57,11 +59,16 @@ impl Hooks for FakeHooks {
         if *self.final_busy.lock() {
             return Err(HookError::Busy(Hook::FinalAction));
         }
-        Ok(Box::new(EchoFinalAction))
+        Ok(Box::new(EchoFinalAction {
+            fails: *self.final_fails.lock(),
+        }))
     }
 }
 
-struct EchoFinalAction;
+/// Answers with the credential id, or fails as a trapping plugin would.
+struct EchoFinalAction {
+    fails: bool,
+}
 
 #[async_trait]
 impl FinalAction for EchoFinalAction {
@@ -70,6 +77,12 @@ impl FinalAction for EchoFinalAction {
         credential: &Credential,
         _: &RequestContext,
     ) -> Result<PluginResponse, HookError> {
+        if self.fails {
+            return Err(HookError::Failed {
+                plugin: "fake-final".into(),
+                reason: "trapped".into(),
+            });
+        }
         Ok(PluginResponse {
             status: 200,
             headers: vec![],
@@ -111,6 +124,7 @@ fn fixture_with(
         sends: Mutex::new(Vec::new()),
         send_outcomes: Mutex::new(VecDeque::new()),
         final_busy: Mutex::new(false),
+        final_fails: Mutex::new(false),
         validations: Mutex::new(0),
     });
     let clock = Arc::new(ManualClock::new(NOW));
@@ -419,6 +433,33 @@ async fn wrong_codes_are_recorded_and_the_block_is_an_event() {
             "otp.session.blocked"
         ]
     );
+    // A live blocked state refused is a failed verification; the same state once spent
+    // (a resend moved the session on) is only a spent cookie, recorded as nothing.
+    let refused = f
+        .service
+        .verify(Some(&cookie), &wrong, &ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.kind,
+            ServiceErrorKind::Refused(ProtocolError::VerificationNotAllowed(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(f.event_kinds(), ["otp.verification.failed"]);
+    f.service.resend(Some(&cookie), &ctx()).await.unwrap();
+    f.event_kinds();
+    let replayed = f
+        .service
+        .verify(Some(&cookie), &wrong, &ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(replayed.kind, ServiceErrorKind::InvalidCookie),
+        "{replayed:?}"
+    );
+    assert_eq!(f.event_kinds(), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -713,4 +754,112 @@ async fn a_spent_cookie_costs_the_same_round_trips_whatever_its_code() {
     // The live successor still verifies with the code.
     let verified = f.service.verify(Some(&next), &code, &context).await;
     assert!(verified.is_ok(), "{:?}", verified.err().map(|e| e.kind));
+}
+
+/// An id store that answers every liveness question "live": a spent state then passes
+/// resend's check and loses only at the id change, as a request does that races
+/// another use of the same state between the two.
+struct AlwaysLive(Arc<MemoryIdStore>);
+
+#[async_trait]
+impl IdStore for AlwaysLive {
+    async fn create(&self, id: SessionId, ttl: u64, now: u64) -> Result<(), StoreError> {
+        self.0.create(id, ttl, now).await
+    }
+    async fn extend(&self, id: SessionId, ttl: u64, now: u64) -> Result<bool, StoreError> {
+        self.0.extend(id, ttl, now).await
+    }
+    async fn replace(
+        &self,
+        old: SessionId,
+        new: SessionId,
+        ttl: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.0.replace(old, new, ttl, now).await
+    }
+    async fn consume(&self, id: SessionId, now: u64) -> Result<bool, StoreError> {
+        self.0.consume(id, now).await
+    }
+    async fn contains(&self, _: SessionId, _: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+}
+
+/// A resend that loses the race for its cookie state sends nothing, so the send
+/// budgets it was charged are given back: double clicks cannot use up a user's sends.
+#[tokio::test]
+async fn a_resend_that_loses_its_race_gives_its_send_budget_back() {
+    let f = fixture_with(|ids, clock| {
+        (
+            Arc::new(AlwaysLive(ids)) as Arc<dyn IdStore>,
+            Arc::new(MemoryLimiterStore::new(clock, 1 << 12)) as Arc<dyn LimiterStore>,
+        )
+    });
+    let created = f.service.create(None, "\"ivy\"", &ctx()).await.unwrap();
+    let spent = value(&created.cookie).to_string();
+    let resent = f.service.resend(Some(&spent), &ctx()).await.unwrap();
+    for _ in 0..5 {
+        let lost = f.service.resend(Some(&spent), &ctx()).await.unwrap_err();
+        assert!(
+            matches!(lost.kind, ServiceErrorKind::InvalidCookie),
+            "{lost:?}"
+        );
+    }
+    // Two codes went out: three more fit in the credential's five per ten minutes.
+    assert!(f.live(f.session_of(&resent.cookie).id).await);
+    for _ in 0..3 {
+        f.service.create(None, "\"ivy\"", &ctx()).await.unwrap();
+    }
+    let refused = f.service.create(None, "\"ivy\"", &ctx()).await.unwrap_err();
+    assert!(matches!(refused.kind, ServiceErrorKind::RateLimited(_)));
+    assert_eq!(f.hooks.sends.lock().len(), 5);
+}
+
+/// The limiter's memory store, remembering the credentials each settle records as
+/// verified (the fraud guard's conversions).
+struct ConversionsSeen {
+    inner: MemoryLimiterStore,
+    verified: Mutex<Vec<LimiterKey>>,
+}
+
+#[async_trait]
+impl LimiterStore for ConversionsSeen {
+    async fn charge(&self, c: &[Check], f: Option<&FraudCheck>) -> Result<Verdict, StoreError> {
+        self.inner.charge(c, f).await
+    }
+    async fn settle(&self, r: &[Check], v: Option<LimiterKey>) -> Result<(), StoreError> {
+        self.verified.lock().extend(v);
+        self.inner.settle(r, v).await
+    }
+}
+
+/// A right code that spent the session counts as a conversion for the fraud guard even
+/// when the final action then fails: the code did reach the user.
+#[tokio::test]
+async fn a_right_code_is_a_conversion_even_when_the_final_action_fails() {
+    let mut seen = None;
+    let f = fixture_with(|ids, clock| {
+        let store = Arc::new(ConversionsSeen {
+            inner: MemoryLimiterStore::new(clock, 1 << 12),
+            verified: Mutex::new(Vec::new()),
+        });
+        seen = Some(store.clone());
+        (ids as Arc<dyn IdStore>, store as Arc<dyn LimiterStore>)
+    });
+    let seen = seen.unwrap();
+    *f.hooks.final_fails.lock() = true;
+    let created = f.service.create(None, "\"jo\"", &ctx()).await.unwrap();
+    let code = f.hooks.sends.lock()[0].0.clone();
+    let error = f
+        .service
+        .verify(Some(value(&created.cookie)), &code, &ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind, ServiceErrorKind::PluginFailed { .. }),
+        "{error:?}"
+    );
+    assert!(!f.live(f.session_of(&created.cookie).id).await);
+    assert_eq!(seen.verified.lock().len(), 1);
 }
