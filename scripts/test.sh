@@ -6,7 +6,7 @@
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
 # the black-box protocol suite three times: on the in-memory store, on Redis and on a
 # Redis Cluster (tests/tests/redis_cluster.rs and keys.rs add failover and key-store tests);
-# the limits suite on memory and on Redis.
+# the limits suite on memory, on Redis and on the Cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

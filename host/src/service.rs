@@ -799,7 +799,7 @@ impl OtpService {
 
     /// Opens a cookie that the request must carry, without checking its id: resend and
     /// verify retire the id atomically (or, when refused, check it) afterwards, which
-    /// keeps the request to one store round trip.
+    /// keeps a verify to one store round trip (a resend that would send checks first).
     async fn open_required(&self, cookie: Option<&str>, now: u64) -> Result<Session, ServiceError> {
         let Some(value) = cookie else {
             return Err(ServiceError::invalid_cookie());

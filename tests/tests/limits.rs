@@ -823,7 +823,8 @@ fn live_session_ids(redis: &RedisServer) -> usize {
 
 /// On one Redis a request the limits charge is one round trip: the limiter's script
 /// makes the request's id change as well (a create registers its id, a wrong code
-/// retires the cookie's), and a refused request registers nothing.
+/// retires the cookie's), and a refused request registers nothing. (A resend that would
+/// send asks first whether its state is live: one `EXISTS` before its charge.)
 #[tokio::test]
 async fn on_one_redis_a_charged_request_is_one_round_trip() {
     let redis = RedisServer::start();
@@ -860,8 +861,9 @@ async fn on_one_redis_a_charged_request_is_one_round_trip() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     let commands = monitor.session_id_commands(&redis);
     // create, wrong code, replayed cookie, resend, replayed resend: one script each, the
-    // budgets and the id change together. The right code's reservation carries the check
-    // that its id is live; using the id is a separate call.
+    // budgets and the id change together (the replayed resend's only counts the request).
+    // The right code's reservation carries the check that its id is live; using the id is
+    // a separate call.
     let scripted = commands
         .iter()
         .filter(|c| c.to_lowercase().contains("\"evalsha\"") && c.contains("lim:{lim}"))

@@ -193,9 +193,9 @@ async fn a_flood_of_public_ready_probes_pings_redis_about_once_a_second() {
 }
 
 /// Without the limits (which make a request's id change in their own script on one
-/// Redis) a wrong code's successor id goes through the id store's `RENAME` + `PEXPIRE`:
-/// the successor lives as long as the session (not as long as the old id did), and the
-/// spent state's rename finds nothing and is refused.
+/// Redis) a wrong code's successor id goes through the id store's replace: the successor
+/// lives as long as the session has left (not as long as the old id was given), and the
+/// spent state's replace finds nothing and is refused.
 #[tokio::test]
 async fn a_successor_id_gets_the_sessions_remaining_life_and_a_spent_one_is_refused() {
     let redis = RedisServer::start();
