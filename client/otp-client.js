@@ -114,12 +114,26 @@ export async function createOtp(credential, options = {}) {
     headers: { "content-type": "application/json" },
     body: JSON.stringify(credential),
   });
-  return stateOf(answer.body, answer.offsetMs);
+  return sessionState(answer, "/api/otp/create");
 }
 
 /** Sends a new code for the current credential (after the cooldown in `resendBlock`). */
 export async function resend(options = {}) {
   const answer = await call("/api/otp/resend", options, {});
+  return sessionState(answer, "/api/otp/resend");
+}
+
+/** The session state of a successful create or resend; a success without one (some other
+ * server or a proxy answering 2xx) is unexpected, so callers never get a state without
+ * its expiry. */
+function sessionState(answer, path) {
+  if (typeof answer.body?.expires !== "string") {
+    throw new OtpError(UNEXPECTED_RESPONSE, `unexpected answer ${answer.status} from ${path}`, {
+      status: answer.status,
+      body: answer.body,
+      retryAfter: null,
+    });
+  }
   return stateOf(answer.body, answer.offsetMs);
 }
 

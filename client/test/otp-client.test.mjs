@@ -279,6 +279,17 @@ describe("without a server", () => {
       assert.equal(err.code, UNEXPECTED_RESPONSE);
       return true;
     });
+    // So is a success without a session state (another server, a proxy's page).
+    for (const call of [
+      () => createOtp("x", { fetch: fakeFetch(200, "<html>welcome</html>") }),
+      () => resend({ fetch: fakeFetch(200, {}) }),
+    ]) {
+      await assert.rejects(call(), (err) => {
+        assert.equal(err.code, UNEXPECTED_RESPONSE);
+        assert.equal(err.status, 200);
+        return true;
+      });
+    }
   });
 
   test("a skewed server clock is corrected", async () => {

@@ -531,6 +531,43 @@ impl Config {
     }
 }
 
+/// `origin` as a browser's `Origin` header carries it (scheme and host lowercase, no
+/// default port, no trailing `/`), or `None` when it is no http(s) origin at all (a
+/// path, a query, user info, a bad port).
+fn serialized_origin(origin: &str) -> Option<String> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    // A bracketed IPv6 literal holds colons of its own.
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    match port {
+        None => Some(format!("{scheme}://{host}")),
+        Some(port) => {
+            let number: u16 = port.parse().ok().filter(|p| *p > 0)?;
+            if port == default_port {
+                Some(format!("{scheme}://{host}"))
+            } else {
+                Some(format!("{scheme}://{host}:{number}"))
+            }
+        }
+    }
+}
+
 fn invalid(name: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         name: name.into(),
@@ -601,6 +638,23 @@ impl FileConfig {
                     Setting::cors_origin.label(),
                     format!("{origin:?}: give one origin such as https://app.example.com (credentials rule out \"*\" and \"null\")"),
                 ));
+            }
+            // Browsers send the origin serialized (lowercase, no path, no default port)
+            // and it is compared byte for byte: anything else would never match.
+            match serialized_origin(origin) {
+                Some(serialized) if serialized == *origin => {}
+                Some(serialized) => {
+                    return Err(invalid(
+                        Setting::cors_origin.label(),
+                        format!("{origin:?}: write it as browsers send it: {serialized:?}"),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        Setting::cors_origin.label(),
+                        format!("{origin:?}: an origin is http(s)://HOST[:PORT], with no path"),
+                    ))
+                }
             }
         }
         for (key, ms) in [
@@ -943,6 +997,42 @@ mod tests {
     }
 
     #[test]
+    fn cors_origin_is_the_origin_browsers_send() {
+        for (written, serialized) in [
+            ("https://app.example.com", Some("https://app.example.com")),
+            ("https://App.Example.COM/", Some("https://app.example.com")),
+            (
+                "HTTPS://app.example.com:443",
+                Some("https://app.example.com"),
+            ),
+            ("http://localhost:8080", Some("http://localhost:8080")),
+            ("http://[::1]:8080", Some("http://[::1]:8080")),
+            ("http://[::1]", Some("http://[::1]")),
+            ("https://app.example.com/login", None),
+            ("https://user@app.example.com", None),
+            ("https://app.example.com:0", None),
+            ("https://app.example.com:99999", None),
+            ("ftp://app.example.com", None),
+            ("app.example.com", None),
+        ] {
+            assert_eq!(
+                serialized_origin(written).as_deref(),
+                serialized,
+                "{written}"
+            );
+        }
+        let err = Config::load(
+            None,
+            &env_of(&[("CORS_ORIGIN", "https://App.example.com/")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"https://app.example.com\""), "{err}");
+        let c = Config::load(None, &env_of(&[("CORS_ORIGIN", "http://[::1]:5173")])).unwrap();
+        assert_eq!(c.cors_origin.as_deref(), Some("http://[::1]:5173"));
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         for (name, value) in [
             ("OTP_LISTEN", "nowhere"),
@@ -950,6 +1040,11 @@ mod tests {
             ("OTP_MAX_ATTEMPTS", "many"),
             ("CORS_ORIGIN", "*"),
             ("CORS_ORIGIN", "null"),
+            ("CORS_ORIGIN", "https://app.example.com/"),
+            ("CORS_ORIGIN", "https://App.example.com"),
+            ("CORS_ORIGIN", "https://app.example.com:443"),
+            ("CORS_ORIGIN", "https://app.example.com/login"),
+            ("CORS_ORIGIN", "app.example.com"),
             ("OTP_LOG", "otp_server=debg"),
             ("OTP_CODE_ALPHABET", "emoji"),
             ("OTP_FINAL_MEMORY_MIB", "0"),

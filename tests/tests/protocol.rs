@@ -429,7 +429,10 @@ async fn production_cookie_attributes_and_deletion() {
     ] {
         assert!(cookie.contains(attribute), "{cookie}");
     }
-    assert!(a.header("strict-transport-security").is_some());
+    assert_eq!(
+        a.header("strict-transport-security").as_deref(),
+        Some("max-age=63072000")
+    );
     assert!(
         server
             .log_text()

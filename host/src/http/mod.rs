@@ -195,10 +195,13 @@ async fn security_headers(State(state): State<AppState>, request: Request, next:
     if api {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    // Only this host: `includeSubDomains` from an API served on a site's own domain
+    // would force HTTPS on every sibling host of the site for two years; an operator
+    // who wants that sets it where the site's TLS is managed.
     if state.mode == Mode::Production {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+            HeaderValue::from_static("max-age=63072000"),
         );
     }
     response

@@ -232,10 +232,14 @@ $("code-step").addEventListener("submit", async (event) => {
     state = null;
     // The final action chose this answer, whatever its status: show it as it came.
     const body = typeof answer.body === "string" ? answer.body : JSON.stringify(answer.body, null, 2);
-    $("answer").textContent = answer.status >= 200 && answer.status < 300 ? body : `HTTP ${answer.status}\n${body}`;
+    const ok = answer.status >= 200 && answer.status < 300;
+    $("answer").textContent = ok ? body : `HTTP ${answer.status}\n${body}`;
+    // The code was right, but only a 2xx from the final action signs in.
+    const title = ok ? "You are signed in" : `Not signed in: the final action answered HTTP ${answer.status}`;
+    $("done-title").textContent = title;
     show("done-step");
     $("done-title").focus();
-    announce("Signed in.");
+    announce(ok ? "Signed in." : `${title}.`);
   } catch (err) {
     if (showRefusal(err)) {
       codeInput.focus();
