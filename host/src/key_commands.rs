@@ -92,7 +92,7 @@ pub async fn run(config: &Config, command: KeyCommand<'_>) -> anyhow::Result<Str
         }
         KeyCommand::Rewrap { .. } => {
             let new_master = new_master.context("a new master key")?;
-            let report = store.rewrap(&new_master, now).await?;
+            let report = store.rewrap(&new_master).await?;
             let mut text = format!(
                 "rewrap: {} key-encryption key record(s) re-sealed under the new master key; \
                  {} gone meanwhile",

@@ -213,6 +213,14 @@ async fn open_stores(
                         tracing::warn!(%error, "waiting for Redis");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
+                    // Another holder of the rotation lock (perhaps one that crashed: the
+                    // lock expires by itself) kept the shared key from settling.
+                    Err(error @ crate::store::redis::KeyStoreError::Busy)
+                        if started.elapsed() < Duration::from_secs(60) =>
+                    {
+                        tracing::warn!(%error, "waiting for the shared key-encryption key");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     Err(error) => anyhow::bail!("Redis key store: {error}"),
                 }
             };

@@ -105,6 +105,40 @@ async fn a_current_pointer_naming_a_deleted_record_is_repaired() {
     }
 }
 
+/// An instance starting while the pointer needs repair and another holds the rotation
+/// lock (one that crashed: the lock expires by itself) waits for it instead of exiting.
+#[tokio::test]
+async fn a_start_during_someone_elses_repair_waits_for_the_lock() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    drop(on(&redis, &plugins));
+    let first = current_id(&redis);
+    let mut con = connection(&redis);
+    redis::cmd("DEL")
+        .arg(format!("otp:kek:{{keys}}:{first}"))
+        .query::<()>(&mut con)
+        .unwrap();
+    // Held for 6 s by a holder that will never release it: longer than the 5 s the key
+    // store waits for the shared key to settle.
+    redis::cmd("SET")
+        .arg("otp:kek:{keys}:rotating")
+        .arg("crashed-holder")
+        .arg("PX")
+        .arg(6000)
+        .query::<()>(&mut con)
+        .unwrap();
+    let a = on(&redis, &plugins);
+    assert!(
+        a.log_text()
+            .contains("waiting for the shared key-encryption key"),
+        "{}",
+        a.log_text()
+    );
+    assert_ne!(current_id(&redis), first, "repaired once the lock expired");
+    let created = a.create("\"waited@example.com\"", None).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+}
+
 #[tokio::test]
 async fn a_current_pointer_that_is_not_an_id_is_repaired() {
     let redis = RedisServer::start();
@@ -175,6 +209,49 @@ async fn a_key_rotated_from_a_clock_behind_the_newest_key_is_adopted_everywhere(
         a.log_text(),
         b.log_text()
     );
+}
+
+/// A pointer moved back to an older key that still exists (a failover losing the last
+/// write, or a hand) is moved forward again by an instance using the newer key, so
+/// rotation goes on.
+#[tokio::test]
+async fn a_pointer_moved_back_to_an_older_key_is_moved_forward_again() {
+    let redis = RedisServer::start();
+    let plugins = plugins_folder();
+    let a = on(&redis, &plugins);
+    let older = current_id(&redis);
+    let (ok, out) = keys_command(&redis, &["rotate"]);
+    assert!(ok, "{out}");
+    let newer = current_id(&redis);
+    assert_ne!(newer, older);
+    // a adopts the newer key (its tick runs every second).
+    let created = a.create("\"back@example.com\"", None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a
+        .log_text()
+        .contains("adopted the shared key-encryption key")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a never adopted the newer key"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(created.status, StatusCode::OK);
+    redis::cmd("SET")
+        .arg(POINTER)
+        .arg(&older)
+        .query::<()>(&mut connection(&redis))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while current_id(&redis) != newer {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pointer stayed on the older key:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -306,6 +383,15 @@ async fn rewrap_moves_to_a_new_master_key_without_ending_sessions() {
     let created = a.create("\"w@example.com\"", None).await;
     let cookie = created.cookie().unwrap();
     let code = a.wait_code("\"w@example.com\"", 1);
+
+    // The index no longer lists the current key (evicted, or trimmed by a clock far
+    // ahead): the rewrap still re-seals the key the pointer names.
+    let removed: i64 = redis::cmd("ZREM")
+        .arg("otp:kek:{keys}:index")
+        .arg(current_id(&redis))
+        .query(&mut connection(&redis))
+        .unwrap();
+    assert_eq!(removed, 1);
 
     let new_key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
     let file = scratch_dir("new-master").join("master.key");

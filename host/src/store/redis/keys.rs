@@ -565,32 +565,33 @@ impl RedisKeyStore {
         Ok(self.ring.current().id())
     }
 
-    /// `otp-server keys rewrap`: re-seals every stored key under `new_master`.
-    pub async fn rewrap(
-        &self,
-        new_master: &MasterKey,
-        now_ms: u64,
-    ) -> Result<RewrapReport, StoreError> {
-        let index = self.index_key();
-        let ids: Vec<String> = self
+    /// `otp-server keys rewrap`: re-seals every stored key under `new_master`: every key
+    /// the index lists and the one the pointer names (whether or not the index still
+    /// lists it). Index entries whose record is gone are dropped; the index is never
+    /// trimmed by this host's clock, which may be far from the clocks that wrote it.
+    pub async fn rewrap(&self, new_master: &MasterKey) -> Result<RewrapReport, StoreError> {
+        let (index, pointer) = (self.index_key(), self.pointer_key());
+        let (mut listed, current): (Vec<String>, Option<String>) = self
             .redis
             .run(|mut c| async move {
-                redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(&index)
-                    .arg("-inf")
-                    .arg(now_ms)
-                    .query_async::<()>(&mut c)
-                    .await?;
-                redis::cmd("ZRANGE")
+                let listed = redis::cmd("ZRANGE")
                     .arg(&index)
                     .arg(0)
                     .arg(-1)
                     .query_async(&mut c)
-                    .await
+                    .await?;
+                let current = redis::cmd("GET").arg(&pointer).query_async(&mut c).await?;
+                Ok((listed, current))
             })
             .await?;
+        if let Some(current) = current.filter(|id| !listed.contains(id)) {
+            listed.push(current);
+        }
         let mut report = RewrapReport::default();
-        for id in ids.iter().filter_map(|id| parse_kek_id(id)) {
+        for (text, id) in listed
+            .iter()
+            .filter_map(|text| parse_kek_id(text).map(|id| (text, id)))
+        {
             match self.load(&id).await? {
                 Ok(Some(kek)) => {
                     let (key, record) = (self.record_key(&id), new_master.seal(&kek));
@@ -613,9 +614,21 @@ impl RedisKeyStore {
                         report.missing += 1;
                     }
                 }
-                Ok(None) => report.missing += 1,
+                Ok(None) => {
+                    report.missing += 1;
+                    let (index, text) = (self.index_key(), text.clone());
+                    self.redis
+                        .run(|mut c| async move {
+                            redis::cmd("ZREM")
+                                .arg(&index)
+                                .arg(&text)
+                                .query_async::<()>(&mut c)
+                                .await
+                        })
+                        .await?;
+                }
                 Err(error) => {
-                    tracing::error!(%error, kek_id = %id, "stored key-encryption key refused; left as it is");
+                    tracing::error!(%error, kek_id = %id, "stored key-encryption key record refused; left as it is");
                     report.refused += 1;
                 }
             }
@@ -640,6 +653,12 @@ impl RedisKeyStore {
                             kek_id = %shared.id(),
                             "the shared pointer names an older key-encryption key than one already in use: not followed"
                         );
+                        // Moved back (a failover lost the last write, or a hand): point
+                        // it at the newer key again, or rotation would stall on a pointer
+                        // no instance's rotation expects.
+                        if self.publish(&current, &pointer, now_ms).await? {
+                            tracing::warn!(kek_id = %current.id(), "pointed the shared pointer at the newer key again");
+                        }
                     } else {
                         self.adopt_shared(shared, now_ms);
                         tracing::info!("adopted the shared key-encryption key");
