@@ -66,7 +66,7 @@ export type ErrorCode = KnownErrorCode | (string & {});
 
 /** No answer arrived (offline, server down, or the browser refused the call, e.g. CORS). */
 export declare const NETWORK: "CLIENT:NETWORK";
-/** An answer that is not the API's: not 2xx and no `{error, message}` body. */
+/** An answer that is not the API's: not 2xx and no `{error, message}` body, or a create/resend 2xx without a session state. */
 export declare const UNEXPECTED_RESPONSE: "CLIENT:UNEXPECTED_RESPONSE";
 
 export declare class OtpError<C extends string = ErrorCode> extends Error {

@@ -127,7 +127,8 @@ export async function resend(options = {}) {
  * server or a proxy answering 2xx) is unexpected, so callers never get a state without
  * its expiry. */
 function sessionState(answer, path) {
-  if (typeof answer.body?.expires !== "string") {
+  const expires = answer.body?.expires;
+  if (typeof expires !== "string" || Number.isNaN(Date.parse(expires))) {
     throw new OtpError(UNEXPECTED_RESPONSE, `unexpected answer ${answer.status} from ${path}`, {
       status: answer.status,
       body: answer.body,

@@ -283,6 +283,7 @@ describe("without a server", () => {
     for (const call of [
       () => createOtp("x", { fetch: fakeFetch(200, "<html>welcome</html>") }),
       () => resend({ fetch: fakeFetch(200, {}) }),
+      () => resend({ fetch: fakeFetch(200, { expires: "soon" }) }),
     ]) {
       await assert.rejects(call(), (err) => {
         assert.equal(err.code, UNEXPECTED_RESPONSE);

@@ -531,41 +531,20 @@ impl Config {
     }
 }
 
-/// `origin` as a browser's `Origin` header carries it (scheme and host lowercase, no
-/// default port, no trailing `/`), or `None` when it is no http(s) origin at all (a
-/// path, a query, user info, a bad port).
+/// `origin` as a browser's `Origin` header carries it (the WHATWG URL serialization of
+/// its origin: scheme and host lowercase, IDN hosts in punycode, IP addresses in their
+/// short form, no default port), or `None` when it is no http(s) origin at all (a path,
+/// a query, user info, port 0).
 fn serialized_origin(origin: &str) -> Option<String> {
-    let (scheme, rest) = origin.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => "443",
-        "http" => "80",
-        _ => return None,
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
-        return None;
-    }
-    // A bracketed IPv6 literal holds colons of its own.
-    let (host, port) = match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
-        _ => (authority, None),
-    };
-    if host.is_empty() {
-        return None;
-    }
-    let host = host.to_ascii_lowercase();
-    match port {
-        None => Some(format!("{scheme}://{host}")),
-        Some(port) => {
-            let number: u16 = port.parse().ok().filter(|p| *p > 0)?;
-            if port == default_port {
-                Some(format!("{scheme}://{host}"))
-            } else {
-                Some(format!("{scheme}://{host}:{number}"))
-            }
-        }
-    }
+    let url = url::Url::parse(origin).ok()?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.port() != Some(0);
+    bare.then(|| url.origin().ascii_serialization())
 }
 
 fn invalid(name: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -1012,6 +991,16 @@ mod tests {
             ("https://user@app.example.com", None),
             ("https://app.example.com:0", None),
             ("https://app.example.com:99999", None),
+            (
+                "https://app.example.com:0443",
+                Some("https://app.example.com"),
+            ),
+            (
+                "https://Bücher.example",
+                Some("https://xn--bcher-kva.example"),
+            ),
+            ("http://[0:0:0:0:0:0:0:1]:8080", Some("http://[::1]:8080")),
+            ("https://app.example.com?x=1", None),
             ("ftp://app.example.com", None),
             ("app.example.com", None),
         ] {

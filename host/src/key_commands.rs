@@ -95,7 +95,7 @@ pub async fn run(config: &Config, command: KeyCommand<'_>) -> anyhow::Result<Str
             let report = store.rewrap(&new_master).await?;
             let mut text = format!(
                 "rewrap: {} key-encryption key record(s) re-sealed under the new master key; \
-                 {} gone meanwhile",
+                 {} listed but gone (expired or revoked) and dropped from the index",
                 report.resealed, report.missing
             );
             if report.refused > 0 {

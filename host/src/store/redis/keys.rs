@@ -66,6 +66,10 @@ if current == false or current == ARGV[1] then
 end
 return 0";
 
+/// Drops id ARGV[1] from the index KEYS[2] if its record KEYS[1] does not exist.
+const FORGET_IF_GONE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end";
+
 /// Releases the rotation lock if this holder still owns it.
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -114,7 +118,7 @@ pub struct RotationReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RewrapReport {
     pub resealed: usize,
-    /// Listed but gone (expired or revoked since).
+    /// Listed but gone (expired or revoked): dropped from the index.
     pub missing: usize,
     /// Not authentic under either master key: left alone, logged.
     pub refused: usize,
@@ -587,6 +591,7 @@ impl RedisKeyStore {
         if let Some(current) = current.filter(|id| !listed.contains(id)) {
             listed.push(current);
         }
+        let forget = redis::Script::new(FORGET_IF_GONE);
         let mut report = RewrapReport::default();
         for (text, id) in listed
             .iter()
@@ -616,13 +621,15 @@ impl RedisKeyStore {
                 }
                 Ok(None) => {
                     report.missing += 1;
-                    let (index, text) = (self.index_key(), text.clone());
+                    // Unlisted only if still gone: an instance may publish it meanwhile.
+                    let keys = [self.record_key(&id), self.index_key()];
+                    let (forget, text) = (&forget, text.clone());
                     self.redis
                         .run(|mut c| async move {
-                            redis::cmd("ZREM")
-                                .arg(&index)
+                            forget
+                                .key(&keys[..])
                                 .arg(&text)
-                                .query_async::<()>(&mut c)
+                                .invoke_async::<()>(&mut c)
                                 .await
                         })
                         .await?;
@@ -655,8 +662,11 @@ impl RedisKeyStore {
                         );
                         // Moved back (a failover lost the last write, or a hand): point
                         // it at the newer key again, or rotation would stall on a pointer
-                        // no instance's rotation expects.
-                        if self.publish(&current, &pointer, now_ms).await? {
+                        // no instance's rotation expects. Only a key newer than the one
+                        // named: two instances must never push the pointer back and forth.
+                        if current.created_at_ms() > shared.created_at_ms()
+                            && self.publish(&current, &pointer, now_ms).await?
+                        {
                             tracing::warn!(kek_id = %current.id(), "pointed the shared pointer at the newer key again");
                         }
                     } else {
