@@ -15,8 +15,8 @@
 // `err instanceof IncorrectCodeError` reads well, and codes this version does not know
 // still arrive as a plain OtpError with the code string. Times in the session state are
 // Date objects on this machine's clock: when the browser may read the answer's Date header
-// and it differs from the local clock by two seconds or more, they are shifted by that
-// difference, so `state.resendBlock - Date.now()` is a countdown that is never early.
+// and the local clock runs ahead of it, or two seconds or more behind, they are shifted by
+// that difference, so `state.resendBlock - Date.now()` is a countdown that is never early.
 
 /** Codes this module produces itself (never sent by the server). */
 export const NETWORK = "CLIENT:NETWORK";
@@ -213,12 +213,17 @@ function parseJson(text) {
   }
 }
 
-/** Server clock minus local clock, when the Date header is readable and the gap is real (≥ 2 s). */
+/**
+ * Server clock minus local clock, from a readable Date header. The header is truncated to
+ * the second and read after the answer's trip, so the measure errs low: a local clock
+ * ahead (negative) is always corrected, which keeps countdowns from ending early; one
+ * behind is corrected from 2 s on (below that, a countdown only ends a little late).
+ */
 function clockOffset(response) {
   const date = Date.parse(response.headers.get("date") ?? "");
   if (Number.isNaN(date)) return 0;
   const offset = date - Date.now();
-  return Math.abs(offset) >= 2000 ? offset : 0;
+  return offset < 0 || offset >= 2000 ? offset : 0;
 }
 
 function retryAfter(response, body) {

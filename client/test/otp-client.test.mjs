@@ -301,4 +301,17 @@ describe("without a server", () => {
     const left = state.expires.getTime() - Date.now();
     assert.ok(left > 170_000 && left <= 181_000, `${left} ms left`);
   });
+
+  test("a local clock a little ahead never makes a countdown end early", async () => {
+    // The server's clock 0.8 s behind this one: below the 2 s a clock behind needs.
+    const serverNow = Date.now() - 800;
+    const body = {
+      expires: new Date(serverNow + 180_000).toISOString(),
+      resendBlock: new Date(serverNow + 30_000).toISOString(),
+    };
+    const fetch = fakeFetch(200, body, { date: new Date(serverNow).toUTCString() });
+    const state = await createOtp("x", { fetch });
+    const left = state.resendBlock.getTime() - Date.now();
+    assert.ok(left >= 29_900 && left <= 31_000, `${left} ms left`);
+  });
 });
