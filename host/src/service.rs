@@ -510,10 +510,10 @@ impl OtpService {
             .verify_outcome(&session, outcome, new_id, made, now, context, &mut consumed)
             .await;
         let guess = match &result {
-            // A right code that spent the session is a conversion even when the final
-            // action then fails: the user did receive the code.
-            _ if consumed => GuessOutcome::Verified,
+            // A right code that spent the session is a conversion, also when the final
+            // action then failed: the user did receive the code.
             Ok(_) => GuessOutcome::Verified,
+            Err(_) if consumed => GuessOutcome::Verified,
             // A spent cookie state replayed with a code counts as a guess too, right or
             // wrong: otherwise old cookies would be free guesses.
             Err(e) if e.is_wrong_code() || matches!(e.kind, ServiceErrorKind::InvalidCookie) => {

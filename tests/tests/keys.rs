@@ -161,6 +161,16 @@ async fn a_current_pointer_that_is_not_an_id_is_repaired() {
     );
 }
 
+/// Waits up to 10 s for the shared pointer to name a key `ready` accepts; fails with
+/// `why` otherwise.
+async fn pointer_soon(redis: &RedisServer, ready: impl Fn(&str) -> bool, why: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready(&current_id(redis)) {
+        assert!(std::time::Instant::now() < deadline, "{}", why());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A cookie sealed by `sealer` opens on `opener` within a few seconds (instances adopt a
 /// new shared key at their next maintenance tick).
 async fn soon_opens_across(sealer: &Server, opener: &Server) -> bool {
@@ -187,11 +197,7 @@ async fn a_key_rotated_from_a_clock_behind_the_newest_key_is_adopted_everywhere(
     // two days from now, which b adopts.
     let first = current_id(&redis);
     a.advance_clock(2 * 86_400_000).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while current_id(&redis) == first {
-        assert!(std::time::Instant::now() < deadline, "a never rotated");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pointer_soon(&redis, |id| id != first, || "a never rotated".into()).await;
     assert!(soon_opens_across(&a, &b).await, "b adopts a's key");
     // An operator revokes it from a host on real time, two days behind that key. Every
     // instance must move to the operator's key, not to a key of its own that no other
@@ -226,32 +232,23 @@ async fn a_pointer_moved_back_to_an_older_key_is_moved_forward_again() {
     assert_ne!(newer, older);
     // a adopts the newer key (its tick runs every second).
     let created = a.create("\"back@example.com\"", None).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !a
-        .log_text()
-        .contains("adopted the shared key-encryption key")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a never adopted the newer key"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    a.wait_for_log(
+        "adopted the shared key-encryption key",
+        Duration::from_secs(10),
+    )
+    .expect("a adopts the newer key");
     assert_eq!(created.status, StatusCode::OK);
     redis::cmd("SET")
         .arg(POINTER)
         .arg(&older)
         .query::<()>(&mut connection(&redis))
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while current_id(&redis) != newer {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pointer stayed on the older key:\n{}",
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pointer_soon(
+        &redis,
+        |id| id == newer,
+        || format!("the pointer stayed on the older key:\n{}", a.log_text()),
+    )
+    .await;
 }
 
 #[tokio::test]
