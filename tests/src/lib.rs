@@ -169,6 +169,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The process's id while it runs (loadgen reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts it again on the same port (after [`RedisServer::stop`]).
     pub fn restart(&mut self) {
         self.stop();

@@ -38,6 +38,10 @@ impl Node {
         node
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -185,6 +189,11 @@ impl RedisCluster {
         };
         cluster.wait_healthy(Duration::from_secs(30));
         cluster
+    }
+
+    /// The ids of the nodes' processes that run (loadgen reads their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(Node::pid).collect()
     }
 
     /// A plain `redis://` URL of the first node.
@@ -339,6 +348,16 @@ impl RedisSentinel {
             });
         }
         sentinel
+    }
+
+    /// The ids of its processes that run, Sentinels included (loadgen reads their CPU
+    /// time).
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.master, &self._replica]
+            .into_iter()
+            .chain(&self.sentinels)
+            .filter_map(Node::pid)
+            .collect()
     }
 
     pub fn url(&self) -> String {

@@ -54,8 +54,10 @@
 //! "on" as a share of "off" per endpoint: what the limits cost.
 //!
 //! When loadgen starts the server it also reports the server's CPU time per request
-//! (user + system, from `/proc/PID/stat`), and loadgen its own: the two share the
-//! machine, so the ratios to `/health` depend on both, and the two columns tell them apart. `--env KEY=VALUE` passes more settings.
+//! (user + system, from `/proc/PID/stat`), loadgen its own and, on a Redis store, that
+//! of every `redis-server` it started: they share the machine, so the ratios to
+//! `/health` depend on all of them, and the columns tell them apart. `--env KEY=VALUE`
+//! passes more settings.
 
 use otp_server_blackbox::providers::{FakeProvider, Provider};
 use otp_server_blackbox::redis_cluster::{RedisCluster, RedisSentinel};
@@ -485,6 +487,9 @@ struct PhaseResult {
     server_cpu_us: Option<f64>,
     /// loadgen's own CPU time per request: its share of the machine the server did not get.
     loadgen_cpu_us: Option<f64>,
+    /// The store's processes' CPU time per request (every `redis-server` loadgen
+    /// started for the run), when there are any.
+    store_cpu_us: Option<f64>,
 }
 
 /// CPU time a process has used so far (user + system, all threads), from
@@ -622,9 +627,11 @@ async fn phase(
     duration: Duration,
     pool: &CookiePool,
     flow: Option<Arc<FlowSender>>,
-    server_pid: Option<u32>,
+    processes: &Processes,
 ) -> PhaseResult {
+    let server_pid = processes.server;
     let cpu_before = server_pid.and_then(process_cpu);
+    let store_before = stores_cpu(&processes.store);
     let own_before = process_cpu(std::process::id());
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
@@ -675,6 +682,7 @@ async fn phase(
     };
     let server_cpu_us = per_request(cpu_before, server_pid.and_then(process_cpu));
     let loadgen_cpu_us = per_request(own_before, process_cpu(std::process::id()));
+    let store_cpu_us = per_request(store_before, stores_cpu(&processes.store));
     all.sort_unstable();
     let pick = |q: f64| {
         all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
@@ -689,7 +697,24 @@ async fn phase(
         p99_us: pick(0.99),
         server_cpu_us,
         loadgen_cpu_us,
+        store_cpu_us,
     }
+}
+
+/// The processes loadgen started and measures (none with `--url`).
+#[derive(Default)]
+struct Processes {
+    server: Option<u32>,
+    /// Every `redis-server` of the run's store.
+    store: Vec<u32>,
+}
+
+/// The CPU time of the store's processes together; `None` without any.
+fn stores_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| process_cpu(pid)).sum()
 }
 
 /// Creates `count` sessions as fast as possible (not measured), to fill the id store.
@@ -726,7 +751,7 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
         .find(|(e, _)| *e == Endpoint::Health)
         .map(|(_, r)| r.rate);
     println!(
-        "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>13}",
+        "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>13} {:>12}",
         "endpoint",
         "requests",
         "req/s",
@@ -735,7 +760,8 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
         "vs health",
         "unexpected",
         "server µs/req",
-        "loadgen µs/req"
+        "loadgen µs/req",
+        "store µs/req"
     );
     for (endpoint, r) in results {
         let ratio = health
@@ -746,7 +772,7 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
                 .unwrap_or_else(|| "-".into())
         };
         println!(
-            "{:<36} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>10} {:>12} {:>13}",
+            "{:<36} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>10} {:>12} {:>13} {:>12}",
             endpoint.name(),
             r.requests,
             r.rate,
@@ -755,7 +781,8 @@ fn print_table(results: &[(Endpoint, PhaseResult)]) {
             ratio,
             r.unexpected,
             micros(r.server_cpu_us),
-            micros(r.loadgen_cpu_us)
+            micros(r.loadgen_cpu_us),
+            micros(r.store_cpu_us)
         );
     }
 }
@@ -795,8 +822,9 @@ async fn run_against(
     o: &Options,
     address: &str,
     flow: Option<Arc<FlowSender>>,
-    server_pid: Option<u32>,
+    processes: &Processes,
 ) -> Vec<(Endpoint, PhaseResult)> {
+    let server_pid = processes.server;
     wait_ready(address).await;
     if let Some(pid) = server_pid {
         // Settled: plugins loaded and compiled, no request served yet.
@@ -817,7 +845,7 @@ async fn run_against(
             duration,
             &pool,
             flow.clone(),
-            server_pid,
+            processes,
         )
         .await;
         if endpoint == Endpoint::Flow {
@@ -855,7 +883,7 @@ async fn run_against(
                     duration,
                     &pool,
                     None,
-                    server_pid,
+                    processes,
                 )
                 .await,
             ));
@@ -958,7 +986,7 @@ async fn main() {
             "otp-server at {address}: {} connections, {} s per endpoint",
             o.connections, o.seconds
         );
-        run_against(&o, &address, None, None).await;
+        run_against(&o, &address, None, &Processes::default()).await;
         return;
     }
     let mut runs = Vec::new();
@@ -971,17 +999,21 @@ async fn main() {
                 ]
             };
             // The store's processes, stopped when dropped after this run.
-            let (_store, env): (Option<Box<dyn std::any::Any>>, _) = match store.as_str() {
-                "memory" => (None, Vec::new()),
+            let (_store, env, store_pids): (Option<Box<dyn std::any::Any>>, _, _) = match store
+                .as_str()
+            {
+                "memory" => (None, Vec::new(), Vec::new()),
                 "redis" => {
                     let redis = RedisServer::start();
                     let env = shared(redis.url());
-                    (Some(Box::new(redis)), env)
+                    let pids = redis.pid().into_iter().collect();
+                    (Some(Box::new(redis)), env, pids)
                 }
                 "sentinel" => {
                     let sentinel = RedisSentinel::start();
                     let env = shared(sentinel.url());
-                    (Some(Box::new(sentinel)), env)
+                    let pids = sentinel.pids();
+                    (Some(Box::new(sentinel)), env, pids)
                 }
                 "cluster" | "cluster-replicated" => {
                     let cluster = if store == "cluster" {
@@ -990,7 +1022,8 @@ async fn main() {
                         RedisCluster::start()
                     };
                     let env = shared(cluster.url());
-                    (Some(Box::new(cluster)), env)
+                    let pids = cluster.pids();
+                    (Some(Box::new(cluster)), env, pids)
                 }
                 other => panic!(
                     "unknown store {other}: use memory, redis, sentinel, cluster or cluster-replicated"
@@ -1036,7 +1069,16 @@ async fn main() {
                     "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
                     o.connections, o.seconds
                 );
-                let results = run_against(&o, &address, flow.clone(), Some(_server.0.id())).await;
+                let results = run_against(
+                    &o,
+                    &address,
+                    flow.clone(),
+                    &Processes {
+                        server: Some(_server.0.id()),
+                        store: store_pids.clone(),
+                    },
+                )
+                .await;
                 runs.push((label, results));
             }
         }
