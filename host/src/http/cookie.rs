@@ -18,16 +18,24 @@ pub fn cookie_name(mode: Mode) -> &'static str {
 }
 
 /// The value of the session cookie, if the request carries one.
+///
+/// Read as bytes: browsers send other sites' cookies of the same domain as they were
+/// set, UTF-8 included, often in the same `Cookie` header as ours, and such a neighbour
+/// must not hide the session cookie.
 pub fn read_cookie(headers: &HeaderMap, mode: Mode) -> Option<String> {
-    let name = cookie_name(mode);
+    let name = cookie_name(mode).as_bytes();
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let at = pair.iter().position(|&b| b == b'=')?;
+            Some((&pair[..at], &pair[at + 1..]))
+        })
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_string())
+        .and_then(|(_, v)| std::str::from_utf8(v.trim_ascii()).ok())
+        .map(str::to_string)
 }
 
 /// The `Set-Cookie` header for an action, or `None` to leave the cookie alone.
@@ -82,6 +90,18 @@ mod tests {
         assert_eq!(read_cookie(&h, Mode::Development).as_deref(), Some("abc"));
         assert_eq!(read_cookie(&h, Mode::Production).as_deref(), Some("def"));
         assert_eq!(read_cookie(&HeaderMap::new(), Mode::Development), None);
+    }
+
+    #[test]
+    fn a_neighbour_in_utf8_does_not_hide_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes("lang=Zürich; o=abc; x=\u{fe}".as_bytes()).unwrap();
+        assert!(value.to_str().is_err(), "not visible ASCII");
+        h.insert(header::COOKIE, value);
+        assert_eq!(read_cookie(&h, Mode::Development).as_deref(), Some("abc"));
+        // Ours in bytes that are not UTF-8 is no cookie, not an error.
+        h.insert(header::COOKIE, HeaderValue::from_bytes(b"o=\xff\xfe").unwrap());
+        assert_eq!(read_cookie(&h, Mode::Development), None);
     }
 
     #[test]
