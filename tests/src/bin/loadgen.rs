@@ -87,6 +87,7 @@ struct Options {
     limits: Vec<String>,
     ops: Vec<String>,
     senders: Vec<String>,
+    store_cpus: Option<Vec<usize>>,
 }
 
 /// What `--help` prints (and an unknown argument, to stderr).
@@ -104,6 +105,8 @@ usage: loadgen [OPTIONS]
   --sinks LIST           none (default), hanging, failing, trapping
   --senders LIST         webhook (default), twilio-sms, sendgrid-email, postmark-email, ses-email
   --env KEY=VALUE        one more setting for the started server (repeatable)
+  --store-cpus LIST      run the store's processes on these CPUs (e.g. 1), the server and
+                         loadgen on the others: a Redis that does not share their cores
 Each LIST runs once per item, compared with the first.";
 
 fn parse_options() -> Options {
@@ -125,6 +128,7 @@ fn parse_options() -> Options {
         limits: vec!["on".into()],
         ops: vec!["on".into()],
         senders: vec!["webhook".into()],
+        store_cpus: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -141,6 +145,14 @@ fn parse_options() -> Options {
             "--limits" => o.limits = value().split(',').map(str::to_string).collect(),
             "--ops" => o.ops = value().split(',').map(str::to_string).collect(),
             "--senders" => o.senders = value().split(',').map(str::to_string).collect(),
+            "--store-cpus" => {
+                o.store_cpus = Some(
+                    value()
+                        .split(',')
+                        .map(|c| c.parse().expect("--store-cpus: CPU numbers, e.g. 1"))
+                        .collect(),
+                )
+            }
             "--env" => {
                 let kv = value();
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
@@ -709,6 +721,46 @@ struct Processes {
     store: Vec<u32>,
 }
 
+/// `--store-cpus`: the CPUs the store runs on, and the others, where the server and
+/// loadgen run. Production Redis rarely shares the server's cores; on a small machine
+/// this shows what a mode costs the server apart from what it costs Redis.
+struct Placement {
+    store: String,
+    rest: String,
+}
+
+impl Placement {
+    fn of(store: &[usize]) -> Placement {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let rest: Vec<String> = (0..cpus)
+            .filter(|c| !store.contains(c))
+            .map(|c| c.to_string())
+            .collect();
+        assert!(
+            !rest.is_empty(),
+            "--store-cpus leaves no CPU for the server and loadgen"
+        );
+        let list = |cpus: Vec<String>| cpus.join(",");
+        Placement {
+            store: list(store.iter().map(usize::to_string).collect()),
+            rest: list(rest),
+        }
+    }
+
+    /// Moves every thread of `pid` to `cpus` (`taskset`, from util-linux).
+    fn pin(pid: u32, cpus: &str) {
+        let status = Command::new("taskset")
+            .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running taskset (util-linux)");
+        assert!(
+            status.success(),
+            "taskset could not pin process {pid} to CPUs {cpus}"
+        );
+    }
+}
+
 /// The CPU time of the store's processes together; `None` without any.
 fn stores_cpu(pids: &[u32]) -> Option<Duration> {
     if pids.is_empty() {
@@ -989,6 +1041,10 @@ async fn main() {
         run_against(&o, &address, None, &Processes::default()).await;
         return;
     }
+    let placement = o.store_cpus.as_deref().map(Placement::of);
+    if let Some(placement) = &placement {
+        Placement::pin(std::process::id(), &placement.rest);
+    }
     let mut runs = Vec::new();
     for store in &o.stores {
         for sink_mode in &o.sinks {
@@ -1029,6 +1085,11 @@ async fn main() {
                     "unknown store {other}: use memory, redis, sentinel, cluster or cluster-replicated"
                 ),
             };
+            if let Some(placement) = &placement {
+                for &pid in &store_pids {
+                    Placement::pin(pid, &placement.store);
+                }
+            }
             let sink = match sink_mode.as_str() {
                 "none" => None,
                 "hanging" => {
@@ -1058,13 +1119,24 @@ async fn main() {
                 env.extend(limits_env(limits));
                 env.extend(ops_env(ops));
                 let (_server, address) = spawn_server(&o, &env, flow.as_deref(), sink.as_ref());
+                let cpus = match &placement {
+                    Some(placement) => {
+                        Placement::pin(_server.0.id(), &placement.rest);
+                        format!(
+                            ", store on CPUs {}, server and loadgen on {}",
+                            placement.store, placement.rest
+                        )
+                    }
+                    None => String::new(),
+                };
                 let sender = if flows {
                     format!(", {sender} sender")
                 } else {
                     String::new()
                 };
-                let label =
-                    format!("{store} store, {sink_mode} sink{sender}, limits {limits}, ops {ops}");
+                let label = format!(
+                    "{store} store, {sink_mode} sink{sender}, limits {limits}, ops {ops}{cpus}"
+                );
                 println!(
                     "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
                     o.connections, o.seconds
