@@ -192,7 +192,7 @@ settings! {
             env: "OTP_MAX_CREDENTIAL_ID_LEN",
             parse: parsed,
         },
-        /// key-encryption key rotation period
+        /// key-encryption key rotation period (60 s to 366 days)
         kek_rotation_secs: u64 { default: 24 * 3600, env: "OTP_KEK_ROTATION_SECS", parse: parsed },
         /// per-call deadline of the validation hook, waiting for a call slot included
         validate_deadline_ms: u64 { default: 100, env: "OTP_VALIDATE_DEADLINE_MS", parse: parsed },
@@ -246,7 +246,7 @@ settings! {
             env: "OTP_EVENTS_PLAIN_CREDENTIALS",
             parse: flag,
         },
-        /// variables a manifest's `${NAME}` may read besides `OTP_PLUGIN_*` (comma-separated; never `OTP_MASTER_KEY`)
+        /// variables a manifest's `${NAME}` may read besides `OTP_PLUGIN_*` (comma-separated; never the server's own `OTP_*`)
         plugin_env: Vec<String> { default: Vec::new(), env: "OTP_PLUGIN_ENV", parse: name_list },
         /// `[hooks]`: which plugin serves a hook that several plugins export
         hooks: HookTable { table },
@@ -521,7 +521,7 @@ impl Config {
                 })?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
                     path: path.clone(),
-                    message: e.to_string(),
+                    message: crate::toml_error::describe(&text, &e),
                 })?
             }
             None => FileConfig::default(),
@@ -530,6 +530,9 @@ impl Config {
         raw.validate()
     }
 }
+
+/// The longest key-encryption key rotation period, in seconds: 366 days.
+const KEK_ROTATION_MAX_SECS: u64 = 366 * 24 * 3600;
 
 /// `origin` as a browser's `Origin` header carries it (the WHATWG URL serialization of
 /// its origin: scheme and host lowercase, IDN hosts in punycode, IP addresses in their
@@ -656,10 +659,12 @@ impl FileConfig {
                 return Err(invalid(key.label(), "must be at least 1"));
             }
         }
-        if self.kek_rotation_secs < 60 {
+        // A year at most: the period is used in milliseconds, and a key that old has
+        // sealed more cookies than any rotation policy would let it.
+        if !(60..=KEK_ROTATION_MAX_SECS).contains(&self.kek_rotation_secs) {
             return Err(invalid(
                 Setting::kek_rotation_secs.label(),
-                "must be at least 60",
+                format!("must be from 60 to {KEK_ROTATION_MAX_SECS} (366 days)"),
             ));
         }
         for (key, ms) in [
@@ -1041,6 +1046,8 @@ mod tests {
             ("OTP_TEST_CLOCK", "ture"),
             ("OTP_TEST_CLOCK", ""),
             ("OTP_SEND_MEMORY_MIB", "lots"),
+            ("OTP_KEK_ROTATION_SECS", "59"),
+            ("OTP_KEK_ROTATION_SECS", "18446744073709552"),
             ("OTP_STORE_TIMEOUT_MS", "-1"),
         ] {
             let err = Config::load(None, &env_of(&[(name, value)]))
@@ -1117,6 +1124,39 @@ mod tests {
     }
 
     #[test]
+    fn file_errors_name_the_place_but_never_quote_the_line() {
+        let dir = test_dir("secret");
+        let secret = "c2VjcmV0LW1hc3Rlci1rZXktYnl0ZXMtMzItbG9uZw==";
+        for (text, line, says) in [
+            // A misspelt key (unknown field) and a secret of the wrong type.
+            (
+                format!("listen = \"127.0.0.1:7000\"\nmaster-key = \"{secret}\"\n"),
+                2,
+                "master-key",
+            ),
+            (
+                format!("\nadmin_token = {}\n", 1234567890123456789u64),
+                2,
+                "string",
+            ),
+        ] {
+            let file = dir.join("bad.toml");
+            std::fs::write(&file, &text).unwrap();
+            let err = Config::load(Some(&file), &env_of(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains(secret) && !err.contains("1234567890123456789"),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!("line {line}, column 1")) && err.contains(says),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn env_errors_name_key_and_variable() {
         let err = Config::load(None, &env_of(&[("OTP_TEST_CLOCK", "ture")]))
             .unwrap_err()
@@ -1147,7 +1187,7 @@ mod tests {
     }
 
     #[test]
-    fn plugin_env_lists_variables_for_manifests_but_never_the_master_key() {
+    fn plugin_env_lists_variables_for_manifests_but_never_the_servers_own() {
         let c = Config::load(
             None,
             &env_of(&[("OTP_PLUGIN_ENV", " SMS_TOKEN, ,MAIL_KEY ")]),
@@ -1158,12 +1198,17 @@ mod tests {
         assert!(!c.plugin_env.allows("HOME") && !c.plugin_env.allows("OTP_MASTER_KEY"));
         let c = Config::load(None, &env_of(&[])).unwrap();
         assert!(!c.plugin_env.allows("SMS_TOKEN"));
-        for list in ["OTP_MASTER_KEY", "A,OTP_MASTER_KEY"] {
+        for list in [
+            "OTP_MASTER_KEY",
+            "A,OTP_MASTER_KEY",
+            "OTP_MASTER_KEY_PREVIOUS,B",
+        ] {
             let err = Config::load(None, &env_of(&[("OTP_PLUGIN_ENV", list)]))
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("plugin_env (OTP_PLUGIN_ENV)") && err.contains("OTP_MASTER_KEY"),
+                err.contains("plugin_env (OTP_PLUGIN_ENV)")
+                    && err.contains(list.split(',').find(|n| n.starts_with("OTP_")).unwrap()),
                 "{err}"
             );
         }

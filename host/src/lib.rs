@@ -16,6 +16,7 @@
 //! - [`logging`]: log lines to stderr in batches, off the request path.
 //! - [`key_commands`]: `otp-server keys rotate|rewrap`, on the shared key store.
 //! - [`os_random`]: per-request random bytes from the OS CSPRNG, fetched in batches.
+//! - [`toml_error`]: TOML errors (configuration file, manifests) that never quote a value.
 
 pub mod clock;
 pub mod config;
@@ -32,3 +33,4 @@ pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod toml_error;

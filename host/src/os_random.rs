@@ -1,8 +1,8 @@
 //! Random bytes for session ids, codes, data keys and nonces, from the OS CSPRNG.
 //!
-//! Every create, resend and verify needs fresh random bytes in four places (the next
-//! single-use id, the code, the cookie's data key and its nonce). Asking the kernel
-//! four times costs four `getrandom` system calls per request, a visible share of a
+//! Every create and resend needs fresh random bytes in four places (the next single-use
+//! id, the code, the cookie's data key and its nonce), a wrong-code verify in three (no
+//! code). Asking the kernel each time costs a `getrandom` system call apiece, a visible share of a
 //! request's CPU time. Instead each thread keeps a small buffer filled by one
 //! `getrandom` call and hands its bytes out in order, each byte exactly once: the
 //! bytes are still the kernel CSPRNG's output, only fetched in batches. A handed-out

@@ -2,9 +2,9 @@
 //!
 //! [`KeySource`] is the synchronous view that sealing and opening use on every request.
 //! [`KeyStore`] adds what needs I/O in a shared deployment: fetching a key another
-//! instance created, revoking a key everywhere at once, and periodic upkeep. The in-memory
-//! [`KeyRing`] is its own store; the Redis-backed one lives in
-//! [`crate::store::redis`].
+//! instance created, revoking a key everywhere at once, and periodic upkeep. One process's
+//! store is [`MemoryKeyStore`], its [`KeyRing`] with nothing to fetch; the Redis-backed
+//! one lives in [`crate::store::redis`].
 
 use super::key::{KekId, KeyEncryptionKey};
 use super::ring::{KeyRing, KeySource};

@@ -2,8 +2,9 @@
 //!
 //! A long-lived key-encryption key ([`KeyEncryptionKey`], held in a [`KeySource`] such as the
 //! in-memory [`KeyRing`]) wraps a fresh data-encryption key per cookie; the data key seals the
-//! binary-encoded session ([`codec`]) with AES-256-GCM. [`SessionCookie`] is the only entry
-//! point the HTTP layer needs: `seal` on the way out, `open` on the way in.
+//! binary-encoded session ([`codec`]) with AES-256-GCM. [`SessionCookie`] is what the
+//! service uses: `seal` on the way out, `open` on the way in, and `key_id` to read which
+//! key a cookie names when that key has yet to be fetched from a shared store.
 
 pub mod codec;
 mod cookie;

@@ -7,10 +7,11 @@
 //! creation, so a cookie sealed before a KEK was retired holds nothing usable once
 //! `retention_ms` have passed since.
 //!
-//! The seam for a shared (e.g. Redis-backed) KEK store is [`KeySource`]: it is synchronous
-//! on purpose, because `open`/`seal` sit on every request. A networked implementation
-//! should keep a local [`KeyRing`]-like cache refreshed by a background task (and may fetch
-//! on an unknown id out of band), returning `None` from `get` for ids it does not know yet.
+//! [`KeySource`] is synchronous on purpose, because `open`/`seal` sit on every request:
+//! they only ever read the local ring. A shared deployment's keys come into it through
+//! [`KeyStore`](super::KeyStore): its upkeep publishes and refreshes them, and a cookie
+//! naming a key this instance does not hold yet makes the service await one
+//! `KeyStore::fetch` of that id, then open the cookie again.
 
 use std::sync::Arc;
 

@@ -100,7 +100,10 @@ mod tests {
         h.insert(header::COOKIE, value);
         assert_eq!(read_cookie(&h, Mode::Development).as_deref(), Some("abc"));
         // Ours in bytes that are not UTF-8 is no cookie, not an error.
-        h.insert(header::COOKIE, HeaderValue::from_bytes(b"o=\xff\xfe").unwrap());
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"o=\xff\xfe").unwrap(),
+        );
         assert_eq!(read_cookie(&h, Mode::Development), None);
     }
 

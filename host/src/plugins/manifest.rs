@@ -6,8 +6,9 @@
 //!
 //! `${NAME}` reads only the variables the operator made available to plugins
 //! ([`PluginEnv`]): those named `OTP_PLUGIN_*` and those listed in the server setting
-//! `plugin_env`. `OTP_MASTER_KEY` never, even if listed; any other name rejects the
-//! manifest with a message naming the variable.
+//! `plugin_env`. The server's own settings never (`OTP_*` other than `OTP_PLUGIN_*`:
+//! the master keys, the admin token, the store URL with its password), even if listed;
+//! any other name rejects the manifest with a message naming the variable.
 //!
 //! ```toml
 //! hooks = ["sending"]            # bind only these of the hooks the plugin exports
@@ -58,15 +59,21 @@ const MAX_CONFIG_VALUE: usize = 64 * 1024;
 
 /// Variables with this prefix are available to every manifest.
 pub const PLUGIN_ENV_PREFIX: &str = "OTP_PLUGIN_";
-/// The one variable no manifest may read, whatever the configuration says.
-pub const MASTER_KEY_VARIABLE: &str = "OTP_MASTER_KEY";
+/// The server's own settings' prefix: no manifest may read these variables (but
+/// [`PLUGIN_ENV_PREFIX`]'s), whatever the configuration says.
+pub const SERVER_ENV_PREFIX: &str = "OTP_";
+
+/// Whether `name` is one of the server's own variables (its settings, its secrets).
+fn is_server_variable(name: &str) -> bool {
+    name.starts_with(SERVER_ENV_PREFIX) && !name.starts_with(PLUGIN_ENV_PREFIX)
+}
 
 /// Looks up a host environment variable.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The server environment variables that `${NAME}` in a manifest may read: those
-/// named `OTP_PLUGIN_*` and those the configuration lists in `plugin_env`, never
-/// `OTP_MASTER_KEY`.
+/// named `OTP_PLUGIN_*` and those the configuration lists in `plugin_env`, never the
+/// server's own `OTP_*`.
 #[derive(Clone)]
 pub struct PluginEnv {
     listed: Arc<BTreeSet<String>>,
@@ -76,8 +83,11 @@ pub struct PluginEnv {
 /// Why a `plugin_env` list is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PluginEnvError {
-    #[error("lists {MASTER_KEY_VARIABLE}, which is never available to plugins")]
-    MasterKey,
+    #[error(
+        "lists {0}, one of the server's own variables ({SERVER_ENV_PREFIX}*), which are never \
+         available to plugins (name a plugin's variable {PLUGIN_ENV_PREFIX}*)"
+    )]
+    ServerVariable(String),
     #[error("{0:?} is not an environment variable name (letters, digits, _)")]
     BadName(String),
 }
@@ -90,8 +100,8 @@ impl PluginEnv {
     ) -> Result<PluginEnv, PluginEnvError> {
         let listed: BTreeSet<String> = listed.into_iter().collect();
         for name in &listed {
-            if name == MASTER_KEY_VARIABLE {
-                return Err(PluginEnvError::MasterKey);
+            if is_server_variable(name) {
+                return Err(PluginEnvError::ServerVariable(name.clone()));
             }
             if !is_variable_name(name) {
                 return Err(PluginEnvError::BadName(name.clone()));
@@ -112,7 +122,7 @@ impl PluginEnv {
 
     /// Whether a manifest may read `name`.
     pub fn allows(&self, name: &str) -> bool {
-        name != MASTER_KEY_VARIABLE
+        !is_server_variable(name)
             && (name.starts_with(PLUGIN_ENV_PREFIX) || self.listed.contains(name))
     }
 }
@@ -159,8 +169,8 @@ pub enum ManifestError {
 }
 
 fn why_not_available(variable: &str) -> String {
-    if variable == MASTER_KEY_VARIABLE {
-        "the master key never is".to_string()
+    if is_server_variable(variable) {
+        "the server's own variables never are".to_string()
     } else {
         format!(
             "name it {PLUGIN_ENV_PREFIX}… or list it in the server setting plugin_env (OTP_PLUGIN_ENV)"
@@ -274,18 +284,8 @@ impl Manifest {
         env: &PluginEnv,
         max_memory_bytes: usize,
     ) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            // One line with the position, rather than toml's multi-line snippet, which
-            // would quote the file (and so possibly a value) into the log.
-            let line = e.span().map(|span| {
-                let before = &text.as_bytes()[..span.start.min(text.len())];
-                before.iter().filter(|b| **b == b'\n').count() + 1
-            });
-            ManifestError::Syntax(match line {
-                Some(line) => format!("line {line}: {}", e.message().trim_end()),
-                None => e.message().trim_end().to_string(),
-            })
-        })?;
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Syntax(crate::toml_error::describe(text, &e)))?;
 
         let hooks = match raw.hooks {
             None => None,
@@ -693,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn the_master_key_never_resolves() {
+    fn the_servers_own_variables_never_resolve() {
         let e = parse("[config]\nkey = \"x${OTP_MASTER_KEY}\"").unwrap_err();
         assert!(matches!(e, ManifestError::VariableNotAllowed { .. }), "{e}");
         let message = e.to_string();
@@ -701,10 +701,20 @@ mod tests {
             message.contains("OTP_MASTER_KEY") && !message.contains("the-master-key"),
             "{message}"
         );
-        // Listing it is refused when the configuration is loaded.
-        let refused = PluginEnv::new(["OTP_MASTER_KEY".to_string()], Arc::new(|_| None));
-        assert_eq!(refused.unwrap_err(), PluginEnvError::MasterKey);
-        assert!(PluginEnvError::MasterKey
+        // Nor any other of the server's own variables, listed or not.
+        for name in ["OTP_MASTER_KEY_PREVIOUS", "OTP_ADMIN_TOKEN", "OTP_STORE"] {
+            let e = parse(&format!("[config]\nkey = \"${{{name}}}\"")).unwrap_err();
+            assert!(matches!(e, ManifestError::VariableNotAllowed { .. }), "{e}");
+            let env = PluginEnv::new([], Arc::new(|_| Some("secret".into()))).unwrap();
+            assert!(!env.allows(name) && env.allows("OTP_PLUGIN_TOKEN"));
+            // Listing one is refused when the configuration is loaded.
+            let refused = PluginEnv::new([name.to_string()], Arc::new(|_| None));
+            assert_eq!(
+                refused.unwrap_err(),
+                PluginEnvError::ServerVariable(name.into())
+            );
+        }
+        assert!(PluginEnvError::ServerVariable("OTP_MASTER_KEY".into())
             .to_string()
             .contains("OTP_MASTER_KEY"));
         let bad = PluginEnv::new(["A-B".to_string()], Arc::new(|_| None));
@@ -730,9 +740,15 @@ mod tests {
             ("[config]\nk = \"${X\"", "[config] k"),
             ("not toml", "does not parse"),
             ("hooks = [\"sending\"]\n[outbound\n", "line 2"),
+            // A value in the wrong place is named by its key, never quoted.
+            (
+                "[outbound]\nmax_response_bytes = \"sk_live_4242\"",
+                "line 2, column 22 (max_response_bytes): invalid type, expected u64",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(!e.contains("sk_live_4242"), "{e}");
         }
     }
 
