@@ -17,7 +17,9 @@
 //!
 //! The plugin's own timeouts (`request-options`) can only shorten the manifest's; the
 //! whole exchange, response body included, ends before the hook's deadline. Response
-//! bodies are capped (`max_response_bytes`). Nothing of the client's HTTP request is
+//! bodies are capped (`max_response_bytes`), and so is the number of a call's requests
+//! in flight at once ([`MAX_IN_FLIGHT`]: each holds a socket, perhaps a DNS lookup, until
+//! its connection closes). Nothing of the client's HTTP request is
 //! forwarded — a plugin only sends what it builds — and hop-by-hop headers are refused
 //! when the plugin sets them and stripped before sending. One connection per request:
 //! no pooling, so nothing of one plugin call survives into another.
@@ -33,6 +35,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -48,6 +51,12 @@ use wasmtime_wasi_http::{
 /// time to turn the timeout into its own error instead of being interrupted.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(25);
 
+/// At most this many of one call's requests are in flight at once (sent and not yet
+/// over, body included); one more answers `connection-limit-reached`. A sender needs one
+/// at a time, perhaps a few; more would only let one call hold many sockets and
+/// blocking DNS threads until its deadline.
+pub const MAX_IN_FLIGHT: usize = 8;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) beyond wasmtime-wasi-http's forbidden list.
 const HOP_BY_HOP: [&str; 2] = ["te", "trailer"];
 
@@ -61,6 +70,8 @@ pub struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
     /// The hook call's deadline.
     deadline: Instant,
+    /// The call's requests in flight.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl OutboundHooks {
@@ -69,7 +80,29 @@ impl OutboundHooks {
             plugin,
             policy,
             deadline,
+            in_flight: Arc::default(),
         }
+    }
+}
+
+/// One request in flight, counted until it is dropped: with the exchange when it fails,
+/// with the connection's driver when it ran.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn take(count: &Arc<AtomicUsize>) -> Option<InFlight> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -99,7 +132,12 @@ impl WasiHttpHooks for OutboundHooks {
         let plugin = self.plugin.clone();
         let policy = self.policy.clone();
         let deadline = self.deadline;
+        let in_flight = InFlight::take(&self.in_flight);
         Box::new(async move {
+            let Some(in_flight) = in_flight else {
+                tracing::warn!(%plugin, "outbound request refused: {MAX_IN_FLIGHT} of this call's requests already in flight");
+                return Err(Error::ConnectionLimitReached);
+            };
             let dest = destination(request.uri()).inspect_err(|_| {
                 tracing::warn!(%plugin, "outbound request refused: not an absolute http(s) URL");
             })?;
@@ -111,11 +149,20 @@ impl WasiHttpHooks for OutboundHooks {
                 }
             };
             let timeouts = Timeouts::new(&policy, options, deadline);
-            let result = send(request, &dest, special, &policy, timeouts).await;
-            if let Err(error) = &result {
-                tracing::warn!(%plugin, destination = %dest, %error, "outbound request failed");
+            match send(request, &dest, special, &policy, timeouts).await {
+                Ok((response, driver)) => {
+                    let driver: Box<dyn Future<Output = Result<(), Error>> + Send> =
+                        Box::new(async move {
+                            let _in_flight = in_flight;
+                            Pin::from(driver).await
+                        });
+                    Ok((response, driver))
+                }
+                Err(error) => {
+                    tracing::warn!(%plugin, destination = %dest, %error, "outbound request failed");
+                    Err(error)
+                }
             }
-            result
         })
     }
 }
@@ -479,13 +526,60 @@ mod tests {
     }
 
     async fn outcome(hooks: &mut OutboundHooks, url: &str) -> Result<u16, Error> {
+        let future = hooks.send_request(empty_request(url), None, Box::new(async { Ok(()) }));
+        Pin::from(future).await.map(|(r, _)| r.status().as_u16())
+    }
+
+    fn empty_request(url: &str) -> http::Request<WasiBody> {
         let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
             http_body_util::Empty::<Bytes>::new(),
             |never| match never {},
         ));
-        let request = http::Request::get(url).body(body).unwrap();
-        let future = hooks.send_request(request, None, Box::new(async { Ok(()) }));
-        Pin::from(future).await.map(|(r, _)| r.status().as_u16())
+        http::Request::get(url).body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_call_has_at_most_eight_requests_in_flight() {
+        // A server that accepts and never answers: every request stays in flight.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut h = hooks(&[&format!("http://127.0.0.1:{port}")]);
+        let mut pending = Vec::new();
+        for _ in 0..MAX_IN_FLIGHT {
+            let future = h.send_request(empty_request(&url), None, Box::new(async { Ok(()) }));
+            pending.push(tokio::spawn(Pin::from(future)));
+        }
+        let refused = h.send_request(empty_request(&url), None, Box::new(async { Ok(()) }));
+        let e = Pin::from(refused).await.map(|_| ()).unwrap_err();
+        assert!(matches!(e, Error::ConnectionLimitReached), "{e}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while accepted.load(Ordering::SeqCst) < MAX_IN_FLIGHT && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+        // One over (dropped, as when the plugin drops its future): the next one goes.
+        let first = pending.remove(0);
+        first.abort();
+        let _ = first.await;
+        let next = h.send_request(empty_request(&url), None, Box::new(async { Ok(()) }));
+        let next = tokio::spawn(Pin::from(next));
+        while accepted.load(Ordering::SeqCst) < MAX_IN_FLIGHT + 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), MAX_IN_FLIGHT + 1);
+        assert!(!next.is_finished(), "in flight, not refused");
+        next.abort();
+        pending.iter().for_each(|p| p.abort());
     }
 
     #[tokio::test]

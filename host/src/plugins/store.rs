@@ -11,7 +11,11 @@
 //!
 //! The memory cap holds for the whole call: every linear memory and table of every
 //! core instance the component creates (a component may have several) counts against
-//! one budget, from its initial size at instantiation to each later growth. Stdout and
+//! one budget, from its initial size at instantiation to each later growth. What a
+//! plugin makes the host keep for it (WASI resources: header sets, streams, requests)
+//! lives in host memory, outside that budget, so it has bounds of its own: at most
+//! [`MAX_RESOURCES`] resources at once and [`MAX_FIELDS_BYTES`] per header set, and at
+//! most a few outbound requests in flight ([`super::outbound::MAX_IN_FLIGHT`]). Stdout and
 //! stderr are kept up to a bound and cut with a marker ([`super::output`]); every line
 //! that reaches the log is escaped and bounded ([`super::text`]).
 
@@ -31,6 +35,13 @@ const OUTPUT_CAPACITY: usize = 16 * 1024;
 /// At most this many log lines are taken from one call (each at most
 /// [`super::text::MAX_LOGGED_BYTES`]).
 const MAX_LOG_LINES: u32 = 64;
+/// At most this many WASI resources live at once in one call (wasmtime's own bound is a
+/// million); one more traps the call. A sender making a few requests needs a few dozen.
+pub const MAX_RESOURCES: usize = 512;
+/// At most this many bytes of names and values in one `wasi:http` header set (wasmtime's
+/// default is 128 KiB). With [`MAX_RESOURCES`], a call holds at most 16 MiB of headers.
+pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
+
 /// What one table element costs against the memory cap (a pointer, as wasmtime
 /// stores it).
 const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
@@ -72,9 +83,17 @@ impl PluginState {
             outbound: OutboundHooks::new(plugin.clone(), manifest.outbound.clone(), deadline),
             plugin,
             wasi,
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(MAX_FIELDS_BYTES);
+                http
+            },
             config: manifest.config.clone(),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             limits: CallLimits::new(memory_cap),
             stdout,
             stderr,
