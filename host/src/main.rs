@@ -92,14 +92,14 @@ fn load_config(config_file: Option<PathBuf>) -> Result<otp_server::config::Confi
         })
 }
 
-/// `plugins check`, with the server's configuration: a manifest is judged by the same
-/// rules (`plugin_env`) as in the server.
+/// `plugins check`, with the server's configuration: a file is judged by the same rules
+/// (`plugin_env`, the per-hook limits) as in the server.
 fn check(file: &std::path::Path, config_file: Option<PathBuf>) -> ExitCode {
     let config = match load_config(config_file) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match otp_server::plugins::check::check_file(file, &config.plugin_env) {
+    match otp_server::plugins::check::check_file(file, &config.runtime, &config.plugin_env) {
         Ok(report) => {
             print!("{}", report.text);
             if report.accepted {

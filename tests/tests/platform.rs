@@ -204,10 +204,17 @@ async fn hot_reload_replace_corrupt_delete_readd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_fail_one_request_cleanly() {
-    for (fixture_name, reason) in [
-        ("fixture-trap", "plugin call failed"),
-        ("fixture-loop", "deadline exceeded"),
-        ("fixture-alloc", "memory cap exceeded"),
+    for (fixture_name, body, reason) in [
+        ("fixture-trap", "\"f\"", "plugin call failed"),
+        ("fixture-loop", "\"f\"", "deadline exceeded"),
+        ("fixture-alloc", "\"f\"", "memory cap exceeded"),
+        // Host memory a plugin holds through WASI resources (a million header sets of
+        // 1 KiB, a gigabyte, unless the resource table's bound stops it).
+        (
+            "fixture-alloc",
+            "\"fields\"",
+            "resource table has no free keys",
+        ),
     ] {
         let server = Server::builder()
             .plugin_as(fixture(fixture_name), "validator")
@@ -219,7 +226,7 @@ async fn faults_fail_one_request_cleanly() {
             .env("OTP_VALIDATE_DEADLINE_MS", "2000")
             .start();
         let started = Instant::now();
-        let a = server.create("\"f\"", None).await;
+        let a = server.create(body, None).await;
         let took = started.elapsed();
         assert_eq!(
             a.status,
@@ -332,6 +339,30 @@ fn plugins_check_good_and_bad_files() {
     let (ok, text) = plugins_check(&corrupt);
     assert!(!ok, "{text}");
     assert!(text.contains("not a valid WebAssembly component"), "{text}");
+
+    // A manifest's memory is judged against the configured cap, as the server judges it.
+    let sender = dir.join("sender.wasm");
+    std::fs::copy(plugin("dev-sender"), &sender).unwrap();
+    std::fs::write(
+        dir.join("sender.toml"),
+        "[limits.sending]\nmemory_mib = 100\n",
+    )
+    .unwrap();
+    let check_with_cap = |mib: &str| {
+        let output = std::process::Command::new(server_binary())
+            .args(["plugins", "check"])
+            .arg(&sender)
+            .env("OTP_SEND_MEMORY_MIB", mib)
+            .output()
+            .expect("running plugins check");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let (ok, text) = check_with_cap("128");
+    assert!(ok, "within a configured 128 MiB: {text}");
+    let (ok, text) = check_with_cap("64");
+    assert!(!ok && text.contains("memory_mib"), "{text}");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! the same function the server uses ([`load_plugin`]), so a manifest `FILE.toml` beside
 //! it is checked exactly as the server would: `${VAR}` references resolve from the
 //! current environment, only for the variables the configuration makes available to
-//! plugins (`OTP_PLUGIN_*` and `plugin_env`); values are never printed.
+//! plugins (`OTP_PLUGIN_*` and `plugin_env`); values are never printed. Limits are the
+//! configuration's too (per-hook memory caps), so a file is accepted here exactly when
+//! the server would accept it.
 
 use super::load::{load_plugin, manifest_path, PluginFileError};
 use super::manifest::PluginEnv;
@@ -20,12 +22,20 @@ pub struct CheckReport {
     pub text: String,
 }
 
-pub fn check_file(path: &Path, env: &PluginEnv) -> anyhow::Result<CheckReport> {
+/// Checks `path` as a server with `options` (its per-hook limits: a manifest's
+/// `memory_mib` and a component's initial memory are judged against them) and `env`
+/// would load it.
+pub fn check_file(
+    path: &Path,
+    options: &RuntimeOptions,
+    env: &PluginEnv,
+) -> anyhow::Result<CheckReport> {
     let runtime = PluginRuntime::new(RuntimeOptions {
         validate_slots: 1,
         send_slots: 1,
         final_slots: 1,
-        ..RuntimeOptions::default()
+        cache_dir: None,
+        ..options.clone()
     })?;
     let name = super::registry::plugin_name(path).unwrap_or_else(|| "plugin".to_string());
     let mut text = String::new();
