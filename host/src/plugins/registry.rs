@@ -399,10 +399,7 @@ impl Hooks for PluginRegistry {
                     );
                     error
                 }
-                (error @ (HookError::Unavailable(_) | HookError::Failed { .. }), None) => {
-                    return Err(fail(unavailable.unwrap_or(error)));
-                }
-                (error, _) => return Err(fail(error)),
+                (error, _) => return Err(fail(chain_answer(error, unavailable))),
             };
             if unavailable.is_none() && matches!(error, HookError::Unavailable(_)) {
                 unavailable = Some(error);
@@ -659,6 +656,17 @@ fn pick(
 
 /// The senders `names` lists that are loaded and serve `channel` (or, for `None`, every
 /// channel), in order; a listed sender that does not is reported. `None` when none does.
+/// What a send chain that ends on `error` answers, `unavailable` being the first
+/// *unavailable* of its senders: *undeliverable* is a verdict on the destination and
+/// stands; any other end (a failure, busy call slots) answers the first *unavailable*
+/// if there was one, since that sender's provider is what the client should hear of.
+fn chain_answer(error: HookError, unavailable: Option<HookError>) -> HookError {
+    match error {
+        HookError::Undeliverable(_) => error,
+        error => unavailable.unwrap_or(error),
+    }
+}
+
 fn chain_of(
     senders: &[&Arc<LoadedPlugin>],
     names: &[String],
@@ -688,4 +696,35 @@ fn chain_of(
         }
     }
     (!chain.is_empty()).then(|| SenderChain::from(chain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_answers_its_first_unavailable_unless_the_destination_is_undeliverable() {
+        let unavailable = || Some(HookError::Unavailable("provider down".into()));
+        let ends = || {
+            [
+                HookError::Failed {
+                    plugin: "b".into(),
+                    reason: "trap".into(),
+                },
+                HookError::Busy(Hook::Sending),
+            ]
+        };
+        for (end, alone) in ends().into_iter().zip(ends()) {
+            let said = end.to_string();
+            let answer = chain_answer(end, unavailable());
+            assert!(
+                matches!(answer, HookError::Unavailable(_)),
+                "{said}: {answer}"
+            );
+            assert_eq!(chain_answer(alone, None).to_string(), said);
+        }
+        let undeliverable = HookError::Undeliverable("no such number".into());
+        let answer = chain_answer(undeliverable, unavailable());
+        assert!(matches!(answer, HookError::Undeliverable(_)), "{answer}");
+    }
 }
