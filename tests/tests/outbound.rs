@@ -275,6 +275,44 @@ async fn receiver_answers_and_timeouts_map_to_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_resend_keeps_its_session() {
+    use tokio::io::AsyncWriteExt;
+    let receiver = WebhookReceiver::start();
+    let manifest = webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
+        .replace("[config]", "total_timeout_ms = 800\n[config]");
+    let server = server_with_webhook(&manifest, &[("OTP_RESEND_COOLDOWN_SECS", "0")]);
+    let a = server.create("\"dana\"", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let cookie = a.cookie().unwrap();
+
+    // The provider stalls, so this resend's send fails after 800 ms and the session id
+    // it retired is given back: also when the client has hung up by then.
+    receiver.behave(Behaviour::Slow(Duration::from_millis(1500)));
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /api/otp/resend HTTP/1.1\r\nHost: {address}\r\nCookie: o={cookie}\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    receiver
+        .wait_for(2, Duration::from_secs(5))
+        .expect("the resend reached the sender");
+    drop(stream);
+    // Past the send's timeout and the receiver's stall.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    receiver.behave(Behaviour::Accept);
+    let again = server.resend(Some(&cookie)).await;
+    assert_eq!(
+        again.status,
+        StatusCode::OK,
+        "the session survived the hang-up: {}",
+        again.text()
+    );
+    assert_eq!(receiver.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_sees_only_its_own_config_and_no_environment() {
     let receiver = WebhookReceiver::start();
     let server = Server::builder()

@@ -3,6 +3,12 @@
 //! Input checks that need no session happen here, in the order the API promises:
 //! body size first, then the content type and shape of the body (for verify: the code
 //! format, before the cookie is even looked at).
+//!
+//! The service call itself runs to its end even when the client goes away mid-request
+//! ([`to_completion`]): by then it may have retired a session id, charged budgets or
+//! handed a code to a sender, and what follows (giving budgets back, restoring a
+//! session an unsent code cost, audit events, the final action) must not be skipped
+//! because hyper dropped the request's future.
 
 use super::cookie::read_cookie;
 use super::error::{ApiError, ErrorCode};
@@ -46,16 +52,12 @@ pub async fn create(
             );
         }
         // serde_json only accepts UTF-8, so this cannot fail after the check above.
-        let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(ErrorCode::Generic))?;
+        let text =
+            String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::new(ErrorCode::Generic))?;
         let cookie = read_cookie(&headers, mode);
-        app.service
-            .create(
-                cookie.as_deref(),
-                text,
-                &context(&app, &headers, peer, request_id),
-            )
-            .await
-            .map_err(ApiError::from)
+        let context = context(&app, &headers, peer, request_id);
+        let service = app.service.clone();
+        to_completion(async move { service.create(cookie.as_deref(), &text, &context).await }).await
     }
     .await;
     session_response(result, mode)
@@ -72,13 +74,9 @@ pub async fn resend(
     let result = async {
         read_body(body).await?;
         let cookie = read_cookie(&headers, mode);
-        app.service
-            .resend(
-                cookie.as_deref(),
-                &context(&app, &headers, peer, request_id),
-            )
-            .await
-            .map_err(ApiError::from)
+        let context = context(&app, &headers, peer, request_id);
+        let service = app.service.clone();
+        to_completion(async move { service.resend(cookie.as_deref(), &context).await }).await
     }
     .await;
     session_response(result, mode)
@@ -100,14 +98,9 @@ pub async fn verify(
             return Err(invalid_format());
         }
         let cookie = read_cookie(&headers, mode);
-        app.service
-            .verify(
-                cookie.as_deref(),
-                &code,
-                &context(&app, &headers, peer, request_id),
-            )
-            .await
-            .map_err(ApiError::from)
+        let context = context(&app, &headers, peer, request_id);
+        let service = app.service.clone();
+        to_completion(async move { service.verify(cookie.as_deref(), &code, &context).await }).await
     }
     .await;
     match result {
@@ -117,6 +110,24 @@ pub async fn verify(
             response
         }
         Err(error) => error_response(error, mode),
+    }
+}
+
+/// Runs a service call on its own task, in the request's span, and waits for it: if
+/// the client goes away, hyper drops this future but the call still finishes. A panic
+/// in it surfaces here, as it would have inline (the catch-panic layer answers it).
+async fn to_completion<T, E>(
+    call: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::spawn(tracing::Instrument::in_current_span(call)).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only a runtime shutting down cancels a task; nobody waits for this answer.
+        Err(_) => Err(ApiError::new(ErrorCode::Server)),
     }
 }
 
