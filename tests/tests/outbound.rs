@@ -448,19 +448,49 @@ async fn manifest_changes_reload_the_plugin() {
     let ready = server.ready_details().await.json();
     assert!(ready["rejected"].as_object().unwrap().is_empty(), "{ready}");
 
-    // Removing the manifest leaves the plugin without config (and network): it fails
-    // cleanly, naming the missing setting.
+    // Removing the manifest would drop its restrictions (hooks, channels) with it: the
+    // running version keeps serving with its manifest, and /ready says why.
+    let skip = server.log_len();
+    let digest = ready["plugins"]["webhook-sender"]["manifest"].clone();
     std::fs::remove_file(server.plugins_dir.join("webhook-sender.toml")).unwrap();
+    let line = server
+        .wait_for_log_after(skip, "plugin manifest rejected", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("not reported:\n{}", server.log_text()));
+    assert!(line.contains("was removed"), "{line}");
+    let ready = server.ready_details().await.json();
+    assert_eq!(
+        ready["plugins"]["webhook-sender"]["manifest"], digest,
+        "{ready}"
+    );
+    assert!(
+        ready["rejected"]["webhook-sender"]
+            .as_str()
+            .is_some_and(|r| r.contains("write an empty manifest")),
+        "{ready}"
+    );
+
+    // An empty manifest runs the plugin without config (and network): it fails
+    // cleanly, naming the missing setting.
+    server.write_manifest("webhook-sender", "");
     wait_until("no manifest", Duration::from_secs(2), async || {
         let a = server.create("\"none\"", None).await;
         a.error() == "SEND:UNAVAILABLE" && server.log_text().contains("has no \"url\"")
     })
     .await;
     let ready = server.ready_details().await.json();
+    let sender = &ready["plugins"]["webhook-sender"];
     assert!(
-        ready["plugins"]["webhook-sender"]["manifest"].is_null(),
+        sender["manifest"] != digest && sender["outbound"] == serde_json::json!([]),
         "{ready}"
     );
+    assert!(ready["rejected"].as_object().unwrap().is_empty(), "{ready}");
+
+    // Without a restriction, removing the manifest is removing what it grants.
+    std::fs::remove_file(server.plugins_dir.join("webhook-sender.toml")).unwrap();
+    wait_until("manifest gone", Duration::from_secs(2), async || {
+        server.ready_details().await.json()["plugins"]["webhook-sender"]["manifest"].is_null()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

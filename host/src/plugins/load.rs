@@ -48,7 +48,8 @@ pub fn load_plugin(
             })
         }
     };
-    let manifest = read_manifest(runtime, wasm, env)?;
+    let restricted = previous.is_some_and(|p| p.manifest.restricts_binding());
+    let manifest = read_manifest(runtime, wasm, env, restricted)?;
     let version = version_of(&bytes);
     let compiled = match previous.filter(|p| p.version == version) {
         Some(same_code) => return apply(same_code, manifest, wasm),
@@ -69,14 +70,22 @@ fn apply(
 
 /// `NAME.toml`, or the empty manifest when there is none. A manifest that exists but
 /// cannot be read is an error, never "no manifest": that would drop its restrictions.
+/// So is a manifest that went away from a plugin whose running manifest restricts its
+/// `hooks` or `channels` (`restricted`): the restriction would go with it, so the
+/// running version keeps serving until the operator writes a manifest without one or
+/// removes the plugin. (Other fields only grant: without them a plugin can do less.)
 fn read_manifest(
     runtime: &PluginRuntime,
     wasm: &Path,
     env: &PluginEnv,
+    restricted: bool,
 ) -> Result<Manifest, PluginFileError> {
     let path = manifest_path(wasm);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && restricted => {
+            return Err(manifest_error(wasm, ManifestError::Removed))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
         Err(e) => return Err(manifest_error(wasm, ManifestError::Read(e.to_string()))),
     };

@@ -153,6 +153,12 @@ fn is_variable_name(name: &str) -> bool {
 pub enum ManifestError {
     #[error("cannot read the manifest: {0}")]
     Read(String),
+    #[error(
+        "the manifest was removed, and with it the restriction of the plugin's hooks or \
+         channels; the running version keeps serving with its manifest: write an empty \
+         manifest to lift the restriction, or remove the .wasm file to remove the plugin"
+    )]
+    Removed,
     #[error("manifest does not parse: {0}")]
     Syntax(String),
     #[error("manifest [outbound] {0}")]
@@ -489,6 +495,12 @@ impl Manifest {
     /// Whether this plugin (as a sender) serves `channel`.
     pub fn serves_channel(&self, channel: &str) -> bool {
         self.channels.as_ref().is_none_or(|c| c.contains(channel))
+    }
+
+    /// Whether it narrows what the plugin is bound to (`hooks` or `channels`): the
+    /// one kind of field whose loss would let a plugin do more.
+    pub fn restricts_binding(&self) -> bool {
+        self.hooks.is_some() || self.channels.is_some()
     }
 
     pub fn config_keys(&self) -> Vec<&str> {
