@@ -313,6 +313,49 @@ async fn a_client_that_hangs_up_mid_resend_keeps_its_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_outlives_its_connection_still_counts_against_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = WebhookReceiver::start();
+    let manifest = webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
+        .replace("[config]", "total_timeout_ms = 800\n[config]");
+    let server = server_with_webhook(&manifest, &[("OTP_MAX_CONNECTIONS_PER_CLIENT", "1")]);
+    let address = server.base.trim_start_matches("http://").to_string();
+    receiver.behave(Behaviour::Slow(Duration::from_millis(1500)));
+    // A create whose client hangs up while its code is being sent.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = "\"erin\"";
+    let request = format!(
+        "POST /api/otp/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    receiver
+        .wait_for(1, Duration::from_secs(5))
+        .expect("the create reached the sender");
+    drop(stream);
+    let health = async || {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        answer.starts_with(b"HTTP/1.1 200")
+    };
+    // The call still runs, holding the client's one connection place.
+    assert!(
+        !health().await,
+        "a second connection was served while the call ran"
+    );
+    // Once it ends (the send times out after 800 ms), the place is free.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !health().await {
+        assert!(Instant::now() < deadline, "the place was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_sees_only_its_own_config_and_no_environment() {
     let receiver = WebhookReceiver::start();
     let server = Server::builder()

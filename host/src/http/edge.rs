@@ -14,6 +14,12 @@
 //! connections are closed at once; on shutdown the listener closes and in-flight requests get
 //! `shutdown_grace` to finish.
 //!
+//! A connection's two places (under `max_connections` and under its client's cap) are a
+//! [`ConnectionSlot`] that every request carries: an OTP call that outlives its
+//! connection (the client hung up; the call runs to its end) holds them until it ends,
+//! so hanging up cannot start more calls than the caps allow, and shutdown waits for
+//! such calls too.
+//!
 //! Oversized bodies are drained by the handlers' body reader (`otp::read_body`) and
 //! panics answered by the router's catch-panic layer; this module owns the connections.
 
@@ -34,7 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 /// hyper's read buffer, which bounds a request line and its headers: more answers 431
@@ -87,6 +93,14 @@ impl PerClient {
             counted: Some((self.clone(), key)),
         })
     }
+}
+
+/// A connection's places under `max_connections` and its client's cap, freed when the
+/// connection and every request call that outlived it are over. Requests carry it as an
+/// extension.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    _places: Arc<(OwnedSemaphorePermit, ClientConnection)>,
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -178,9 +192,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let body_timeout = limits.body_read_timeout;
+        let slot = ConnectionSlot {
+            _places: Arc::new((permit, admitted)),
+        };
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(|body| TimedBody::wrap(body, body_timeout));
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(slot.clone());
             let mut router = router.clone();
             async move { router.call(request).await }
         });
@@ -190,17 +208,26 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            drop(permit);
-            drop(admitted);
         });
     }
     drop(listener);
     let open = graceful.count();
+    let grace_ends = tokio::time::Instant::now() + limits.shutdown_grace;
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(limits.shutdown_grace) => {
+        () = tokio::time::sleep_until(grace_ends) => {
             tracing::warn!(open, "shutdown grace elapsed; closing the remaining connections");
+            return;
         }
+    }
+    // Calls whose clients hung up still hold their connection's place: wait for them
+    // (all places back) within what is left of the grace.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout_at(grace_ends, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed; ending calls whose clients hung up");
     }
 }
 

@@ -11,6 +11,7 @@
 //! because hyper dropped the request's future.
 
 use super::cookie::read_cookie;
+use super::edge::ConnectionSlot;
 use super::error::{ApiError, ErrorCode};
 use super::observe::RequestId;
 use super::{apply_cookie, error_response, AppState, MAX_BODY};
@@ -29,6 +30,7 @@ pub async fn create(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
+    slot: Option<Extension<ConnectionSlot>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -57,7 +59,10 @@ pub async fn create(
         let cookie = read_cookie(&headers, mode);
         let context = context(&app, &headers, peer, request_id);
         let service = app.service.clone();
-        to_completion(async move { service.create(cookie.as_deref(), &text, &context).await }).await
+        to_completion(slot, async move {
+            service.create(cookie.as_deref(), &text, &context).await
+        })
+        .await
     }
     .await;
     session_response(result, mode)
@@ -67,6 +72,7 @@ pub async fn resend(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
+    slot: Option<Extension<ConnectionSlot>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -76,7 +82,10 @@ pub async fn resend(
         let cookie = read_cookie(&headers, mode);
         let context = context(&app, &headers, peer, request_id);
         let service = app.service.clone();
-        to_completion(async move { service.resend(cookie.as_deref(), &context).await }).await
+        to_completion(slot, async move {
+            service.resend(cookie.as_deref(), &context).await
+        })
+        .await
     }
     .await;
     session_response(result, mode)
@@ -86,6 +95,7 @@ pub async fn verify(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
+    slot: Option<Extension<ConnectionSlot>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -100,7 +110,10 @@ pub async fn verify(
         let cookie = read_cookie(&headers, mode);
         let context = context(&app, &headers, peer, request_id);
         let service = app.service.clone();
-        to_completion(async move { service.verify(cookie.as_deref(), &code, &context).await }).await
+        to_completion(slot, async move {
+            service.verify(cookie.as_deref(), &code, &context).await
+        })
+        .await
     }
     .await;
     match result {
@@ -114,15 +127,22 @@ pub async fn verify(
 }
 
 /// Runs a service call on its own task, in the request's span, and waits for it: if
-/// the client goes away, hyper drops this future but the call still finishes. A panic
-/// in it surfaces here, as it would have inline (the catch-panic layer answers it).
+/// the client goes away, hyper drops this future but the call still finishes, holding
+/// its connection's `slot` until then (the connection caps count it, and shutdown
+/// waits for it). A panic in it surfaces here, as it would have inline (the
+/// catch-panic layer answers it).
 async fn to_completion<T, E>(
+    slot: Option<Extension<ConnectionSlot>>,
     call: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
     E: Into<ApiError> + Send + 'static,
 {
+    let call = async move {
+        let _slot = slot;
+        call.await
+    };
     match tokio::spawn(tracing::Instrument::in_current_span(call)).await {
         Ok(result) => result.map_err(Into::into),
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
