@@ -18,8 +18,10 @@
 //! The plugin's own timeouts (`request-options`) can only shorten the manifest's; the
 //! whole exchange, response body included, ends before the hook's deadline. Response
 //! bodies are capped (`max_response_bytes`), and so is the number of a call's requests
-//! in flight at once ([`MAX_IN_FLIGHT`]: each holds a socket, perhaps a DNS lookup, until
-//! its connection closes). Nothing of the client's HTTP request is
+//! in flight at once ([`MAX_IN_FLIGHT`]: each holds a socket until its connection
+//! closes), of DNS lookups running at once in the process ([`MAX_LOOKUPS`]: a lookup
+//! cannot be cancelled), and the size of a response's head ([`MAX_RESPONSE_HEAD`]).
+//! Nothing of the client's HTTP request is
 //! forwarded — a plugin only sends what it builds — and hop-by-hop headers are refused
 //! when the plugin sets them and stripped before sending. One connection per request:
 //! no pooling, so nothing of one plugin call survives into another.
@@ -56,6 +58,16 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(25);
 /// at a time, perhaps a few; more would only let one call hold many sockets and
 /// blocking DNS threads until its deadline.
 pub const MAX_IN_FLIGHT: usize = 8;
+
+/// A response's status line and headers may take this many bytes at most (hyper's
+/// default is about 400 KiB): they become a header set the plugin can copy.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// At most this many DNS lookups run at once, for all plugins: a slow resolver then
+/// holds at most this many of tokio's blocking threads (which compiling plugins also
+/// uses), however many requests gave up waiting for it.
+const MAX_LOOKUPS: usize = 32;
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) beyond wasmtime-wasi-http's forbidden list.
 const HOP_BY_HOP: [&str; 2] = ["te", "trailer"];
@@ -260,7 +272,9 @@ async fn send(
     };
     let (mut sender, conn) = tokio::time::timeout_at(
         connect_by,
-        hyper::client::conn::http1::Builder::new().handshake::<_, WasiBody>(TokioIo::new(io)),
+        hyper::client::conn::http1::Builder::new()
+            .max_header_size(MAX_RESPONSE_HEAD)
+            .handshake::<_, WasiBody>(TokioIo::new(io)),
     )
     .await
     .map_err(|_| Error::ConnectionTimeout)??;
@@ -366,13 +380,23 @@ async fn resolve(dest: &Destination) -> Result<Vec<SocketAddr>, Error> {
     match &dest.host {
         Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, dest.port)]),
         Host::Name(name) => {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), dest.port))
-                .await
-                .map_err(|_| Error::DnsError {
-                    rcode: Some("no address".into()),
-                    info_code: None,
-                })?
-                .collect();
+            // The resolver runs on a blocking thread, which nothing can cancel: the
+            // lookup keeps its place among MAX_LOOKUPS until it returns, also when the
+            // request that asked for it was given up.
+            let place = LOOKUPS.acquire().await.map_err(|_| Error::DnsTimeout)?;
+            let (name, port) = (name.clone(), dest.port);
+            let found: Vec<SocketAddr> = tokio::task::spawn_blocking(move || {
+                let _place = place;
+                std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+                    .map(Iterator::collect::<Vec<_>>)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(Error::DnsError {
+                rcode: Some("no address".into()),
+                info_code: None,
+            })?;
             if found.is_empty() {
                 return Err(Error::DnsError {
                     rcode: Some("no address".into()),
@@ -669,13 +693,21 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            // First connection: a declared body over the cap. Second: never answers.
+            // First connection: a declared body over the cap. Second: a head of 100 KiB.
+            // Third: never answers.
             let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf).await;
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 999999999\r\n\r\n")
                 .await
                 .unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _ = s.read(&mut buf).await;
+            let big = format!(
+                "HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n",
+                "a".repeat(100 * 1024)
+            );
+            let _ = s.write_all(big.as_bytes()).await;
             let (mut slow, _) = listener.accept().await.unwrap();
             let _ = slow.read(&mut buf).await;
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -694,6 +726,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::HttpResponseBodySize(_)), "{e}");
+        let e = outcome(&mut h, &format!("http://127.0.0.1:{port}/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Hyper(_)), "a head over 64 KiB: {e}");
         let started = Instant::now();
         let e = outcome(&mut h, &format!("http://127.0.0.1:{port}/"))
             .await

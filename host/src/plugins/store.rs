@@ -38,8 +38,9 @@ const MAX_LOG_LINES: u32 = 64;
 /// At most this many WASI resources live at once in one call (wasmtime's own bound is a
 /// million); one more traps the call. A sender making a few requests needs a few dozen.
 pub const MAX_RESOURCES: usize = 512;
-/// At most this many bytes of names and values in one `wasi:http` header set (wasmtime's
-/// default is 128 KiB). With [`MAX_RESOURCES`], a call holds at most 16 MiB of headers.
+/// At most this many bytes of names and values in one `wasi:http` header set a plugin
+/// builds (wasmtime's default is 128 KiB); a response's head is capped by the outbound
+/// client instead (64 KiB).
 pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
 
 /// What one table element costs against the memory cap (a pointer, as wasmtime
