@@ -246,7 +246,7 @@ settings! {
             env: "OTP_EVENTS_PLAIN_CREDENTIALS",
             parse: flag,
         },
-        /// variables a manifest's `${NAME}` may read besides `OTP_PLUGIN_*` (comma-separated; never the server's own `OTP_*`)
+        /// variables a manifest's `${NAME}` may read besides `OTP_PLUGIN_*` (comma-separated; never the server's other `OTP_*` settings)
         plugin_env: Vec<String> { default: Vec::new(), env: "OTP_PLUGIN_ENV", parse: name_list },
         /// `[hooks]`: which plugin serves a hook that several plugins export
         hooks: HookTable { table },

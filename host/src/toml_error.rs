@@ -9,11 +9,16 @@
 /// setting and manifest field is), and any value in the message left out.
 pub fn describe(text: &str, error: &toml::de::Error) -> String {
     let mut message = error.message().to_string();
-    if let Some(kind) = message.strip_prefix("invalid ") {
-        // "invalid type: string \"…\", expected a boolean": keep what was expected.
-        let kind = kind.split(':').next().unwrap_or_default();
-        message = match message.rsplit_once(", expected ") {
-            Some((_, expected)) => format!("invalid {kind}, expected {expected}"),
+    if let Some(rest) = message.strip_prefix("invalid ") {
+        // "invalid type: string \"…\", expected a boolean": keep the kind of mistake
+        // and what was expected, drop what was found.
+        let (found, expected) = match rest.split_once(", expected ") {
+            Some((found, expected)) => (found, Some(expected)),
+            None => (rest, None),
+        };
+        let kind = found.split(':').next().unwrap_or_default();
+        message = match expected {
+            Some(expected) => format!("invalid {kind}, expected {}", expected.trim_end()),
             None => format!("invalid {kind}"),
         };
     }
@@ -38,5 +43,37 @@ pub fn describe(text: &str, error: &toml::de::Error) -> String {
     match key {
         Some(key) => format!("line {line}, column {column} ({key}): {message}"),
         None => format!("line {line}, column {column}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    fn error_of(text: &str) -> String {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct File {
+            flag: Option<bool>,
+            key: Option<String>,
+        }
+        describe(text, &toml::from_str::<File>(text).unwrap_err())
+    }
+
+    #[test]
+    fn values_are_never_quoted_and_nothing_is_said_twice() {
+        let e = error_of("flag = \"s3cret\"\n");
+        assert_eq!(
+            e,
+            "line 1, column 8 (flag): invalid type, expected a boolean"
+        );
+        let e = error_of("\nkey = tru\n");
+        assert!(e.starts_with("line 2, column 7 (key): invalid "), "{e}");
+        assert_eq!(
+            e.matches("expected").count().min(1),
+            e.matches("expected").count(),
+            "{e}"
+        );
+        assert!(!e.contains("tru "), "{e}");
     }
 }

@@ -654,8 +654,6 @@ fn pick(
     }
 }
 
-/// The senders `names` lists that are loaded and serve `channel` (or, for `None`, every
-/// channel), in order; a listed sender that does not is reported. `None` when none does.
 /// What a send chain that ends on `error` answers, `unavailable` being the first
 /// *unavailable* of its senders: *undeliverable* is a verdict on the destination and
 /// stands; any other end (a failure, busy call slots) answers the first *unavailable*
@@ -667,6 +665,8 @@ fn chain_answer(error: HookError, unavailable: Option<HookError>) -> HookError {
     }
 }
 
+/// The senders `names` lists that are loaded and serve `channel` (or, for `None`, every
+/// channel), in order; a listed sender that does not is reported. `None` when none does.
 fn chain_of(
     senders: &[&Arc<LoadedPlugin>],
     names: &[String],

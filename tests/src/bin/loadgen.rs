@@ -56,7 +56,10 @@
 //! When loadgen starts the server it also reports the server's CPU time per request
 //! (user + system, from `/proc/PID/stat`), loadgen its own and, on a Redis store, that
 //! of every `redis-server` it started: they share the machine, so the ratios to
-//! `/health` depend on all of them, and the columns tell them apart. `--env KEY=VALUE`
+//! `/health` depend on all of them, and the columns tell them apart. `--store-cpus 1`
+//! runs the store's processes on CPU 1 and the server and loadgen on the others (as a
+//! Redis on machines of its own would not take the server's CPU), so a comparison shows
+//! what a mode costs the server apart from what it costs Redis. `--env KEY=VALUE`
 //! passes more settings.
 
 use otp_server_blackbox::providers::{FakeProvider, Provider};
@@ -731,8 +734,15 @@ struct Placement {
 
 impl Placement {
     fn of(store: &[usize]) -> Placement {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let rest: Vec<String> = (0..cpus)
+        let allowed = allowed_cpus();
+        for cpu in store {
+            assert!(
+                allowed.contains(cpu),
+                "--store-cpus: CPU {cpu} is not one this process may use ({allowed:?})"
+            );
+        }
+        let rest: Vec<String> = allowed
+            .iter()
             .filter(|c| !store.contains(c))
             .map(|c| c.to_string())
             .collect();
@@ -759,6 +769,27 @@ impl Placement {
             "taskset could not pin process {pid} to CPUs {cpus}"
         );
     }
+}
+
+/// The CPUs this process may run on (`Cpus_allowed_list` of `/proc/self/status`, e.g.
+/// `0-3,8`), which a cpuset may make other than 0 to n-1.
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last): (usize, usize) = (
+            first.parse().expect("a CPU number"),
+            last.parse().expect("a CPU number"),
+        );
+        cpus.extend(first..=last);
+    }
+    cpus
 }
 
 /// The CPU time of the store's processes together; `None` without any.
