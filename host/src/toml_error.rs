@@ -68,12 +68,9 @@ mod tests {
             "line 1, column 8 (flag): invalid type, expected a boolean"
         );
         let e = error_of("\nkey = tru\n");
-        assert!(e.starts_with("line 2, column 7 (key): invalid "), "{e}");
         assert_eq!(
-            e.matches("expected").count().min(1),
-            e.matches("expected").count(),
-            "{e}"
+            e,
+            "line 2, column 7 (key): invalid boolean, expected `true`"
         );
-        assert!(!e.contains("tru "), "{e}");
     }
 }
