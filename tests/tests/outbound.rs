@@ -356,6 +356,39 @@ async fn a_call_that_outlives_its_connection_still_counts_against_the_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_call_whose_client_hung_up() {
+    use tokio::io::AsyncWriteExt;
+    let receiver = WebhookReceiver::start();
+    let manifest = webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
+        .replace("[config]", "total_timeout_ms = 800\n[config]");
+    let server = server_with_webhook(&manifest, &[]);
+    let address = server.base.trim_start_matches("http://").to_string();
+    receiver.behave(Behaviour::Slow(Duration::from_millis(1500)));
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = "\"fay\"";
+    let request = format!(
+        "POST /api/otp/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    receiver
+        .wait_for(1, Duration::from_secs(5))
+        .expect("the create reached the sender");
+    drop(stream);
+    // A deploy stops the server while the send is under way: the call still ends (the
+    // sender's request times out and the plugin says so) before the server stops.
+    server.terminate();
+    server
+        .wait_for_log("otp-server stopped", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("did not stop:\n{}", server.log_text()));
+    let log = server.log_text();
+    let ended = log
+        .find("not delivered")
+        .unwrap_or_else(|| panic!("the call was cut short:\n{log}"));
+    assert!(ended < log.find("otp-server stopped").unwrap(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_sees_only_its_own_config_and_no_environment() {
     let receiver = WebhookReceiver::start();
     let server = Server::builder()
