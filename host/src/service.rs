@@ -42,7 +42,15 @@ mod tests;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CookieAction {
     Keep,
-    Set { value: String, expires_at_ms: u64 },
+    /// A new cookie value, to expire at `expires_at_ms`, which is `max_age_secs` from
+    /// now (rounded up): browsers count `Max-Age` on their own clock from when they
+    /// receive it, so a client clock minutes ahead does not drop a live session as an
+    /// `Expires` alone would.
+    Set {
+        value: String,
+        expires_at_ms: u64,
+        max_age_secs: u64,
+    },
     Delete,
 }
 
@@ -883,9 +891,11 @@ impl OtpService {
 
     fn seal_session(&self, session: &Session) -> CookieAction {
         let kek = self.keys.current();
+        let expires_at_ms = session.expires_at_ms();
         CookieAction::Set {
             value: SessionCookie::seal(session, &kek),
-            expires_at_ms: session.expires_at_ms(),
+            expires_at_ms,
+            max_age_secs: expires_at_ms.saturating_sub(self.now_ms()).div_ceil(1000),
         }
     }
 }

@@ -101,7 +101,15 @@ async fn create_answers_state_and_cookie() {
     let set = a.set_cookies();
     assert_eq!(set.len(), 1);
     let cookie = &set[0];
-    for attribute in ["Path=/", "HttpOnly", "SameSite=Strict", "Expires="] {
+    // Max-Age counts from when the browser receives it: a client clock that is off
+    // cannot end the session early, as an Expires alone would.
+    for attribute in [
+        "Path=/",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=180;",
+        "Expires=",
+    ] {
         assert!(cookie.contains(attribute), "{cookie}");
     }
     assert!(

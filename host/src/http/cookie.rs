@@ -50,8 +50,9 @@ pub fn set_cookie_header(action: &CookieAction, mode: Mode) -> Option<HeaderValu
         CookieAction::Set {
             value,
             expires_at_ms,
+            max_age_secs,
         } => format!(
-            "{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}; Expires={}",
+            "{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}; Max-Age={max_age_secs}; Expires={}",
             http_date(*expires_at_ms)
         ),
         CookieAction::Delete => format!(
@@ -112,11 +113,12 @@ mod tests {
         let set = CookieAction::Set {
             value: "v".into(),
             expires_at_ms: 1_000,
+            max_age_secs: 180,
         };
         let dev = set_cookie_header(&set, Mode::Development).unwrap();
         assert_eq!(
             dev.to_str().unwrap(),
-            "o=v; Path=/; HttpOnly; SameSite=Strict; Expires=Thu, 01 Jan 1970 00:00:01 GMT"
+            "o=v; Path=/; HttpOnly; SameSite=Strict; Max-Age=180; Expires=Thu, 01 Jan 1970 00:00:01 GMT"
         );
         let prod = set_cookie_header(&CookieAction::Delete, Mode::Production).unwrap();
         let prod = prod.to_str().unwrap();

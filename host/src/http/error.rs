@@ -114,7 +114,8 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    pub state: Option<SessionState>,
+    /// Boxed, as the rate limit is: an error travels in `Result`s and stays small.
+    pub state: Option<Box<SessionState>>,
     pub cookie: CookieAction,
     /// Set on `RATE:LIMITED`: the policy that refused and when to come back.
     pub rate_limited: Option<Box<RateLimited>>,
@@ -137,7 +138,7 @@ impl ApiError {
     }
 
     pub fn with_state(mut self, state: SessionState) -> ApiError {
-        self.state = Some(state);
+        self.state = Some(Box::new(state));
         self
     }
 
