@@ -131,6 +131,33 @@ fn plugins_check_accepts_each_and_names_its_hook() {
     assert!(!text.contains("wasi:"), "{text}");
 }
 
+#[test]
+fn a_plugin_whose_memory_starts_over_its_hooks_cap_is_refused_at_load() {
+    // The Python interpreter's memory starts at about 12 MiB: under a sending cap of
+    // 8 MiB no call could run, so it is refused up front (the other hooks' caps, and
+    // so the pool's, stay at 64 MiB), not accepted to fail every send.
+    let check = |mib: &str| {
+        let output = std::process::Command::new(otp_server_blackbox::server_binary())
+            .args(["plugins", "check"])
+            .arg(polyglot(PY))
+            .env("OTP_SEND_MEMORY_MIB", mib)
+            .output()
+            .expect("running plugins check");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = check("8");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("over the sending hook's memory cap"),
+        "{text}"
+    );
+    let (ok, text) = check("16");
+    assert!(ok, "{text}");
+}
+
 #[tokio::test]
 async fn js_username_validator_accepts_and_rejects_exactly() {
     let server = start(

@@ -51,11 +51,12 @@ pub fn load_plugin(
     let restricted = previous.is_some_and(|p| p.manifest.restricts_binding());
     let manifest = read_manifest(runtime, wasm, env, restricted)?;
     let version = version_of(&bytes);
-    let compiled = match previous.filter(|p| p.version == version) {
-        Some(same_code) => return apply(same_code, manifest, wasm),
-        None => runtime.load(name, &bytes)?,
+    let plugin = match previous.filter(|p| p.version == version) {
+        Some(same_code) => apply(same_code, manifest, wasm)?,
+        None => apply(&runtime.load(name, &bytes)?, manifest, wasm)?,
     };
-    apply(&compiled, manifest, wasm)
+    runtime.check_fits(&plugin)?;
+    Ok(plugin)
 }
 
 fn apply(

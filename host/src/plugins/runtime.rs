@@ -134,6 +134,11 @@ pub enum LoadError {
     Contract(#[from] DetectError),
     #[error("{0}")]
     Link(String),
+    #[error(
+        "a memory of the component starts at {needs} bytes, over the {hook} hook's memory cap \
+         of {cap} bytes: every call would fail (raise the cap, or bind the plugin to other hooks)"
+    )]
+    OverMemoryCap { hook: Hook, needs: u64, cap: usize },
 }
 
 /// A compiled, linked and type-checked plugin with its manifest. Immutable: a reload
@@ -291,6 +296,20 @@ impl PluginRuntime {
             .limits(hook)
             .deadline
             .max(self.limits(first, hook).deadline)
+    }
+
+    /// Refuses a plugin that no call of a hook it is bound to could instantiate: one of
+    /// its memories alone starts over that hook's memory cap (the server's, or its
+    /// manifest's). Loading checks only the largest cap of all hooks.
+    pub fn check_fits(&self, plugin: &LoadedPlugin) -> Result<(), LoadError> {
+        let needs = plugin.pool_needs.largest_memory_bytes;
+        for &hook in &plugin.hooks {
+            let cap = self.limits(plugin, hook).memory_bytes;
+            if needs > cap as u64 {
+                return Err(LoadError::OverMemoryCap { hook, needs, cap });
+            }
+        }
+        Ok(())
     }
 
     /// A plugin's limits for a hook: the server's, overridden by its manifest.
@@ -574,12 +593,17 @@ impl PoolShare {
     }
 }
 
+/// A WebAssembly page: the unit of memory sizes.
+const WASM_PAGE_BYTES: u64 = 64 * 1024;
+
 /// What one call of a component takes from the pool: its memories and tables, as its
-/// core modules define them (the most allowed when that cannot be known).
+/// core modules define them (the most allowed when that cannot be known), and the
+/// initial size of its largest memory (0 when unknown).
 #[derive(Clone, Copy, Debug)]
 struct PoolNeeds {
     memories: u32,
     tables: u32,
+    largest_memory_bytes: u64,
 }
 
 impl PoolNeeds {
@@ -588,10 +612,15 @@ impl PoolNeeds {
             Some(r) => PoolNeeds {
                 memories: r.num_memories.min(MAX_MEMORIES),
                 tables: r.num_tables.min(MAX_TABLES),
+                largest_memory_bytes: r
+                    .max_initial_memory_size
+                    .unwrap_or(0)
+                    .saturating_mul(WASM_PAGE_BYTES),
             },
             None => PoolNeeds {
                 memories: MAX_MEMORIES,
                 tables: MAX_TABLES,
+                largest_memory_bytes: 0,
             },
         }
     }
