@@ -274,13 +274,45 @@ async fn receiver_answers_and_timeouts_map_to_the_api() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_hangs_up_mid_resend_keeps_its_session() {
-    use tokio::io::AsyncWriteExt;
+/// A webhook receiver and a server whose sender gives up on it after 800 ms: once the
+/// receiver is told to stall, a send is under way long enough to hang up mid-request.
+fn server_with_a_sender_giving_up_after_800ms(env: &[(&str, &str)]) -> (WebhookReceiver, Server) {
     let receiver = WebhookReceiver::start();
     let manifest = webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
         .replace("[config]", "total_timeout_ms = 800\n[config]");
-    let server = server_with_webhook(&manifest, &[("OTP_RESEND_COOLDOWN_SECS", "0")]);
+    let server = server_with_webhook(&manifest, env);
+    (receiver, server)
+}
+
+/// Sends `request` (a raw HTTP/1.1 request) and hangs up once the receiver has its
+/// `nth` delivery: the request's call is then sending.
+async fn hang_up_while_sending(
+    server: &Server,
+    receiver: &WebhookReceiver,
+    request: &str,
+    nth: usize,
+) {
+    use tokio::io::AsyncWriteExt;
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    receiver
+        .wait_for(nth, Duration::from_secs(5))
+        .expect("the request reached the sender");
+}
+
+/// A raw `POST /api/otp/create` of credential `body`.
+fn raw_create(body: &str) -> String {
+    format!(
+        "POST /api/otp/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_resend_keeps_its_session() {
+    let (receiver, server) =
+        server_with_a_sender_giving_up_after_800ms(&[("OTP_RESEND_COOLDOWN_SECS", "0")]);
     let a = server.create("\"dana\"", None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let cookie = a.cookie().unwrap();
@@ -288,16 +320,10 @@ async fn a_client_that_hangs_up_mid_resend_keeps_its_session() {
     // The provider stalls, so this resend's send fails after 800 ms and the session id
     // it retired is given back: also when the client has hung up by then.
     receiver.behave(Behaviour::Slow(Duration::from_millis(1500)));
-    let address = server.base.trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     let request = format!(
-        "POST /api/otp/resend HTTP/1.1\r\nHost: {address}\r\nCookie: o={cookie}\r\nContent-Length: 0\r\n\r\n"
+        "POST /api/otp/resend HTTP/1.1\r\nHost: t\r\nCookie: o={cookie}\r\nContent-Length: 0\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    receiver
-        .wait_for(2, Duration::from_secs(5))
-        .expect("the resend reached the sender");
-    drop(stream);
+    hang_up_while_sending(&server, &receiver, &request, 2).await;
     // Past the send's timeout and the receiver's stall.
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
@@ -315,24 +341,12 @@ async fn a_client_that_hangs_up_mid_resend_keeps_its_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_outlives_its_connection_still_counts_against_the_client() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let receiver = WebhookReceiver::start();
-    let manifest = webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
-        .replace("[config]", "total_timeout_ms = 800\n[config]");
-    let server = server_with_webhook(&manifest, &[("OTP_MAX_CONNECTIONS_PER_CLIENT", "1")]);
+    let (receiver, server) =
+        server_with_a_sender_giving_up_after_800ms(&[("OTP_MAX_CONNECTIONS_PER_CLIENT", "1")]);
     let address = server.base.trim_start_matches("http://").to_string();
     receiver.behave(Behaviour::Slow(Duration::from_millis(1500)));
     // A create whose client hangs up while its code is being sent.
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let body = "\"erin\"";
-    let request = format!(
-        "POST /api/otp/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    receiver
-        .wait_for(1, Duration::from_secs(5))
-        .expect("the create reached the sender");
-    drop(stream);
+    hang_up_while_sending(&server, &receiver, &raw_create("\"erin\""), 1).await;
     let health = async || {
         let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
         let _ = stream
@@ -357,24 +371,9 @@ async fn a_call_that_outlives_its_connection_still_counts_against_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_a_call_whose_client_hung_up() {
-    use tokio::io::AsyncWriteExt;
-    let receiver = WebhookReceiver::start();
-    let manifest = webhook_manifest(&receiver.url, "\"http://127.0.0.1:*\"")
-        .replace("[config]", "total_timeout_ms = 800\n[config]");
-    let server = server_with_webhook(&manifest, &[]);
-    let address = server.base.trim_start_matches("http://").to_string();
+    let (receiver, server) = server_with_a_sender_giving_up_after_800ms(&[]);
     receiver.behave(Behaviour::Slow(Duration::from_millis(1500)));
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let body = "\"fay\"";
-    let request = format!(
-        "POST /api/otp/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    receiver
-        .wait_for(1, Duration::from_secs(5))
-        .expect("the create reached the sender");
-    drop(stream);
+    hang_up_while_sending(&server, &receiver, &raw_create("\"fay\""), 1).await;
     // A deploy stops the server while the send is under way: the call still ends (the
     // sender's request times out and the plugin says so) before the server stops.
     server.terminate();
