@@ -17,7 +17,7 @@ use crate::limits::{KeyHasher, Limits};
 use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, PluginRuntime, PluginWatcher};
 use crate::service::OtpService;
-use crate::store::redis::{RedisConnection, RedisIdStore, RedisKeyStore, WhenEmpty};
+use crate::store::redis::{IdPlacement, RedisConnection, RedisIdStore, RedisKeyStore, WhenEmpty};
 use crate::store::{IdStore, MeasuredIdStore, MemoryIdStore};
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,7 +225,17 @@ async fn open_stores(
                 }
             };
             tracing::info!(prefix = %prefix, "session ids and key-encryption keys are shared through Redis");
-            Ok((Arc::new(keys), Arc::new(RedisIdStore::new(redis))))
+            // With the limits on, every request reaches the limiter's slot: new sessions
+            // go there too, so a Cluster makes a request's charge and id change in one
+            // script.
+            let placement = match config.limits.enabled {
+                true => IdPlacement::WithLimiter,
+                false => IdPlacement::Spread,
+            };
+            Ok((
+                Arc::new(keys),
+                Arc::new(RedisIdStore::new(redis, placement)),
+            ))
         }
     }
 }

@@ -732,6 +732,7 @@ fn the_answers_are_documented_in_openapi() {
 
 /// `redis-cli MONITOR` on a Redis: every command a client sends, one line each.
 struct Monitor {
+    port: u16,
     child: std::process::Child,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -763,15 +764,18 @@ impl Monitor {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Monitor { child, lines }
+        Monitor { port, child, lines }
     }
 
     /// The commands clients sent so far (not those scripts ran) that name a session id
     /// key (`otp:s:{TAG}:REST`).
-    fn session_id_commands(&self, redis: &RedisServer) -> Vec<String> {
+    fn session_id_commands(&self) -> Vec<String> {
         // Everything sent before the marker has been seen once the marker has.
         let marker = "end-of-monitored-requests";
-        let mut con = connection(redis);
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
         redis::cmd("ECHO")
             .arg(marker)
             .query::<String>(&mut con)
@@ -859,7 +863,7 @@ async fn on_one_redis_a_charged_request_is_one_round_trip() {
     let code = server.wait_code(&id("once@example.com"), 2);
     let answer = client.verify(&code, &successor).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    let commands = monitor.session_id_commands(&redis);
+    let commands = monitor.session_id_commands();
     // create, wrong code, replayed cookie, resend, replayed resend: one script each, the
     // budgets and the id change together (the replayed resend's only counts the request).
     // The right code's reservation carries the check that its id is live; using the id is
@@ -963,36 +967,125 @@ async fn on_redis_the_fraud_guard_windows_turn_over() {
     assert_eq!(values, [hour, 0, 1, 5, 0, day, 2, 1], "{fields:?}");
 }
 
-/// Behind a plain URL that refuses scripts across hash slots (a slot-aware proxy in front
-/// of a Cluster; here one cluster-mode node serving every slot), the first charge that
-/// carries an id change is refused unrun: the store says so once and charges alone from
-/// then on, and every request is served.
+/// On a Redis Cluster as well: a session begun with the limits on has its ids in the
+/// limiter's slot, so the limiter's script makes its id changes. Every session id a
+/// request touches goes to the limiter's master inside that script (but a right code's
+/// use, a `DEL`), and the other masters never see one.
 #[tokio::test]
-async fn behind_a_cluster_proxy_charges_stop_carrying_id_changes() {
-    let node = RedisCluster::one_master();
+async fn on_a_cluster_a_charged_request_is_one_round_trip() {
+    let cluster = RedisCluster::unreplicated();
     let server = builder()
-        .store_url(&node.node_url())
+        .store_url(&cluster.url())
         .env("OTP_MASTER_KEY", otp_server_blackbox::TEST_MASTER_KEY)
         .env("OTP_CODE_ALPHABET", "digits")
         .env("OTP_CODE_LENGTH", "4")
         .start();
     let client = Client::from(&server, "127.0.0.1");
+    // The first request loads the scripts; watch from the second on.
+    session(&server, &client, "warm@example.com").await.unwrap();
+    let limiter_slot = cluster.slot_of("{lim}");
+    let limiter_master = cluster.master_for_slot(limiter_slot).unwrap();
+    let mut masters: Vec<u16> = [0, limiter_slot, 16383]
+        .iter()
+        .map(|slot| cluster.master_for_slot(*slot).unwrap())
+        .collect();
+    masters.dedup();
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let monitors: Vec<(u16, Monitor)> = masters.iter().map(|p| (*p, Monitor::start(*p))).collect();
+    let (cookie, code) = session(&server, &client, "one@example.com").await.unwrap();
+    let answer = client.verify(&wrong(&code), &cookie).await;
+    assert_eq!(answer.json()["error"], "OTP:INCORRECT", "{}", answer.text());
+    assert_eq!(
+        client.verify(&wrong(&code), &cookie).await.json()["error"],
+        "OTP:INVALID_COOKIE"
+    );
+    let answer = client.verify(&code, &answer.cookie().unwrap()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    for (port, monitor) in &monitors {
+        let commands = monitor.session_id_commands();
+        if *port != limiter_master {
+            assert!(commands.is_empty(), "{port}: {commands:#?}");
+            continue;
+        }
+        let (scripted, others): (Vec<&String>, Vec<&String>) = commands
+            .iter()
+            .partition(|c| c.to_lowercase().contains("\"evalsha\"") && c.contains("lim:{lim}"));
+        // The create, the wrong code, the replayed cookie and the right code's check.
+        assert_eq!(scripted.len(), 4, "{commands:#?}");
+        let verbs: Vec<String> = others
+            .iter()
+            .map(|c| c.split('"').nth(1).unwrap_or_default().to_lowercase())
+            .collect();
+        assert_eq!(verbs, ["del"], "{commands:#?}");
+    }
+    // The live ids (the warm session's) are in the limiter's slot.
+    let live = cluster
+        .command_for_key("{lim}", &["KEYS", "otp:s:*"])
+        .unwrap();
+    let live: Vec<&str> = live.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(cluster.slot_of(live[0]), limiter_slot);
+}
+
+/// Behind a plain URL that refuses scripts across hash slots (a slot-aware proxy in front
+/// of a Cluster; here one cluster-mode node serving every slot), a session begun with the
+/// limits on has its charges carry its id changes (its ids are in the limiter's slot).
+/// One begun while they were off has not: the first charge that carries such a change is
+/// refused unrun, the store says so once and charges those alone from then on, and every
+/// request is served.
+#[tokio::test]
+async fn behind_a_cluster_proxy_charges_stop_carrying_id_changes_outside_the_limiters_slot() {
+    let node = RedisCluster::one_master();
+    let server = |limits: &str| {
+        builder()
+            .store_url(&node.node_url())
+            .env("OTP_LIMITS_ENABLED", limits)
+            .env("OTP_MASTER_KEY", otp_server_blackbox::TEST_MASTER_KEY)
+            .env("OTP_CODE_ALPHABET", "digits")
+            .env("OTP_CODE_LENGTH", "4")
+            .start()
+    };
+    let before = server("false");
+    let client = Client::from(&before, "127.0.0.1");
+    let mut begun_before = Vec::new();
     for n in 0..3 {
-        let (cookie, code) = session(&server, &client, &format!("proxied{n}"))
+        let credential = format!("before{n}");
+        begun_before.push(session(&before, &client, &credential).await.unwrap());
+    }
+    drop(before);
+    let server = server("true");
+    let client = Client::from(&server, "127.0.0.1");
+    let verify_twice = |cookie: String, code: String| {
+        let client = &client;
+        async move {
+            let wrong = client.verify(&wrong(&code), &cookie).await;
+            assert_eq!(wrong.error(), "OTP:INCORRECT", "{}", wrong.text());
+            let answer = client.verify(&code, &wrong.cookie().unwrap()).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        }
+    };
+    let refused = "refuses scripts across hash slots";
+    for n in 0..3 {
+        let (cookie, code) = session(&server, &client, &format!("after{n}"))
             .await
             .unwrap();
-        let wrong = client.verify(&wrong(&code), &cookie).await;
-        assert_eq!(wrong.error(), "OTP:INCORRECT", "{}", wrong.text());
-        let answer = client.verify(&code, &wrong.cookie().unwrap()).await;
-        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        verify_twice(cookie, code).await;
+    }
+    assert!(
+        !server.log_text().contains(refused),
+        "{}",
+        server.log_text()
+    );
+    for (cookie, code) in begun_before {
+        verify_twice(cookie, code).await;
     }
     server
-        .wait_for_log("refuses scripts across hash slots", Duration::from_secs(5))
+        .wait_for_log(refused, Duration::from_secs(5))
         .expect("one warning");
     let warnings = server
         .log_lines()
         .into_iter()
-        .filter(|line| line.contains("refuses scripts across hash slots"))
+        .filter(|line| line.contains(refused))
         .count();
     assert_eq!(warnings, 1);
 }

@@ -17,11 +17,14 @@
 //! - `PREFIX lim:{lim}:p:H` — a credential's pending send: the `H` of its group, for a
 //!   day, so a successful verification counts for the right group.
 //!
-//! On one Redis (or a Sentinel-managed master) a charge also carries the request's
-//! change of session ids ([`LimiterStore::charge_with`]): [`CHARGE`] makes it after the
-//! budgets pass, so a request that is charged and changes its id is one round trip, and
-//! a refused one changes no id. On a Cluster the id's slot is not `{lim}`'s, so there the
-//! id store makes the change itself, a second round trip — and so it does, from the
+//! A charge also carries the request's change of session ids
+//! ([`LimiterStore::charge_with`]): [`CHARGE`] makes it after the budgets pass, so a
+//! request that is charged and changes its id is one round trip, and a refused one
+//! changes no id. It may wherever the script's keys are on one server: on one Redis (or
+//! a Sentinel-managed master) always, on a Cluster when the session's id is in `{lim}`'s
+//! slot — as every session begun while the limits are on is
+//! ([`IdPlacement::WithLimiter`](crate::store::redis::IdPlacement)). For any other id
+//! the id store makes the change itself, a second round trip; and so it does, from the
 //! first refusal on, behind a plain URL that turns out to refuse scripts across slots
 //! (`CROSSSLOT`: a slot-aware proxy in front of a Cluster).
 //!
@@ -36,7 +39,7 @@
 use super::fraud::GroupWindows;
 use super::keys::LimiterKey;
 use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
-use crate::store::redis::{id_key, RedisConnection};
+use crate::store::redis::{id_key, in_limiter_slot, RedisConnection, LIMITER_HASH_TAG};
 use crate::store::{IdChange, StoreError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -196,7 +199,8 @@ pub struct RedisLimiterStore {
     redis: RedisConnection,
     charge: redis::Script,
     settle: redis::Script,
-    /// Whether charges carry id changes: on one server, until it refuses one.
+    /// Whether charges carry the changes of any id, not only ids in the limiter's slot:
+    /// on one server, until it refuses one.
     carries_ids: AtomicBool,
 }
 
@@ -213,11 +217,12 @@ impl RedisLimiterStore {
     /// A group key without its group: the scripts complete it with the group a pending
     /// record names.
     fn group_prefix(&self) -> String {
-        self.redis.key("lim:{lim}:g:")
+        self.redis.key(&format!("lim:{{{LIMITER_HASH_TAG}}}:g:"))
     }
 
     fn key(&self, tag: &str, key: &LimiterKey) -> String {
-        self.redis.key(&format!("lim:{{lim}}:{tag}:{}", key.hex()))
+        self.redis
+            .key(&format!("lim:{{{LIMITER_HASH_TAG}}}:{tag}:{}", key.hex()))
     }
 
     /// Runs [`CHARGE`], with `change` made in it when allowed. `Err(CrossSlot)` when the
@@ -359,8 +364,12 @@ impl LimiterStore for RedisLimiterStore {
         fraud: Option<&FraudCheck>,
         change: IdChange,
     ) -> Result<(Verdict, Option<bool>), StoreError> {
-        // A script may touch keys of one Cluster slot only; the id's is not `{lim}`'s.
-        if self.carries_ids.load(Ordering::Relaxed) {
+        // A script may touch keys of one Cluster slot only: `{lim}`'s, and the id's.
+        let in_slot = match change {
+            IdChange::Create { id, .. } | IdChange::Keep { id } => in_limiter_slot(&id),
+            IdChange::Replace { old, new, .. } => in_limiter_slot(&old) && in_limiter_slot(&new),
+        };
+        if in_slot || self.carries_ids.load(Ordering::Relaxed) {
             match self.run_charge(checks, fraud, Some(change)).await? {
                 Ok(charged) => return Ok(charged),
                 // Refused before it ran, so nothing was charged: charge alone.
@@ -368,8 +377,9 @@ impl LimiterStore for RedisLimiterStore {
                     if self.carries_ids.swap(false, Ordering::Relaxed) {
                         tracing::warn!(
                             "the Redis behind OTP_STORE refuses scripts across hash slots (a \
-                             proxy in front of a Cluster?): charges and session-id changes are \
-                             two calls from now on; name a Cluster's nodes with redis+cluster://"
+                             proxy in front of a Cluster?): from now on, a session begun while \
+                             the limits were off has its charges and id changes made in two \
+                             calls; name a Cluster's nodes with redis+cluster://"
                         );
                     }
                 }

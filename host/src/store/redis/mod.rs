@@ -15,9 +15,11 @@
 //! script touches keys of one hash slot only, so all of it works on a Redis Cluster:
 //! - `PREFIX s:{TAG}:REST` — a live session id (value `1`, TTL = the session's life).
 //!   `TAG` is the first 4 bytes of the id in hex, kept by every successor id of a
-//!   session, so the old and new key of an atomic `replace` share a hash slot. On one
-//!   server the limiter's charge script writes these keys too ([`id_key`]), so a
-//!   request the limits charge changes its id in the same round trip.
+//!   session, so the old and new key of an atomic `replace` share a hash slot. A new
+//!   session's tag is random, or `000078a8` (the limiter's slot, that of `{lim}`) while
+//!   the abuse controls are on ([`IdPlacement`]). The limiter's charge script writes
+//!   these keys too ([`id_key`]) — on one server always, on a Cluster for ids in its
+//!   slot — so a request the limits charge changes its id in the same round trip.
 //! - `PREFIX kek:{keys}:ID` — a KEK sealed with the master key (AES-256-GCM, its id and
 //!   creation time authenticated), expiring once no cookie can still use it.
 //! - `PREFIX kek:{keys}:current` — the id of the KEK every instance seals with.
@@ -33,7 +35,7 @@ mod ids;
 mod keys;
 mod url;
 
-pub use ids::{id_key, RedisIdStore};
+pub use ids::{id_key, in_limiter_slot, IdPlacement, RedisIdStore, LIMITER_HASH_TAG};
 pub use keys::{KeyStoreError, RedisKeyStore, RotationReport, WhenEmpty};
 pub use url::{RedisTarget, UrlError, URL_FORMS};
 
