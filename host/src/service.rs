@@ -16,7 +16,8 @@
 //! request retires no id, leaves the cookie as it was, costs no attempt and sends nothing.
 //! A charge carries the request's id change ([`IdChange`]; for a verify, the pure
 //! protocol's verdict on the code is known first), so a store that holds both — one
-//! Redis — makes the two in one round trip; otherwise the id store makes the change.
+//! Redis, or a Redis Cluster for ids in the limiter's slot — makes the two in one round
+//! trip; otherwise the id store makes the change.
 //!
 //! It speaks its own vocabulary: a [`ServiceError`] says what went wrong and what to do
 //! with the cookie ([`CookieAction`]); only the HTTP layer turns that into statuses and

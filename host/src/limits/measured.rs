@@ -1,7 +1,8 @@
 //! [`MeasuredLimiterStore`]: a shared limiter store with each call timed and its
 //! failures counted beside the session store's calls
 //! (`otp_store_call_duration_seconds{op="charge"|"settle"}`, `otp_store_errors_total`).
-//! On one Redis a charge also makes the request's session-id change, so a Redis that
+//! On Redis a charge also makes the request's session-id change (on a Cluster, of a
+//! session in the limiter's slot, as all are while the limits are on), so a Redis that
 //! stops answering fails there first: the store-error alert has to see it.
 
 use super::keys::LimiterKey;

@@ -9,7 +9,7 @@
 //! - requests per client network (bounds the CPU one client can use): every OTP
 //!   request is charged once, before it changes anything — folded into the send or
 //!   verify charge below when it gets that far (one store call, one Redis round trip,
-//!   which on one Redis also makes the request's id change), alone
+//!   which on Redis also makes the request's id change where it can), alone
 //!   ([`Limits::before_request`]) when it ends earlier; a network it refused is refused
 //!   again first thing ([`Limits::before_anything`]) until its `Retry-After` has passed;
 //! - [`Limits::before_send`]: create and resend, before the send: the destination
@@ -296,7 +296,7 @@ impl Limits {
     /// Every send budget and the fraud guard, charged together, before a code is sent.
     ///
     /// `change` is the request's change of session ids, which may only be made once the
-    /// budgets allow it. When the store made it along with the charge (one Redis), the
+    /// budgets allow it. When the store made it along with the charge (Redis), the
     /// answer's `made` is `Some(taken)`; `None` leaves it to the caller. The answer also
     /// holds what [`Limits::after_unsent`] gives back if the send sends nothing.
     ///

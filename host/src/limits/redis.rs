@@ -20,26 +20,30 @@
 //! A charge also carries the request's change of session ids
 //! ([`LimiterStore::charge_with`]): [`CHARGE`] makes it after the budgets pass, so a
 //! request that is charged and changes its id is one round trip, and a refused one
-//! changes no id. It may wherever the script's keys are on one server: on one Redis (or
-//! a Sentinel-managed master) always, on a Cluster when the session's id is in `{lim}`'s
-//! slot — as every session begun while the limits are on is
-//! ([`IdPlacement::WithLimiter`](crate::store::redis::IdPlacement)). For any other id
-//! the id store makes the change itself, a second round trip; and so it does, from the
-//! first refusal on, behind a plain URL that turns out to refuse scripts across slots
-//! (`CROSSSLOT`: a slot-aware proxy in front of a Cluster).
+//! changes no id. It can wherever the script's keys are on one server: on one Redis (or
+//! a Sentinel-managed master) always, on a Cluster when the session's id has the
+//! limiter's tag, which puts its key in `{lim}`'s slot — as every session begun while
+//! the limits are on has ([`IdPlacement::WithLimiter`](crate::store::redis::IdPlacement);
+//! a create that brings a cookie of a session begun before keeps that session's tag).
+//! For any other id the id store makes the change itself, a second round trip; and so it
+//! does, from the first refusal on, behind a plain URL that turns out to refuse scripts
+//! across slots (`CROSSSLOT`: a slot-aware proxy in front of a Cluster).
 //!
 //! Redis Cluster: every limiter key carries the hash tag `{lim}`, so all of them live
 //! in one slot and every script's keys are in one slot (a script may only touch one).
-//! The price is that one shard serves all limiter traffic — one small script per
-//! request, well within a single node's capacity; spreading budgets over slots would
-//! need one round trip per key and lose the all-or-nothing charge. `SETTLE`, and `CHARGE`
-//! for a resend, reach the group key named by the pending record, which they cannot
-//! declare in advance; it is in the same slot by construction.
+//! The price is that one shard serves all limiter traffic, and the sessions begun with
+//! the limits on — one small script per request, well within a single node's capacity;
+//! spreading budgets over slots would need one round trip per key and lose the
+//! all-or-nothing charge. `SETTLE`, and `CHARGE` for a resend, reach the group key named
+//! by the pending record, which they cannot declare in advance; it is in the same slot
+//! by construction.
 
 use super::fraud::GroupWindows;
 use super::keys::LimiterKey;
 use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
-use crate::store::redis::{id_key, in_limiter_slot, RedisConnection, LIMITER_HASH_TAG};
+use crate::store::redis::{
+    has_limiter_tag, id_key, limiter_tag_shares_slot, RedisConnection, LIMITER_HASH_TAG,
+};
 use crate::store::{IdChange, StoreError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,15 +203,18 @@ pub struct RedisLimiterStore {
     redis: RedisConnection,
     charge: redis::Script,
     settle: redis::Script,
-    /// Whether charges carry the changes of any id, not only ids in the limiter's slot:
-    /// on one server, until it refuses one.
+    /// Whether charges carry the changes of any id: on one server, until it refuses one.
     carries_ids: AtomicBool,
+    /// Whether charges carry the changes of ids with the limiter's tag: unless the key
+    /// prefix gives them another hash tag, until the server refuses one.
+    carries_tagged_ids: AtomicBool,
 }
 
 impl RedisLimiterStore {
     pub fn new(redis: RedisConnection) -> RedisLimiterStore {
         RedisLimiterStore {
             carries_ids: AtomicBool::new(redis.is_one_server()),
+            carries_tagged_ids: AtomicBool::new(limiter_tag_shares_slot(&redis)),
             redis,
             charge: redis::Script::new(CHARGE),
             settle: redis::Script::new(SETTLE),
@@ -365,20 +372,30 @@ impl LimiterStore for RedisLimiterStore {
         change: IdChange,
     ) -> Result<(Verdict, Option<bool>), StoreError> {
         // A script may touch keys of one Cluster slot only: `{lim}`'s, and the id's.
-        let in_slot = match change {
-            IdChange::Create { id, .. } | IdChange::Keep { id } => in_limiter_slot(&id),
-            IdChange::Replace { old, new, .. } => in_limiter_slot(&old) && in_limiter_slot(&new),
+        let tagged = match change {
+            IdChange::Create { id, .. } | IdChange::Keep { id } => has_limiter_tag(&id),
+            IdChange::Replace { old, new, .. } => has_limiter_tag(&old) && has_limiter_tag(&new),
         };
-        if in_slot || self.carries_ids.load(Ordering::Relaxed) {
+        let carries = match tagged && self.carries_tagged_ids.load(Ordering::Relaxed) {
+            true => &self.carries_tagged_ids,
+            false => &self.carries_ids,
+        };
+        if carries.load(Ordering::Relaxed) {
             match self.run_charge(checks, fraud, Some(change)).await? {
                 Ok(charged) => return Ok(charged),
                 // Refused before it ran, so nothing was charged: charge alone.
                 Err(CrossSlot) => {
-                    if self.carries_ids.swap(false, Ordering::Relaxed) {
+                    // Ids with the limiter's tag refused: none can ride along.
+                    let others = tagged && self.carries_ids.swap(false, Ordering::Relaxed);
+                    if carries.swap(false, Ordering::Relaxed) | others {
+                        let ids = match tagged {
+                            true => "any session",
+                            false => "a session begun while the limits were off",
+                        };
                         tracing::warn!(
                             "the Redis behind OTP_STORE refuses scripts across hash slots (a \
-                             proxy in front of a Cluster?): from now on, a session begun while \
-                             the limits were off has its charges and id changes made in two \
+                             proxy in front of a Cluster, or a key prefix with a hash tag?): \
+                             from now on, {ids} has its charge and its id change made in two \
                              calls; name a Cluster's nodes with redis+cluster://"
                         );
                     }

@@ -1,7 +1,8 @@
 //! What a limiter store does, whatever keeps the state: one atomic check-and-charge of
 //! every budget a request needs (with the fraud guard's count), and one settlement
 //! afterwards (give back reservations, record a conversion). A store that also holds the
-//! session ids (one Redis) may make the request's id change in the same step
+//! session ids (one Redis; a Cluster, for ids in the limiter's slot) may make the
+//! request's id change in the same step
 //! ([`LimiterStore::charge_with`]); the others leave it to the id store.
 //!
 //! The store owns the clock: the memory store reads the server's [`Clock`] (so
@@ -126,7 +127,8 @@ pub trait LimiterStore: Send + Sync + 'static {
 
     /// Charges like [`charge`](Self::charge) and, only when allowed, makes the request's
     /// `change` of session ids in the same atomic step, when this store can reach them
-    /// (one Redis: one script, one round trip). The second value is `Some(taken)` when
+    /// (one Redis, or a Cluster for ids in the limiter's slot: one script, one round
+    /// trip). The second value is `Some(taken)` when
     /// it made the change (`taken` as [`IdChange::apply`] says it), `None` when the
     /// caller must make it — always so for a refusal, and by default.
     async fn charge_with(

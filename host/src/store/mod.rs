@@ -13,8 +13,9 @@
 //! server wraps the Redis one in [`MeasuredIdStore`] to time its calls and count failures.
 //!
 //! A request's change of ids is an [`IdChange`], so that whoever runs it can be chosen:
-//! the id store itself, or — on one Redis — the abuse controls' charge, in the same
-//! script, so that a request charged for is one round trip.
+//! the id store itself, or — on one Redis, or on a Redis Cluster for ids in the
+//! limiter's slot — the abuse controls' charge, in the same script, so that a request
+//! charged for is one round trip.
 
 mod measured;
 mod memory;
@@ -76,7 +77,8 @@ impl IdChange {
 #[async_trait]
 pub trait IdStore: Send + Sync + 'static {
     /// Registers `id` as live until `now_ms + ttl_ms` (overwriting any previous expiry;
-    /// ids are 128 random bits, so an existing entry can only come from misuse).
+    /// ids hold at least 96 random bits — a store may fix the first 4 bytes as a Cluster
+    /// hash tag — so an existing entry can only come from misuse).
     async fn create(&self, id: SessionId, ttl_ms: u64, now_ms: u64) -> Result<(), StoreError>;
 
     /// Moves the expiry of a live `id` to `now_ms + ttl_ms`. False if `id` is not live.

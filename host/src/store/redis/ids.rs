@@ -47,10 +47,60 @@ pub enum IdPlacement {
     WithLimiter,
 }
 
-/// Whether `id`'s key is in the limiter's slot (its session began with
-/// [`IdPlacement::WithLimiter`]).
-pub fn in_limiter_slot(id: &SessionId) -> bool {
+/// Whether `id` carries the limiter's tag (its session began with
+/// [`IdPlacement::WithLimiter`]), so that its key is in the limiter's slot — when the key
+/// prefix has no hash tag of its own that says otherwise ([`limiter_tag_shares_slot`]).
+pub fn has_limiter_tag(id: &SessionId) -> bool {
     id.as_bytes()[..TAG_LEN] == LIMITER_SLOT_TAG
+}
+
+/// Whether, under `redis`'s key prefix, an id with the limiter's tag is in the slot of
+/// the limiter's keys: not when the prefix holds a `{` that makes another hash tag.
+pub fn limiter_tag_shares_slot(redis: &RedisConnection) -> bool {
+    let id = new_id(None, IdPlacement::WithLimiter);
+    let limiter = redis.key(&format!("lim:{{{LIMITER_HASH_TAG}}}:"));
+    slot(&id_key(redis, &id)) == slot(&limiter)
+}
+
+/// The Redis Cluster slot of `key`: the CRC16 (XMODEM) of its hash tag, modulo 16384.
+fn slot(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in hash_tag(key).as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// The part of `key` Redis Cluster hashes: what is between its first `{` and the next
+/// `}` when that is not empty, else the whole key.
+fn hash_tag(key: &str) -> &str {
+    key.find('{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.find('}')
+                .filter(|&len| len > 0)
+                .map(|len| &rest[..len])
+        })
+        .unwrap_or(key)
+}
+
+/// A fresh id: the successor of `previous` keeps its tag (its key stays in the slot of
+/// the old one); a new session's tag is random or the limiter's, as `placement` says.
+fn new_id(previous: Option<&SessionId>, placement: IdPlacement) -> SessionId {
+    let mut bytes = *SessionId::random().as_bytes();
+    match (previous, placement) {
+        (Some(previous), _) => bytes[..TAG_LEN].copy_from_slice(&previous.as_bytes()[..TAG_LEN]),
+        (None, IdPlacement::WithLimiter) => bytes[..TAG_LEN].copy_from_slice(&LIMITER_SLOT_TAG),
+        (None, IdPlacement::Spread) => {}
+    }
+    SessionId::from_bytes(bytes)
 }
 
 pub struct RedisIdStore {
@@ -162,15 +212,7 @@ impl IdStore for RedisIdStore {
     }
 
     fn successor_id(&self, previous: Option<&SessionId>) -> SessionId {
-        let mut bytes = *SessionId::random().as_bytes();
-        match (previous, self.placement) {
-            (Some(previous), _) => {
-                bytes[..TAG_LEN].copy_from_slice(&previous.as_bytes()[..TAG_LEN]);
-            }
-            (None, IdPlacement::WithLimiter) => bytes[..TAG_LEN].copy_from_slice(&LIMITER_SLOT_TAG),
-            (None, IdPlacement::Spread) => {}
-        }
-        SessionId::from_bytes(bytes)
+        new_id(previous, self.placement)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -182,33 +224,54 @@ impl IdStore for RedisIdStore {
 mod tests {
     use super::*;
 
-    /// Redis Cluster's slot of a hash tag: CRC16 (XMODEM) modulo 16384.
-    fn slot(tag: &[u8]) -> u16 {
-        let mut crc: u16 = 0;
-        for &byte in tag {
-            crc ^= u16::from(byte) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc % 16384
-    }
-
     #[test]
     fn the_limiter_slot_tag_is_the_first_in_the_limiters_slot() {
         // Values Redis documents and answers (`CLUSTER KEYSLOT foo`, the CRC16 check).
-        assert_eq!(slot(b"foo"), 12182);
-        assert_eq!(slot(b"123456789"), 0x31c3);
-        let target = slot(LIMITER_HASH_TAG.as_bytes());
-        assert_eq!(target, 8883);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("123456789"), 0x31c3);
+        assert_eq!(slot("otp:lim:{lim}:g:"), 8883);
         let first = (0u32..)
             .map(u32::to_be_bytes)
-            .find(|tag| slot(hex::encode(tag).as_bytes()) == target)
+            .find(|tag| slot(&hex::encode(tag)) == 8883)
             .unwrap();
         assert_eq!(first, LIMITER_SLOT_TAG);
+    }
+
+    #[test]
+    fn a_new_session_takes_its_placements_tag_and_a_successor_its_sessions() {
+        let limited = new_id(None, IdPlacement::WithLimiter);
+        assert!(has_limiter_tag(&limited));
+        let spread: Vec<SessionId> = (0..8).map(|_| new_id(None, IdPlacement::Spread)).collect();
+        assert!(spread.iter().any(|id| !has_limiter_tag(id)));
+        for placement in [IdPlacement::Spread, IdPlacement::WithLimiter] {
+            let next = new_id(Some(&limited), placement);
+            assert!(has_limiter_tag(&next));
+            let next = new_id(Some(&spread[0]), placement);
+            assert_eq!(next.as_bytes()[..TAG_LEN], spread[0].as_bytes()[..TAG_LEN]);
+            assert_ne!(next.as_bytes()[TAG_LEN..], spread[0].as_bytes()[TAG_LEN..]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_prefix_with_a_hash_tag_of_its_own_decides_the_slot() {
+        let shares = |prefix: &str| {
+            let timeout = std::time::Duration::from_secs(1);
+            limiter_tag_shares_slot(
+                &RedisConnection::new("redis://127.0.0.1:1", prefix, timeout).unwrap(),
+            )
+        };
+        assert!(shares("otp:"));
+        assert!(shares("{app}otp:"));
+        assert!(!shares("otp{a:"));
+    }
+
+    #[test]
+    fn hash_tags_as_redis_cluster_reads_them() {
+        assert_eq!(hash_tag("otp:s:{000078a8}:ab"), "000078a8");
+        assert_eq!(hash_tag("otp:lim:{lim}:g:"), "lim");
+        assert_eq!(hash_tag("{app}otp:s:{000078a8}:ab"), "app");
+        assert_eq!(hash_tag("otp{a:lim:{lim}:"), "a:lim:{lim");
+        assert_eq!(hash_tag("otp:{}:s:{x}"), "otp:{}:s:{x}");
+        assert_eq!(hash_tag("otp:none"), "otp:none");
     }
 }

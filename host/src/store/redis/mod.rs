@@ -35,7 +35,9 @@ mod ids;
 mod keys;
 mod url;
 
-pub use ids::{id_key, in_limiter_slot, IdPlacement, RedisIdStore, LIMITER_HASH_TAG};
+pub use ids::{
+    has_limiter_tag, id_key, limiter_tag_shares_slot, IdPlacement, RedisIdStore, LIMITER_HASH_TAG,
+};
 pub use keys::{KeyStoreError, RedisKeyStore, RotationReport, WhenEmpty};
 pub use url::{RedisTarget, UrlError, URL_FORMS};
 
