@@ -2,8 +2,8 @@
 //! every budget a request needs (with the fraud guard's count), and one settlement
 //! afterwards (give back reservations, record a conversion). A store that also holds the
 //! session ids (one Redis; a Cluster, for ids in the limiter's slot) may make the
-//! request's id change in the same step
-//! ([`LimiterStore::charge_with`]); the others leave it to the id store.
+//! request's id change in the same step ([`LimiterStore::charge_with`]); the others
+//! leave it to the id store.
 //!
 //! The store owns the clock: the memory store reads the server's [`Clock`] (so
 //! `POST /test/clock` moves windows), Redis reads its own `TIME`, so every instance
@@ -128,9 +128,9 @@ pub trait LimiterStore: Send + Sync + 'static {
     /// Charges like [`charge`](Self::charge) and, only when allowed, makes the request's
     /// `change` of session ids in the same atomic step, when this store can reach them
     /// (one Redis, or a Cluster for ids in the limiter's slot: one script, one round
-    /// trip). The second value is `Some(taken)` when
-    /// it made the change (`taken` as [`IdChange::apply`] says it), `None` when the
-    /// caller must make it — always so for a refusal, and by default.
+    /// trip). The second value is `Some(taken)` when it made the change (`taken` as
+    /// [`IdChange::apply`] says it), `None` when the caller must make it — always so for
+    /// a refusal, and by default.
     async fn charge_with(
         &self,
         checks: &[Check],

@@ -29,8 +29,8 @@ const TAG_LEN: usize = 4;
 pub const LIMITER_HASH_TAG: &str = "lim";
 
 /// The session tag whose key (`s:{000078a8}:…`) lands in `{lim}`'s Cluster slot, 8883:
-/// the first four-byte value counting up from zero whose hex has the CRC16 of `lim`
-/// modulo 16384 (a unit test checks it; the Cluster suite asks `CLUSTER KEYSLOT`).
+/// the first four-byte value, counting up from zero, whose hex hashes to that slot (a
+/// unit test checks it; the Cluster suite asks `CLUSTER KEYSLOT`).
 const LIMITER_SLOT_TAG: [u8; TAG_LEN] = [0x00, 0x00, 0x78, 0xa8];
 
 /// Where a new session's id goes on a Redis Cluster (on one Redis, it makes no
