@@ -42,7 +42,7 @@ use super::fraud::GroupWindows;
 use super::keys::LimiterKey;
 use super::store::{Check, FraudCheck, LimiterStore, Reason, Refusal, Verdict};
 use crate::store::redis::{
-    has_limiter_tag, id_key, limiter_tag_shares_slot, RedisConnection, LIMITER_HASH_TAG,
+    has_limiter_tag, id_key, limiter_tag_shares_slot, RedisConnection, LIMITER_KEY_PREFIX,
 };
 use crate::store::{IdChange, StoreError};
 use async_trait::async_trait;
@@ -224,12 +224,12 @@ impl RedisLimiterStore {
     /// A group key without its group: the scripts complete it with the group a pending
     /// record names.
     fn group_prefix(&self) -> String {
-        self.redis.key(&format!("lim:{{{LIMITER_HASH_TAG}}}:g:"))
+        self.redis.key(&format!("{LIMITER_KEY_PREFIX}g:"))
     }
 
     fn key(&self, tag: &str, key: &LimiterKey) -> String {
         self.redis
-            .key(&format!("lim:{{{LIMITER_HASH_TAG}}}:{tag}:{}", key.hex()))
+            .key(&format!("{LIMITER_KEY_PREFIX}{tag}:{}", key.hex()))
     }
 
     /// Runs [`CHARGE`], with `change` made in it when allowed. `Err(CrossSlot)` when the

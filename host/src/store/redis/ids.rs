@@ -25,8 +25,9 @@ return 0";
 /// Bytes of an id that successor ids keep, naming the hash slot of a session's keys.
 const TAG_LEN: usize = 4;
 
-/// The hash tag of every limiter key (`{lim}`): all of them share one Cluster slot.
-pub const LIMITER_HASH_TAG: &str = "lim";
+/// What every limiter key starts with (after the store prefix): its hash tag `{lim}`
+/// puts all of them in one Cluster slot.
+pub const LIMITER_KEY_PREFIX: &str = "lim:{lim}:";
 
 /// The session tag whose key (`s:{000078a8}:…`) lands in `{lim}`'s Cluster slot, 8883:
 /// the first four-byte value, counting up from zero, whose hex hashes to that slot (a
@@ -57,9 +58,9 @@ pub fn has_limiter_tag(id: &SessionId) -> bool {
 /// Whether, under `redis`'s key prefix, an id with the limiter's tag is in the slot of
 /// the limiter's keys: not when the prefix holds a `{` that makes another hash tag.
 pub fn limiter_tag_shares_slot(redis: &RedisConnection) -> bool {
-    let id = new_id(None, IdPlacement::WithLimiter);
-    let limiter = redis.key(&format!("lim:{{{LIMITER_HASH_TAG}}}:"));
-    slot(&id_key(redis, &id)) == slot(&limiter)
+    let mut tagged = [0u8; 16];
+    tagged[..TAG_LEN].copy_from_slice(&LIMITER_SLOT_TAG);
+    slot(&id_key(redis, &SessionId::from_bytes(tagged))) == slot(&redis.key(LIMITER_KEY_PREFIX))
 }
 
 /// The Redis Cluster slot of `key`: the CRC16 (XMODEM) of its hash tag, modulo 16384.

@@ -36,7 +36,7 @@ mod keys;
 mod url;
 
 pub use ids::{
-    has_limiter_tag, id_key, limiter_tag_shares_slot, IdPlacement, RedisIdStore, LIMITER_HASH_TAG,
+    has_limiter_tag, id_key, limiter_tag_shares_slot, IdPlacement, RedisIdStore, LIMITER_KEY_PREFIX,
 };
 pub use keys::{KeyStoreError, RedisKeyStore, RotationReport, WhenEmpty};
 pub use url::{RedisTarget, UrlError, URL_FORMS};
