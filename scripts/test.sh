@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need
-# (the wasm32-wasip2 target, redis-server, promtool, schemathesis, chromium and
-# chromium-driver, nodejs, the JavaScript/Python/C plugin toolchains),
+# (the wasm32-wasip2 and wasm32-unknown-unknown targets, redis-server, promtool,
+# schemathesis, chromium and chromium-driver, nodejs, the JavaScript/Python/C plugin
+# toolchains),
 # builds the plugins and the server binary
 # that the black-box tests start, then runs the host, SDK, plugin and black-box tests —
 # the black-box protocol suite three times: on the in-memory store, on Redis and on a

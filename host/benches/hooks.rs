@@ -15,6 +15,11 @@
 //! as the 0.1.0 fixture is written, so the first pair (0.1.0 raw, 0.2.0 raw) is what the
 //! contract's types cost and the second (0.2.0 raw, 0.2.0 SDK) what the SDK costs.
 //!
+//! Both compare builds of one target, `wasm32-wasip2`: the 0.2.0 side is the
+//! `wasip2-*` build of the default plugins, which ship built for
+//! `wasm32-unknown-unknown`. The `target` group interleaves those two builds of each
+//! default plugin, as `contract` does: what importing no WASI saves a call.
+//!
 //! Needs the components from `scripts/build-plugins.sh`. Run with
 //! `cargo bench -p otp-server --bench hooks`.
 
@@ -34,7 +39,10 @@ const SEND_BUDGET: Duration = Duration::from_secs(10);
 fn component(name: &str) -> Vec<u8> {
     let folder = if matches!(name, "webhook-sender" | "session-token-final") {
         "../plugins/dist-extra"
-    } else if name.starts_with("v010-") || name.starts_with("v020raw-") {
+    } else if ["v010-", "v020raw-", "wasip2-"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+    {
         "../plugins/dist-fixtures"
     } else {
         "../plugins/dist"
@@ -225,7 +233,12 @@ fn contract(c: &mut Criterion) {
         group: Some("email:example.com".into()),
     };
     let load = |name: &str| runtime.load(name, &component(name)).expect(name);
-    let builds = |name: &str| [load(&format!("v010-{name}")), load(name)];
+    let builds = |name: &str| {
+        [
+            load(&format!("v010-{name}")),
+            load(&format!("wasip2-{name}")),
+        ]
+    };
     let validators = builds("default-credential");
     let senders = builds("dev-sender");
     let finalizers = builds("json-final");
@@ -244,7 +257,7 @@ fn contract(c: &mut Criterion) {
             })
         })
     });
-    totals.report("validate", VERSIONS);
+    totals.report("contract/validate", VERSIONS);
     let totals = PairTotals::default();
     group.bench_function("send", |b| {
         b.to_async(&rt).iter_custom(|iters| {
@@ -256,7 +269,7 @@ fn contract(c: &mut Criterion) {
             })
         })
     });
-    totals.report("send", VERSIONS);
+    totals.report("contract/send", VERSIONS);
     let totals = PairTotals::default();
     group.bench_function("complete", |b| {
         b.to_async(&rt).iter_custom(|iters| {
@@ -265,7 +278,7 @@ fn contract(c: &mut Criterion) {
             })
         })
     });
-    totals.report("complete", VERSIONS);
+    totals.report("contract/complete", VERSIONS);
     let raw = load("v020raw-json-final");
     let pairs = [
         (
@@ -288,8 +301,77 @@ fn contract(c: &mut Criterion) {
                 })
             })
         });
-        totals.report(name, *labels);
+        totals.report(&format!("contract/{name}"), *labels);
     }
+    group.finish();
+}
+
+const TARGETS: [&str; 2] = ["wasm32-wasip2", "wasm32-unknown-unknown"];
+
+/// Each default plugin built for wasm32-wasip2 and as shipped, for wasm32-unknown-unknown.
+fn target(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("a plugin runtime");
+    let ctx = RequestContext {
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("bench".into()),
+        accept_language: Some("en".into()),
+        request_id: "bench".into(),
+        locale: Some("en".into()),
+    };
+    let delivery = CodeDelivery {
+        credential_id: "someone@example.com".into(),
+        channel: "email".into(),
+        code: "abcdefghij".into(),
+        expires_at_ms: 1_800_000_000_000,
+        kind: SendKind::First,
+    };
+    let credential = Credential {
+        id: "someone@example.com".into(),
+        channel: "email".into(),
+        group: None,
+    };
+    let load = |name: &str| runtime.load(name, &component(name)).expect(name);
+    let builds = |name: &str| [load(&format!("wasip2-{name}")), load(name)];
+    let validators = builds("default-credential");
+    let senders = builds("dev-sender");
+    let finalizers = builds("json-final");
+    let (runtime, ctx, delivery, credential) = (&runtime, &ctx, &delivery, &credential);
+    let (validators, senders, finalizers) = (&validators, &senders, &finalizers);
+    let mut group = c.benchmark_group("target");
+    let totals = PairTotals::default();
+    group.bench_function("validate", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                runtime
+                    .validate(&validators[v], "{\"email\":\"someone@example.com\"}", ctx)
+                    .await
+                    .expect("valid");
+            })
+        })
+    });
+    totals.report("target/validate", TARGETS);
+    let totals = PairTotals::default();
+    group.bench_function("send", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                runtime
+                    .send(&senders[v], delivery, ctx, SEND_BUDGET)
+                    .await
+                    .expect("sent");
+            })
+        })
+    });
+    totals.report("target/send", TARGETS);
+    let totals = PairTotals::default();
+    group.bench_function("complete", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            interleaved(iters, &totals, |v| async move {
+                complete(runtime, &finalizers[v], credential, ctx).await;
+            })
+        })
+    });
+    totals.report("target/complete", TARGETS);
     group.finish();
 }
 
@@ -310,7 +392,7 @@ impl PairTotals {
         let n = self.iterations.get() as f64;
         let [old, new] = [0, 1].map(|v| self.spent[v].get().as_secs_f64() * 1e6 / n);
         println!(
-            "contract/{bench}: {before} {old:.2} µs, {after} {new:.2} µs per call; {after} {:+.1} % \
+            "{bench}: {before} {old:.2} µs, {after} {new:.2} µs per call; {after} {:+.1} % \
              ({} interleaved calls of each)",
             (new / old - 1.0) * 100.0,
             self.iterations.get()
@@ -341,5 +423,5 @@ where
     spent[0] + spent[1]
 }
 
-criterion_group!(benches, hooks, contract);
+criterion_group!(benches, hooks, contract, target);
 criterion_main!(benches);

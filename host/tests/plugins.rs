@@ -181,6 +181,83 @@ async fn dev_sender_and_json_final() {
     );
 }
 
+/// The default plugins are built for `wasm32-unknown-unknown`: they import no WASI, and
+/// the guest SDK's allocator serves a call from the free part of the initial memory, so
+/// no call grows it. The memory cap here is the initial memory (320 KiB, set in
+/// `plugins/.cargo/config.toml`) plus less than a page: a growth fails the call. The
+/// standard library's allocator on that target grows memory on a call's first allocation.
+#[tokio::test]
+async fn default_plugins_import_no_wasi_and_never_grow_their_memory() {
+    const KIB: usize = 1024;
+    let limits = HookLimits {
+        deadline: Duration::from_secs(1),
+        memory_bytes: 320 * KIB + 32 * KIB,
+    };
+    let rt = PluginRuntime::new(RuntimeOptions {
+        validate: limits,
+        send: limits,
+        final_action: limits,
+        events: limits,
+        ..RuntimeOptions::default()
+    })
+    .expect("a runtime");
+    let plugins = [
+        "default-credential",
+        "email-phone-credential",
+        "dev-sender",
+        "json-final",
+    ]
+    .map(|name| load(&rt, "plugins/dist", name));
+    for p in &plugins {
+        let wasi: Vec<_> = p
+            .imports
+            .iter()
+            .filter(|i| i.starts_with("wasi:"))
+            .collect();
+        assert!(wasi.is_empty(), "{} imports {wasi:?}", p.name);
+    }
+    let [validator, email, sender, finalizer] = &plugins;
+
+    // About 90 KB of heap for serde_json's values (a String per number): more than a page.
+    let numbers = (0..2000)
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for _ in 0..3 {
+        let c = rt
+            .validate(validator, &format!("[{numbers}]"), &ctx())
+            .await
+            .unwrap();
+        assert_eq!(c.id, format!("[{numbers}]"));
+    }
+    let c = rt
+        .validate(email, "{\"email\":\"Someone@Example.com\"}", &ctx())
+        .await
+        .unwrap();
+    assert_eq!(c.id, "Someone@example.com");
+    let delivery = CodeDelivery {
+        credential_id: "a@example.com".into(),
+        channel: "email".into(),
+        code: "abc123".into(),
+        expires_at_ms: 1_700_000_000_000,
+        kind: SendKind::First,
+    };
+    rt.send(sender, &delivery, &ctx(), rt.send_budget(sender))
+        .await
+        .unwrap();
+    let credential = Credential {
+        id: "a@example.com".into(),
+        channel: "email".into(),
+        group: None,
+    };
+    let slot = rt.reserve(finalizer, Hook::FinalAction).await.unwrap();
+    let r = rt
+        .complete(finalizer, slot, &credential, &ctx())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
 #[tokio::test]
 async fn roles_are_detected_from_exports() {
     let rt = runtime();

@@ -143,7 +143,11 @@ where
         let _slot = slot;
         call.await
     };
-    match tokio::spawn(tracing::Instrument::in_current_span(call)).await {
+    // Boxed: the service's future is over 3 KB (a create's holds two hook calls), which
+    // the task cell would otherwise copy in on spawn and again when it stores the
+    // output; the box is moved once.
+    let call = Box::pin(tracing::Instrument::in_current_span(call));
+    match tokio::spawn(call).await {
         Ok(result) => result.map_err(Into::into),
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         // Only a runtime shutting down cancels a task; nobody waits for this answer.

@@ -4,7 +4,9 @@
 //! A fresh [`PluginState`] (and `Store`) is made for every hook call, so nothing a
 //! plugin does survives into the next request. The WASI context grants what a
 //! `wasm32-wasip2` program needs to run — clocks, random, stdout/stderr — and nothing
-//! else: no preopened directories, no environment, no arguments, no sockets. What a
+//! else: no preopened directories, no environment, no arguments, no sockets. It is
+//! built on the call's first WASI import, so a component that imports none (the
+//! default plugins, built for `wasm32-unknown-unknown`) never pays for it. What a
 //! manifest grants comes on top: its own `[config]` values (never another plugin's,
 //! never the host's environment) and `wasi:http` requests to allow-listed destinations
 //! (see [`super::outbound`]); without a manifest both are empty.
@@ -49,7 +51,8 @@ const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
 pub struct PluginState {
     plugin: Arc<str>,
-    wasi: WasiCtx,
+    /// Built on first use ([`WasiView::ctx`]).
+    wasi: Option<WasiCtx>,
     http: WasiHttpCtx,
     outbound: OutboundHooks,
     config: Arc<WasiConfigVariables>,
@@ -71,19 +74,10 @@ impl PluginState {
         memory_cap: usize,
         deadline: tokio::time::Instant,
     ) -> PluginState {
-        let stdout = BoundedOutput::new(OUTPUT_CAPACITY);
-        let stderr = BoundedOutput::new(OUTPUT_CAPACITY);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         PluginState {
             outbound: OutboundHooks::new(plugin.clone(), manifest.outbound.clone(), deadline),
             plugin,
-            wasi,
+            wasi: None,
             http: {
                 let mut http = WasiHttpCtx::new();
                 http.set_field_size_limit(MAX_FIELDS_BYTES);
@@ -96,8 +90,8 @@ impl PluginState {
                 table
             },
             limits: CallLimits::new(memory_cap),
-            stdout,
-            stderr,
+            stdout: BoundedOutput::new(OUTPUT_CAPACITY),
+            stderr: BoundedOutput::new(OUTPUT_CAPACITY),
             log_lines: 0,
             log_lines_dropped: 0,
         }
@@ -177,8 +171,18 @@ impl std::fmt::Display for Escaped<'_> {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (stdout, stderr) = (&self.stdout, &self.stderr);
+        let ctx = self.wasi.get_or_insert_with(|| {
+            WasiCtx::builder()
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
