@@ -5,7 +5,8 @@
 # (webhook-sender, session-token-final, the provider senders twilio-sms, sendgrid-email,
 # postmark-email and ses-email) in plugins/dist-extra/ — kept out of dist/ so the
 # default folder never has two senders or two final actions — and the fixtures in
-# plugins/dist-fixtures/, named after their crates (e.g. dev-sender.wasm, fixture-trap.wasm). Each file is copied next to
+# plugins/dist-fixtures/, named after their crates (e.g. dev-sender.wasm, fixture-trap.wasm;
+# the wasip2-NAME.wasm builds below excepted). Each file is copied next to
 # its destination and renamed into place, so a server watching the folder never loads a
 # half-written component.
 #
