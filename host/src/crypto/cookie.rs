@@ -14,7 +14,6 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use aes_kw::KekAes256;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use zeroize::Zeroizing;
@@ -137,7 +136,7 @@ impl SessionCookie {
 
         let kek = keys.get(&kek_id).ok_or(CookieError::UnknownKey)?;
         let mut dek = Zeroizing::new([0u8; 32]);
-        KekAes256::new(Key::<Aes256Gcm>::from_slice(kek.key_bytes()))
+        kek.wrapper()
             .unwrap(wrapped_dek, dek.as_mut())
             .map_err(|_| CookieError::Unauthentic)?;
         let plaintext = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(dek.as_ref()))
@@ -213,7 +212,7 @@ fn seal_bytes(plaintext: &[u8], kek: &KeyEncryptionKey) -> Result<String, SealEr
     sealed.push(COOKIE_FORMAT_VERSION);
     sealed.extend_from_slice(kek.id().as_bytes());
     let mut wrapped_dek = [0u8; WRAPPED_DEK_LEN];
-    KekAes256::new(Key::<Aes256Gcm>::from_slice(kek.key_bytes()))
+    kek.wrapper()
         .wrap(dek.as_ref(), &mut wrapped_dek)
         .map_err(|_| SealError::Encryption)?;
     sealed.extend_from_slice(&wrapped_dek);
