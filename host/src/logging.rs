@@ -19,7 +19,8 @@
 //! than through `tracing`'s formatter (which costs a request several times more): the same
 //! layout as a `tracing` line of target `otp_server::access` inside the `request` span, in
 //! text or JSON after `log_format`, and only when the log filter enables that target at
-//! `info`.
+//! `info`. A plugin's log lines (the dev sender writes one per code) are written directly
+//! in the text format too ([`plugin_line`]), inside whatever spans are current.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogFormat;
@@ -194,6 +195,76 @@ pub fn access(line: &AccessLine<'_>) {
         let shared = SHARED.get_or_init(start_writer);
         shared.append(text.as_bytes());
     });
+}
+
+/// Writes a plugin's log line, laid out as `tracing` lays out
+/// `event!(target: "plugin", level, plugin, "{message}")` in the text format inside the
+/// current spans; the caller has checked that the log filter enables it. Returns `false`,
+/// having written nothing, when the line must go through `tracing` instead: the JSON
+/// format, or a current span that the subscriber of [`init`] does not hold.
+pub fn plugin_line(level: tracing::Level, plugin: &str, message: &dyn std::fmt::Display) -> bool {
+    if FORMAT.get() != Some(&LogFormat::Text) {
+        return false;
+    }
+    LINE.with(|buffer| {
+        let mut text = buffer.borrow_mut();
+        text.clear();
+        if !with_timestamp(|time| format_plugin(&mut text, level, plugin, message, time)) {
+            return false;
+        }
+        SHARED.get_or_init(start_writer).append(text.as_bytes());
+        true
+    })
+}
+
+/// The line of [`plugin_line`], newline included, or `false` if the current span is not
+/// in a [`tracing_subscriber::Registry`].
+fn format_plugin(
+    out: &mut String,
+    level: tracing::Level,
+    plugin: &str,
+    message: &dyn std::fmt::Display,
+    time: &str,
+) -> bool {
+    use std::fmt::Write as _;
+    use tracing_subscriber::fmt::format::DefaultFields;
+    use tracing_subscriber::fmt::FormattedFields;
+    use tracing_subscriber::registry::LookupSpan;
+    out.push_str(time);
+    out.push_str(match level {
+        tracing::Level::TRACE => " TRACE ",
+        tracing::Level::DEBUG => " DEBUG ",
+        tracing::Level::INFO => "  INFO ",
+        tracing::Level::WARN => "  WARN ",
+        tracing::Level::ERROR => " ERROR ",
+    });
+    // The spans as `tracing` writes them: `name{fields}:` from the root, then a space.
+    let spans = tracing::Span::current().with_subscriber(|(id, dispatch)| {
+        let Some(span) = dispatch
+            .downcast_ref::<tracing_subscriber::Registry>()
+            .and_then(|registry| registry.span(id))
+        else {
+            return false;
+        };
+        for span in span.scope().from_root() {
+            out.push_str(span.name());
+            if let Some(fields) = span.extensions().get::<FormattedFields<DefaultFields>>() {
+                if !fields.is_empty() {
+                    out.push('{');
+                    out.push_str(fields);
+                    out.push('}');
+                }
+            }
+            out.push(':');
+        }
+        out.push(' ');
+        true
+    });
+    if spans == Some(false) {
+        return false;
+    }
+    let _ = writeln!(out, "plugin: {message} plugin={plugin:?}");
+    true
 }
 
 /// Runs `f` with the current time as RFC 3339 text, formatted once per millisecond and
@@ -408,6 +479,88 @@ mod tests {
             push_decimal(&mut text, n);
             assert_eq!(text, n.to_string());
         }
+    }
+
+    /// The direct plugin line against `tracing`'s own, for every level, outside any span,
+    /// in the `request` span and in a span inside it.
+    #[test]
+    fn plugin_lines_are_laid_out_like_tracing_lines() {
+        use tracing::Level;
+
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> MakeWriter<'a> for Capture {
+            type Writer = Capture;
+            fn make_writer(&'a self) -> Capture {
+                self.clone()
+            }
+        }
+        struct FixedTime;
+        impl FormatTime for FixedTime {
+            fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+                w.write_str(TIME)
+            }
+        }
+        const TIME: &str = "2026-12-03T11:59:59.999Z";
+
+        fn via_tracing(level: Level, plugin: &str, message: &str) {
+            match level {
+                Level::TRACE => tracing::trace!(target: "plugin", plugin, "{message}"),
+                Level::DEBUG => tracing::debug!(target: "plugin", plugin, "{message}"),
+                Level::INFO => tracing::info!(target: "plugin", plugin, "{message}"),
+                Level::WARN => tracing::warn!(target: "plugin", plugin, "{message}"),
+                Level::ERROR => tracing::error!(target: "plugin", plugin, "{message}"),
+            }
+        }
+
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_writer(capture.clone())
+            .with_timer(FixedTime)
+            .with_ansi(false)
+            .finish();
+        // As the plugin runtime hands it over: control characters already escaped.
+        let message = r#"OTP for "bob" \ via … \u{1b}[31m\u{85}\n"#;
+        let mut ours = String::new();
+        let both = |ours: &mut String| {
+            for level in [
+                Level::TRACE,
+                Level::DEBUG,
+                Level::INFO,
+                Level::WARN,
+                Level::ERROR,
+            ] {
+                via_tracing(level, "dev-sender", message);
+                assert!(format_plugin(ours, level, "dev-sender", &message, TIME));
+            }
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            both(&mut ours);
+            let request = tracing::info_span!(
+                "request",
+                request_id = %"abc\"def",
+                trace_id = %"4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            let _request = request.enter();
+            both(&mut ours);
+            let call = tracing::info_span!("call");
+            let _call = call.enter();
+            both(&mut ours);
+        });
+        let theirs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(ours.lines().count(), 15, "{ours}");
+        assert!(ours.contains("}:call: plugin: "), "{ours}");
+        assert_eq!(ours, theirs);
     }
 
     #[test]
