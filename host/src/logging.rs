@@ -148,7 +148,6 @@ impl<'a> MakeWriter<'a> for BatchedStderr {
 /// directive: `OTP_LOG` / `log`), as text or one JSON object per line; span fields such as
 /// `request_id` are on every line either way. Call once, before anything logs.
 pub fn init(filter: &str, format: LogFormat) {
-    let _ = FORMAT.set(format);
     // The configuration refused a filter that does not parse.
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -157,12 +156,16 @@ pub fn init(filter: &str, format: LogFormat) {
         .with_writer(BatchedStderr::get())
         .with_timer(MillisecondTime)
         .with_ansi(false);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    if installed.is_ok() {
+        let _ = FORMAT.set(format);
+    }
 }
 
+/// The format of the subscriber [`init`] installed; unset while another (or none) is.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 /// One request, as the access log records it. Never the cookie, the body or the raw path.
@@ -184,7 +187,14 @@ thread_local! {
 /// Writes the access-log line of a request, if the log filter enables target
 /// `otp_server::access` at `info`.
 pub fn access(line: &AccessLine<'_>) {
-    if !tracing::enabled!(target: "otp_server::access", tracing::Level::INFO) {
+    // Asked as the event it stands for, fields included: a filter directive on field
+    // names applies to events only.
+    if !tracing::enabled!(
+        kind: tracing::metadata::Kind::EVENT,
+        target: "otp_server::access",
+        tracing::Level::INFO,
+        { message, method, route, status, duration_us }
+    ) {
         return;
     }
     let format = FORMAT.get().copied().unwrap_or(LogFormat::Text);
@@ -207,7 +217,10 @@ pub fn plugin_line(level: tracing::Level, plugin: &str, message: &dyn std::fmt::
         return false;
     }
     LINE.with(|buffer| {
-        let mut text = buffer.borrow_mut();
+        // Busy only if formatting `message` logged a plugin line itself: let `tracing` have it.
+        let Ok(mut text) = buffer.try_borrow_mut() else {
+            return false;
+        };
         text.clear();
         if !with_timestamp(|time| format_plugin(&mut text, level, plugin, message, time)) {
             return false;

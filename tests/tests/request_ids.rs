@@ -148,3 +148,39 @@ async fn json_logs_carry_the_request_id_as_a_field() {
         "the access log names the credential: {line}"
     );
 }
+
+/// A plugin's log line and the access log, written without `tracing`'s formatter, carry
+/// the request's span like any other line and follow the log filter as `tracing` would:
+/// a directive on a field the line does not have (`plugin[{nosuch}]=off`) leaves it alone.
+#[tokio::test]
+async fn direct_lines_carry_the_request_span_and_follow_field_directives() {
+    let server = Server::builder()
+        .default_plugins()
+        .env(
+            "OTP_LOG",
+            "info,plugin[{nosuch}]=off,otp_server::access[{nosuch}]=off",
+        )
+        .start();
+    let answer = create(&server, "\"plugin-logged\"", &[]).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let id = request_id(&answer);
+    let line = server
+        .wait_for_log("OTP for \"plugin-logged\"", Duration::from_secs(5))
+        .expect("the dev sender's line");
+    assert!(
+        line.contains(&format!(
+            "  INFO request{{request_id={id}}}: plugin: OTP for \"plugin-logged\" via default: "
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with(" plugin=\"dev-sender\""), "{line}");
+    let access = server
+        .wait_for_log("route=/api/otp/create", Duration::from_secs(5))
+        .expect("the access-log line");
+    assert!(
+        access.contains(&format!(
+            "  INFO request{{request_id={id}}}: otp_server::access: request method=POST"
+        )),
+        "{access}"
+    );
+}

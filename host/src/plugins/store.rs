@@ -122,14 +122,27 @@ impl PluginState {
     /// for the dev sender's line), through `tracing` otherwise. The message is formatted
     /// only then, so a plugin's line is escaped ([`Escaped`]) only then.
     fn emit(&self, level: tracing::Level, message: impl std::fmt::Display) {
+        use tracing::metadata::Kind;
         use tracing::{enabled, Level};
         let plugin = &*self.plugin;
+        // Asked as the event below, fields included: a filter directive on field names
+        // (`[{plugin}]=debug`) applies to events only.
         let enabled = match level {
-            Level::TRACE => enabled!(target: "plugin", Level::TRACE),
-            Level::DEBUG => enabled!(target: "plugin", Level::DEBUG),
-            Level::INFO => enabled!(target: "plugin", Level::INFO),
-            Level::WARN => enabled!(target: "plugin", Level::WARN),
-            Level::ERROR => enabled!(target: "plugin", Level::ERROR),
+            Level::TRACE => {
+                enabled!(kind: Kind::EVENT, target: "plugin", Level::TRACE, { message, plugin })
+            }
+            Level::DEBUG => {
+                enabled!(kind: Kind::EVENT, target: "plugin", Level::DEBUG, { message, plugin })
+            }
+            Level::INFO => {
+                enabled!(kind: Kind::EVENT, target: "plugin", Level::INFO, { message, plugin })
+            }
+            Level::WARN => {
+                enabled!(kind: Kind::EVENT, target: "plugin", Level::WARN, { message, plugin })
+            }
+            Level::ERROR => {
+                enabled!(kind: Kind::EVENT, target: "plugin", Level::ERROR, { message, plugin })
+            }
         };
         if !enabled || crate::logging::plugin_line(level, plugin, &message) {
             return;
