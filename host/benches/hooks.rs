@@ -23,7 +23,8 @@
 //! Needs the components from `scripts/build-plugins.sh`. Run with
 //! `cargo bench -p otp-server --bench hooks`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use otp_server::plugins::{
     CodeDelivery, Credential, Hook, LoadedPlugin, Manifest, PluginEnv, PluginResponse,
     PluginRuntime, RequestContext, RuntimeOptions, SendKind,
@@ -211,75 +212,13 @@ const VERSIONS: [&str; 2] = ["0.1.0", "0.2.0"];
 
 /// The same validator, sender and final action built for 0.1.0 and for 0.2.0.
 fn contract(c: &mut Criterion) {
-    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("a plugin runtime");
-    let ctx = RequestContext {
-        client_ip: Some("127.0.0.1".into()),
-        user_agent: Some("bench".into()),
-        accept_language: Some("en".into()),
-        request_id: "bench".into(),
-        locale: Some("en".into()),
-    };
-    let delivery = CodeDelivery {
-        credential_id: "someone@example.com".into(),
-        channel: "email".into(),
-        code: "abcdefghij".into(),
-        expires_at_ms: 1_800_000_000_000,
-        kind: SendKind::First,
-    };
-    let credential = Credential {
-        id: "someone@example.com".into(),
-        channel: "email".into(),
-        group: Some("email:example.com".into()),
-    };
-    let load = |name: &str| runtime.load(name, &component(name)).expect(name);
-    let builds = |name: &str| {
-        [
-            load(&format!("v010-{name}")),
-            load(&format!("wasip2-{name}")),
-        ]
-    };
-    let validators = builds("default-credential");
-    let senders = builds("dev-sender");
-    let finalizers = builds("json-final");
-    // References, so that each call's `async move` copies them.
-    let (runtime, ctx, delivery, credential) = (&runtime, &ctx, &delivery, &credential);
-    let (validators, senders, finalizers) = (&validators, &senders, &finalizers);
+    let pairs = HookPairs::new(Some("email:example.com"));
     let mut group = c.benchmark_group("contract");
-    let totals = PairTotals::default();
-    group.bench_function("validate", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            interleaved(iters, &totals, |v| async move {
-                runtime
-                    .validate(&validators[v], "{\"email\":\"someone@example.com\"}", ctx)
-                    .await
-                    .expect("valid");
-            })
-        })
+    let finalizers = pairs.bench(&mut group, "contract", VERSIONS, |name| {
+        [format!("v010-{name}"), format!("wasip2-{name}")]
     });
-    totals.report("contract/validate", VERSIONS);
-    let totals = PairTotals::default();
-    group.bench_function("send", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            interleaved(iters, &totals, |v| async move {
-                runtime
-                    .send(&senders[v], delivery, ctx, SEND_BUDGET)
-                    .await
-                    .expect("sent");
-            })
-        })
-    });
-    totals.report("contract/send", VERSIONS);
-    let totals = PairTotals::default();
-    group.bench_function("complete", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            interleaved(iters, &totals, |v| async move {
-                complete(runtime, &finalizers[v], credential, ctx).await;
-            })
-        })
-    });
-    totals.report("contract/complete", VERSIONS);
-    let raw = load("v020raw-json-final");
+    let (rt, runtime, ctx, credential) = (&pairs.rt, &pairs.runtime, &pairs.ctx, &pairs.credential);
+    let raw = pairs.load("v020raw-json-final");
     let pairs = [
         (
             "complete-abi",
@@ -295,7 +234,7 @@ fn contract(c: &mut Criterion) {
     for (name, pair, labels) in &pairs {
         let totals = PairTotals::default();
         group.bench_function(*name, |b| {
-            b.to_async(&rt).iter_custom(|iters| {
+            b.to_async(rt).iter_custom(|iters| {
                 interleaved(iters, &totals, |v| async move {
                     complete(runtime, pair[v], credential, ctx).await;
                 })
@@ -310,69 +249,107 @@ const TARGETS: [&str; 2] = ["wasm32-wasip2", "wasm32-unknown-unknown"];
 
 /// Each default plugin built for wasm32-wasip2 and as shipped, for wasm32-unknown-unknown.
 fn target(c: &mut Criterion) {
-    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let runtime = PluginRuntime::new(RuntimeOptions::default()).expect("a plugin runtime");
-    let ctx = RequestContext {
-        client_ip: Some("127.0.0.1".into()),
-        user_agent: Some("bench".into()),
-        accept_language: Some("en".into()),
-        request_id: "bench".into(),
-        locale: Some("en".into()),
-    };
-    let delivery = CodeDelivery {
-        credential_id: "someone@example.com".into(),
-        channel: "email".into(),
-        code: "abcdefghij".into(),
-        expires_at_ms: 1_800_000_000_000,
-        kind: SendKind::First,
-    };
-    let credential = Credential {
-        id: "someone@example.com".into(),
-        channel: "email".into(),
-        group: None,
-    };
-    let load = |name: &str| runtime.load(name, &component(name)).expect(name);
-    let builds = |name: &str| [load(&format!("wasip2-{name}")), load(name)];
-    let validators = builds("default-credential");
-    let senders = builds("dev-sender");
-    let finalizers = builds("json-final");
-    let (runtime, ctx, delivery, credential) = (&runtime, &ctx, &delivery, &credential);
-    let (validators, senders, finalizers) = (&validators, &senders, &finalizers);
+    let pairs = HookPairs::new(None);
     let mut group = c.benchmark_group("target");
-    let totals = PairTotals::default();
-    group.bench_function("validate", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            interleaved(iters, &totals, |v| async move {
-                runtime
-                    .validate(&validators[v], "{\"email\":\"someone@example.com\"}", ctx)
-                    .await
-                    .expect("valid");
-            })
-        })
+    pairs.bench(&mut group, "target", TARGETS, |name| {
+        [format!("wasip2-{name}"), name.to_string()]
     });
-    totals.report("target/validate", TARGETS);
-    let totals = PairTotals::default();
-    group.bench_function("send", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            interleaved(iters, &totals, |v| async move {
-                runtime
-                    .send(&senders[v], delivery, ctx, SEND_BUDGET)
-                    .await
-                    .expect("sent");
-            })
-        })
-    });
-    totals.report("target/send", TARGETS);
-    let totals = PairTotals::default();
-    group.bench_function("complete", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            interleaved(iters, &totals, |v| async move {
-                complete(runtime, &finalizers[v], credential, ctx).await;
-            })
-        })
-    });
-    totals.report("target/complete", TARGETS);
     group.finish();
+}
+
+/// What the interleaved groups call the hooks with.
+struct HookPairs {
+    rt: tokio::runtime::Runtime,
+    runtime: PluginRuntime,
+    ctx: RequestContext,
+    delivery: CodeDelivery,
+    credential: Credential,
+}
+
+impl HookPairs {
+    fn new(group: Option<&str>) -> HookPairs {
+        HookPairs {
+            rt: tokio::runtime::Runtime::new().expect("a tokio runtime"),
+            runtime: PluginRuntime::new(RuntimeOptions::default()).expect("a plugin runtime"),
+            ctx: RequestContext {
+                client_ip: Some("127.0.0.1".into()),
+                user_agent: Some("bench".into()),
+                accept_language: Some("en".into()),
+                request_id: "bench".into(),
+                locale: Some("en".into()),
+            },
+            delivery: CodeDelivery {
+                credential_id: "someone@example.com".into(),
+                channel: "email".into(),
+                code: "abcdefghij".into(),
+                expires_at_ms: 1_800_000_000_000,
+                kind: SendKind::First,
+            },
+            credential: Credential {
+                id: "someone@example.com".into(),
+                channel: "email".into(),
+                group: group.map(Into::into),
+            },
+        }
+    }
+
+    fn load(&self, name: &str) -> LoadedPlugin {
+        self.runtime.load(name, &component(name)).expect(name)
+    }
+
+    /// `validate`, `send` and `complete` in `group`, each interleaving the two builds
+    /// `files(plugin)` names of `default-credential`, `dev-sender` and `json-final`, and
+    /// each pair's report as `{prefix}/{bench}`. Returns the two final actions.
+    fn bench(
+        &self,
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        prefix: &str,
+        labels: [&str; 2],
+        files: impl Fn(&str) -> [String; 2],
+    ) -> [LoadedPlugin; 2] {
+        let builds = |name: &str| files(name).map(|file| self.load(&file));
+        let validators = builds("default-credential");
+        let senders = builds("dev-sender");
+        let finalizers = builds("json-final");
+        // References, so that each call's `async move` copies them.
+        let (runtime, ctx, delivery, credential) =
+            (&self.runtime, &self.ctx, &self.delivery, &self.credential);
+        let (validators, senders, finalizers_ref) = (&validators, &senders, &finalizers);
+        let totals = PairTotals::default();
+        group.bench_function("validate", |b| {
+            b.to_async(&self.rt).iter_custom(|iters| {
+                interleaved(iters, &totals, |v| async move {
+                    runtime
+                        .validate(&validators[v], "{\"email\":\"someone@example.com\"}", ctx)
+                        .await
+                        .expect("valid");
+                })
+            })
+        });
+        totals.report(&format!("{prefix}/validate"), labels);
+        let totals = PairTotals::default();
+        group.bench_function("send", |b| {
+            b.to_async(&self.rt).iter_custom(|iters| {
+                interleaved(iters, &totals, |v| async move {
+                    runtime
+                        .send(&senders[v], delivery, ctx, SEND_BUDGET)
+                        .await
+                        .expect("sent");
+                })
+            })
+        });
+        totals.report(&format!("{prefix}/send"), labels);
+        let totals = PairTotals::default();
+        group.bench_function("complete", |b| {
+            b.to_async(&self.rt).iter_custom(|iters| {
+                interleaved(iters, &totals, |v| async move {
+                    complete(runtime, &finalizers_ref[v], credential, ctx).await;
+                })
+            })
+        });
+        totals.report(&format!("{prefix}/complete"), labels);
+        finalizers
+    }
 }
 
 /// Time spent in each build's calls (`[before, after]`, e.g. `[0.1.0, 0.2.0]`) over a
