@@ -131,10 +131,10 @@ pub async fn verify(
 /// its connection's `slot` until then (the connection caps count it, and shutdown
 /// waits for it). A panic in it surfaces here, as it would have inline (the
 /// catch-panic layer answers it).
-async fn to_completion<T, E>(
+fn to_completion<T, E>(
     slot: Option<Extension<ConnectionSlot>>,
     call: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
-) -> Result<T, ApiError>
+) -> impl std::future::Future<Output = Result<T, ApiError>>
 where
     T: Send + 'static,
     E: Into<ApiError> + Send + 'static,
@@ -143,15 +143,18 @@ where
         let _slot = slot;
         call.await
     };
-    // Boxed: the service's future is over 3 KB (a create's holds two hook calls), which
-    // the task cell would otherwise copy in on spawn and again when it stores the
-    // output; the box is moved once.
+    // Boxed here, before anything is awaited: the service's future is about 1.7 KB (a
+    // create's holds two hook calls), which the task cell would otherwise copy in on
+    // spawn and again when it stores the output, and the handler's future (which axum
+    // boxes, and the layers around it move) would carry whole.
     let call = Box::pin(tracing::Instrument::in_current_span(call));
-    match tokio::spawn(call).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        // Only a runtime shutting down cancels a task; nobody waits for this answer.
-        Err(_) => Err(ApiError::new(ErrorCode::Server)),
+    async move {
+        match tokio::spawn(call).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Only a runtime shutting down cancels a task; nobody waits for this answer.
+            Err(_) => Err(ApiError::new(ErrorCode::Server)),
+        }
     }
 }
 

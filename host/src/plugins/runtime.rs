@@ -23,6 +23,7 @@ use super::store::PluginState;
 use super::text::loggable;
 use super::versions::{self, Bindings, ContractVersion, DetectError};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -419,7 +420,7 @@ impl PluginRuntime {
                 .slot_by(plugin, hook, limits, started + limits.deadline)
                 .await?;
             let mut store = self.store(plugin, &slot, limits);
-            let call = plugin.bindings.validate(&mut store, body, context);
+            let call = Box::pin(plugin.bindings.validate(&mut store, body, context));
             let outcome = within(limits.deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
         }
@@ -444,7 +445,7 @@ impl PluginRuntime {
         let result = async {
             let (slot, limits) = self.slot_by(plugin, hook, limits, end).await?;
             let mut store = self.store(plugin, &slot, limits);
-            let call = plugin.bindings.send(&mut store, delivery, context);
+            let call = Box::pin(plugin.bindings.send(&mut store, delivery, context));
             let outcome = within(limits.deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(loggable_reason)
         }
@@ -477,7 +478,7 @@ impl PluginRuntime {
         let hook = Hook::FinalAction;
         let limits = self.limits(plugin, hook);
         let mut store = self.store(plugin, slot, limits);
-        let call = plugin.bindings.complete(&mut store, credential, context);
+        let call = Box::pin(plugin.bindings.complete(&mut store, credential, context));
         let outcome = within(limits.deadline + GRACE, call).await;
         let failed = |reason: String| {
             tracing::warn!(plugin = %plugin.name, %hook, %reason, "plugin call failed");
@@ -515,7 +516,7 @@ impl PluginRuntime {
                 .slot_by(plugin, hook, limits, started + limits.deadline)
                 .await?;
             let mut store = self.store(plugin, &slot, limits);
-            let call = plugin.bindings.deliver(&mut store, batch);
+            let call = Box::pin(plugin.bindings.deliver(&mut store, batch));
             let outcome = within(limits.deadline + GRACE, call).await;
             finish(plugin, hook, &mut store, outcome)?.map_err(|reason| HookError::Failed {
                 plugin: plugin.name.to_string(),
@@ -657,12 +658,15 @@ fn hook_index(hook: Hook) -> usize {
 /// poll (guest code runs to completion unless it waits on the host or reaches an
 /// epoch tick), so the timer is only set up when the call actually has to wait: a
 /// tokio timer costs shared-state atomics on every request otherwise.
+///
+/// The call comes boxed: a hook call's future is over 1 KB, and unboxed it made the
+/// futures around it (this one, the runtime's, the registry's) over 4 KB, copied
+/// whole each time one is made and moved into the next.
 async fn within<F: std::future::Future>(
     limit: Duration,
-    call: F,
+    mut call: Pin<Box<F>>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let started = tokio::time::Instant::now();
-    let mut call = std::pin::pin!(call);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
     if let std::task::Poll::Ready(output) = first {
         return Ok(output);
@@ -770,7 +774,10 @@ mod tests {
 
     #[tokio::test]
     async fn within_returns_a_ready_call_without_waiting() {
-        assert_eq!(within(Duration::ZERO, async { 7 }).await.ok(), Some(7));
+        assert_eq!(
+            within(Duration::ZERO, Box::pin(async { 7 })).await.ok(),
+            Some(7)
+        );
     }
 
     #[tokio::test]
@@ -779,12 +786,17 @@ mod tests {
             tokio::task::yield_now().await;
             8
         };
-        assert_eq!(within(Duration::from_secs(5), call).await.ok(), Some(8));
+        assert_eq!(
+            within(Duration::from_secs(5), Box::pin(call)).await.ok(),
+            Some(8)
+        );
     }
 
     #[tokio::test]
     async fn within_stops_a_call_that_waits_past_the_limit() {
         let call = std::future::pending::<()>();
-        assert!(within(Duration::from_millis(20), call).await.is_err());
+        assert!(within(Duration::from_millis(20), Box::pin(call))
+            .await
+            .is_err());
     }
 }
