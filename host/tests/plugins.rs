@@ -58,6 +58,17 @@ fn ctx() -> RequestContext {
     }
 }
 
+/// A first code for `a@example.com` by email.
+fn delivery() -> CodeDelivery {
+    CodeDelivery {
+        credential_id: "a@example.com".into(),
+        channel: "email".into(),
+        code: "abc123".into(),
+        expires_at_ms: 1_700_000_000_000,
+        kind: SendKind::First,
+    }
+}
+
 #[tokio::test]
 async fn default_credential_accepts_what_the_reference_accepts() {
     let rt = runtime();
@@ -147,13 +158,7 @@ async fn email_phone_credential_normalizes() {
 async fn dev_sender_and_json_final() {
     let rt = runtime();
     let sender = load(&rt, "plugins/dist", "dev-sender");
-    let delivery = CodeDelivery {
-        credential_id: "a@example.com".into(),
-        channel: "email".into(),
-        code: "abc123".into(),
-        expires_at_ms: 1_700_000_000_000,
-        kind: SendKind::First,
-    };
+    let delivery = delivery();
     rt.send(&sender, &delivery, &ctx(), rt.send_budget(&sender))
         .await
         .unwrap();
@@ -235,13 +240,7 @@ async fn default_plugins_import_no_wasi_and_never_grow_their_memory() {
         .await
         .unwrap();
     assert_eq!(c.id, "Someone@example.com");
-    let delivery = CodeDelivery {
-        credential_id: "a@example.com".into(),
-        channel: "email".into(),
-        code: "abc123".into(),
-        expires_at_ms: 1_700_000_000_000,
-        kind: SendKind::First,
-    };
+    let delivery = delivery();
     rt.send(sender, &delivery, &ctx(), rt.send_budget(sender))
         .await
         .unwrap();

@@ -117,43 +117,11 @@ impl PluginState {
         self.emit(level, Escaped(message.trim_end()));
     }
 
-    /// Logs a line, if the log filter keeps it: written directly in the text format
-    /// ([`crate::logging::plugin_line`]: `tracing`'s formatter cost a create about 2 µs
-    /// for the dev sender's line), through `tracing` otherwise. The message is formatted
-    /// only then, so a plugin's line is escaped ([`Escaped`]) only then.
+    /// Logs a line of this plugin ([`crate::logging::plugin`]). The message is formatted
+    /// only if the log filter keeps the line, so a plugin's line is escaped ([`Escaped`])
+    /// only then.
     fn emit(&self, level: tracing::Level, message: impl std::fmt::Display) {
-        use tracing::metadata::Kind;
-        use tracing::{enabled, Level};
-        let plugin = &*self.plugin;
-        // Asked as the event below, fields included: a filter directive on field names
-        // (`[{plugin}]=debug`) applies to events only.
-        let enabled = match level {
-            Level::TRACE => {
-                enabled!(kind: Kind::EVENT, target: "plugin", Level::TRACE, { message, plugin })
-            }
-            Level::DEBUG => {
-                enabled!(kind: Kind::EVENT, target: "plugin", Level::DEBUG, { message, plugin })
-            }
-            Level::INFO => {
-                enabled!(kind: Kind::EVENT, target: "plugin", Level::INFO, { message, plugin })
-            }
-            Level::WARN => {
-                enabled!(kind: Kind::EVENT, target: "plugin", Level::WARN, { message, plugin })
-            }
-            Level::ERROR => {
-                enabled!(kind: Kind::EVENT, target: "plugin", Level::ERROR, { message, plugin })
-            }
-        };
-        if !enabled || crate::logging::plugin_line(level, plugin, &message) {
-            return;
-        }
-        match level {
-            Level::TRACE => tracing::trace!(target: "plugin", plugin, "{message}"),
-            Level::DEBUG => tracing::debug!(target: "plugin", plugin, "{message}"),
-            Level::INFO => tracing::info!(target: "plugin", plugin, "{message}"),
-            Level::WARN => tracing::warn!(target: "plugin", plugin, "{message}"),
-            Level::ERROR => tracing::error!(target: "plugin", plugin, "{message}"),
-        }
+        crate::logging::plugin(level, &self.plugin, message);
     }
 
     /// Moves what the plugin wrote to stdout (info) and stderr (warn) into the log, and
