@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The previous run's black-box scratch folders (each test server's plugins and log).
+rm -rf target/blackbox
+
 # Debian packages the tests start: redis-server (the Redis tests), chromium and
 # chromium-driver (the browser tests), nodejs (the client script's tests).
 missing=()

@@ -37,7 +37,8 @@
 //!
 //! `--ops on,off` runs with the operations features as shipped (the admin listener, so
 //! metrics are recorded, and the access log; the default) and with both off. The spawned
-//! server's log goes to a file whose path is printed.
+//! server's log goes to a file whose path is printed; it is removed with the server's
+//! scratch folder at the end of a run that succeeded, unless `--keep-log`.
 //!
 //! The spawned server allows many resends and attempts per session and a long session
 //! age (`OTP_RESEND_COOLDOWN_SECS=0`, `OTP_MAX_RESENDS=250`, `OTP_MAX_ATTEMPTS=250`,
@@ -70,6 +71,7 @@ use otp_server_blackbox::{
     DEFAULT_PLUGINS, TEST_MASTER_KEY,
 };
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,6 +93,7 @@ struct Options {
     ops: Vec<String>,
     senders: Vec<String>,
     store_cpus: Option<Vec<usize>>,
+    keep_log: bool,
 }
 
 /// What `--help` prints (and an unknown argument, to stderr).
@@ -110,6 +113,8 @@ usage: loadgen [OPTIONS]
   --env KEY=VALUE        one more setting for the started server (repeatable)
   --store-cpus LIST      run the store's processes on these CPUs (e.g. 1), the server and
                          loadgen on the others: a Redis that does not share their cores
+  --keep-log             keep the started server's folder and log after a run that
+                         succeeded (a failed run keeps them always)
 Each LIST runs once per item, compared with the first.";
 
 fn parse_options() -> Options {
@@ -132,6 +137,7 @@ fn parse_options() -> Options {
         ops: vec!["on".into()],
         senders: vec!["webhook".into()],
         store_cpus: None,
+        keep_log: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -161,6 +167,7 @@ fn parse_options() -> Options {
                 let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
                 o.env.push((k.to_string(), v.to_string()));
             }
+            "--keep-log" => o.keep_log = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -174,13 +181,25 @@ fn parse_options() -> Options {
     o
 }
 
-/// The server process, stopped on drop.
-struct Spawned(Child);
+/// The server process, stopped on drop. Its scratch folder (plugins and log; the log
+/// of an info-level run grows by a line per create, hundreds of MB a run) goes with it
+/// unless the run failed or `--keep-log` keeps it.
+struct Spawned {
+    child: Child,
+    folder: Option<PathBuf>,
+}
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(folder) = &self.folder {
+            if std::thread::panicking() {
+                println!("server log kept: {}", folder.display());
+            } else {
+                let _ = std::fs::remove_dir_all(folder);
+            }
+        }
     }
 }
 
@@ -303,7 +322,8 @@ fn spawn_server(
             .display()
             .to_string()
     });
-    let dir = scratch_dir("loadgen").join("plugins");
+    let folder = scratch_dir("loadgen");
+    let dir = folder.join("plugins");
     std::fs::create_dir_all(&dir).expect("plugins folder");
     let mut secrets = Vec::new();
     match flow {
@@ -380,7 +400,8 @@ fn spawn_server(
     let child = command
         .spawn()
         .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
-    (Spawned(child), format!("127.0.0.1:{port}"))
+    let folder = (!o.keep_log).then_some(folder);
+    (Spawned { child, folder }, format!("127.0.0.1:{port}"))
 }
 
 /// One HTTP/1.1 keep-alive connection with just enough of a client for this job.
@@ -1152,7 +1173,7 @@ async fn main() {
                 let (_server, address) = spawn_server(&o, &env, flow.as_deref(), sink.as_ref());
                 let cpus = match &placement {
                     Some(placement) => {
-                        Placement::pin(_server.0.id(), &placement.rest);
+                        Placement::pin(_server.child.id(), &placement.rest);
                         format!(
                             ", store on CPUs {}, server and loadgen on {}",
                             placement.store, placement.rest
@@ -1177,7 +1198,7 @@ async fn main() {
                     &address,
                     flow.clone(),
                     &Processes {
-                        server: Some(_server.0.id()),
+                        server: Some(_server.child.id()),
                         store: store_pids.clone(),
                     },
                 )
