@@ -2,7 +2,10 @@
 //! connections. It starts the server itself (release binary, default plugins) unless
 //! given `--url`, runs each endpoint for a fixed time with N connections, and prints
 //! requests per second, p50 and p99 per endpoint, and each endpoint's ratio to
-//! `/health` in the same run.
+//! `/health` in the same run. The endpoints take turns (`--rounds`, 5 by default: the
+//! list runs five times, each endpoint for a fifth of `--seconds` each time), so every
+//! endpoint meets the same spells of a noisy machine's speed and the ratios hold from
+//! one run to the next; `--rounds 1` runs each endpoint once, whole.
 //!
 //! ```text
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 [--prefill 1000000]
@@ -45,7 +48,7 @@
 //! `OTP_SESSION_MAX_AGE_SECS=3600`) so each connection can keep one session busy; none
 //! of these change the work a request does. When a session's 250 resends are used up,
 //! its next resend is refused (400 `OTP:RESENT_NOT_ALLOWED`, counted as expected) and
-//! the connection takes the next session made by the create phase.
+//! the connection takes the next session made by the creates.
 //!
 //! The spawned server runs with the abuse controls on but every budget raised far above
 //! what a run can use (`--limits on`, the default; the global circuit breaker stays off,
@@ -84,6 +87,7 @@ struct Options {
     binary: Option<String>,
     connections: usize,
     seconds: u64,
+    rounds: u32,
     prefill: u64,
     env: Vec<(String, String)>,
     endpoints: Vec<String>,
@@ -103,6 +107,9 @@ usage: loadgen [OPTIONS]
   --binary PATH          the server binary to start (default: target/release/otp-server)
   --connections N        keep-alive connections (default 64)
   --seconds N            seconds per endpoint (default 10)
+  --rounds N             interleave the endpoints: run the list N times, each endpoint
+                         for its N-th of --seconds per round (default 5; 1 runs each
+                         endpoint once, whole)
   --prefill N            live sessions to create before measuring (default 0)
   --endpoints LIST       health,create,resend,verify (default) or flow
   --stores LIST          memory (default), redis, sentinel, cluster, cluster-replicated
@@ -123,6 +130,7 @@ fn parse_options() -> Options {
         binary: None,
         connections: 64,
         seconds: 10,
+        rounds: 5,
         prefill: 0,
         env: Vec::new(),
         endpoints: vec![
@@ -147,6 +155,10 @@ fn parse_options() -> Options {
             "--binary" => o.binary = Some(value()),
             "--connections" => o.connections = value().parse().expect("--connections N"),
             "--seconds" => o.seconds = value().parse().expect("--seconds N"),
+            "--rounds" => {
+                o.rounds = value().parse().expect("--rounds N");
+                assert!(o.rounds > 0, "--rounds N needs N of at least 1");
+            }
             "--prefill" => o.prefill = value().parse().expect("--prefill N"),
             "--endpoints" => o.endpoints = value().split(',').map(str::to_string).collect(),
             "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
@@ -489,7 +501,7 @@ impl Connection {
     }
 }
 
-/// Cookies of live sessions made by the create phase, shared by the later phases.
+/// Cookies of live sessions made by the creates, taken by the resends and verifies after them.
 type CookiePool = Arc<Mutex<VecDeque<String>>>;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -513,7 +525,8 @@ impl Endpoint {
     }
 }
 
-struct PhaseResult {
+/// What one endpoint measured over a run.
+struct EndpointResult {
     requests: u64,
     unexpected: u64,
     rate: f64,
@@ -621,7 +634,7 @@ async fn one_request(
             }
             let Some(cookie) = current.clone() else {
                 return Err(std::io::Error::other(
-                    "the cookie pool ran dry: run the create phase longer",
+                    "the cookie pool ran dry: put create before resend and verify in --endpoints, or run longer",
                 ));
             };
             let (reply, expected) = if endpoint == Endpoint::Resend {
@@ -656,7 +669,94 @@ async fn one_request(
     }
 }
 
-async fn phase(
+/// One endpoint's measurements, summed over its slices of a run.
+struct Tally {
+    latencies: Vec<u32>,
+    unexpected: u64,
+    elapsed: Duration,
+    server_cpu: Option<Duration>,
+    loadgen_cpu: Option<Duration>,
+    store_cpu: Option<Duration>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            latencies: Vec::new(),
+            unexpected: 0,
+            elapsed: Duration::ZERO,
+            server_cpu: Some(Duration::ZERO),
+            loadgen_cpu: Some(Duration::ZERO),
+            store_cpu: Some(Duration::ZERO),
+        }
+    }
+
+    fn result(mut self) -> EndpointResult {
+        let requests = self.latencies.len() as u64;
+        let per_request = |cpu: Option<Duration>| match cpu {
+            Some(cpu) if requests > 0 => Some(cpu.as_secs_f64() * 1e6 / requests as f64),
+            _ => None,
+        };
+        self.latencies.sort_unstable();
+        let all = &self.latencies;
+        let pick = |q: f64| {
+            all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0) as u64
+        };
+        EndpointResult {
+            requests,
+            unexpected: self.unexpected,
+            rate: requests as f64 / self.elapsed.as_secs_f64(),
+            p50_us: pick(0.50),
+            p99_us: pick(0.99),
+            server_cpu_us: per_request(self.server_cpu),
+            loadgen_cpu_us: per_request(self.loadgen_cpu),
+            store_cpu_us: per_request(self.store_cpu),
+        }
+    }
+}
+
+/// Runs `endpoints` in `rounds` rounds, each endpoint for its share of `duration` per
+/// round, and sums each one's slices. Interleaved slices meet the same spells of this
+/// machine's speed (it swings by a fifth from one minute to the next), so the ratios
+/// between endpoints hold better than those of whole phases run one after another.
+async fn measure(
+    address: &str,
+    endpoints: &[Endpoint],
+    o: &Options,
+    pool: &CookiePool,
+    flow: Option<Arc<FlowSender>>,
+    processes: &Processes,
+) -> Vec<(Endpoint, EndpointResult)> {
+    let slice = Duration::from_secs(o.seconds) / o.rounds;
+    let mut tallies: Vec<Tally> = endpoints.iter().map(|_| Tally::new()).collect();
+    for _ in 0..o.rounds {
+        for (endpoint, tally) in endpoints.iter().zip(&mut tallies) {
+            slice_of(
+                address,
+                *endpoint,
+                o.connections,
+                slice,
+                pool,
+                flow.clone(),
+                processes,
+                tally,
+            )
+            .await;
+        }
+    }
+    endpoints
+        .iter()
+        .copied()
+        .zip(tallies.into_iter().map(Tally::result))
+        .collect()
+}
+
+/// One slice of an endpoint: `connections` connections sending requests for `duration`,
+/// added to `tally`.
+#[allow(clippy::too_many_arguments)]
+async fn slice_of(
     address: &str,
     endpoint: Endpoint,
     connections: usize,
@@ -664,7 +764,8 @@ async fn phase(
     pool: &CookiePool,
     flow: Option<Arc<FlowSender>>,
     processes: &Processes,
-) -> PhaseResult {
+    tally: &mut Tally,
+) {
     let server_pid = processes.server;
     let cpu_before = server_pid.and_then(process_cpu);
     let store_before = stores_cpu(&processes.store);
@@ -702,39 +803,26 @@ async fn phase(
         }));
     }
     let started = Instant::now();
-    let mut all = Vec::new();
-    let mut unexpected = 0;
     for t in tasks {
         let (l, u) = t.await.expect("a connection task");
-        all.extend(l);
-        unexpected += u;
+        tally.latencies.extend(l);
+        tally.unexpected += u;
     }
-    let elapsed = started.elapsed().max(duration);
-    let per_request = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
-        (Some(b), Some(a)) if !all.is_empty() => {
-            Some((a - b).as_secs_f64() * 1e6 / all.len() as f64)
-        }
-        _ => None,
+    tally.elapsed += started.elapsed().max(duration);
+    let add = |sum: Option<Duration>, before: Option<Duration>, after: Option<Duration>| {
+        sum.zip(before.zip(after)).map(|(s, (b, a))| s + (a - b))
     };
-    let server_cpu_us = per_request(cpu_before, server_pid.and_then(process_cpu));
-    let loadgen_cpu_us = per_request(own_before, process_cpu(std::process::id()));
-    let store_cpu_us = per_request(store_before, stores_cpu(&processes.store));
-    all.sort_unstable();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as u64
-    };
-    PhaseResult {
-        requests: all.len() as u64,
-        unexpected,
-        rate: all.len() as f64 / elapsed.as_secs_f64(),
-        p50_us: pick(0.50),
-        p99_us: pick(0.99),
-        server_cpu_us,
-        loadgen_cpu_us,
-        store_cpu_us,
-    }
+    tally.server_cpu = add(
+        tally.server_cpu,
+        cpu_before,
+        server_pid.and_then(process_cpu),
+    );
+    tally.loadgen_cpu = add(
+        tally.loadgen_cpu,
+        own_before,
+        process_cpu(std::process::id()),
+    );
+    tally.store_cpu = add(tally.store_cpu, store_before, stores_cpu(&processes.store));
 }
 
 /// The processes loadgen started and measures (none with `--url`).
@@ -849,7 +937,7 @@ async fn prefill(address: &str, count: u64, connections: usize) {
     );
 }
 
-fn print_table(results: &[(Endpoint, PhaseResult)]) {
+fn print_table(results: &[(Endpoint, EndpointResult)]) {
     let health = results
         .iter()
         .find(|(e, _)| *e == Endpoint::Health)
@@ -920,14 +1008,14 @@ fn endpoint_named(name: &str) -> Endpoint {
     }
 }
 
-/// Runs every phase against one server; then, with `--prefill`, fills the store and
-/// measures create again.
+/// Measures every endpoint against one server; then, with `--prefill`, fills the store
+/// and measures `/health` and create again.
 async fn run_against(
     o: &Options,
     address: &str,
     flow: Option<Arc<FlowSender>>,
     processes: &Processes,
-) -> Vec<(Endpoint, PhaseResult)> {
+) -> Vec<(Endpoint, EndpointResult)> {
     let server_pid = processes.server;
     wait_ready(address).await;
     if let Some(pid) = server_pid {
@@ -937,22 +1025,11 @@ async fn run_against(
             println!("idle RSS: {:.1} MB", rss as f64 / 1e6);
         }
     }
-    let duration = Duration::from_secs(o.seconds);
     let pool: CookiePool = Arc::default();
-    let mut results = Vec::new();
-    for name in &o.endpoints {
-        let endpoint = endpoint_named(name);
-        let r = phase(
-            address,
-            endpoint,
-            o.connections,
-            duration,
-            &pool,
-            flow.clone(),
-            processes,
-        )
-        .await;
-        if endpoint == Endpoint::Flow {
+    let endpoints: Vec<Endpoint> = o.endpoints.iter().map(|n| endpoint_named(n)).collect();
+    let results = measure(address, &endpoints, o, &pool, flow, processes).await;
+    for (endpoint, r) in &results {
+        if *endpoint == Endpoint::Flow {
             println!(
                 "flow: {:.0} logins/s = {:.0} HTTP requests/s (create + verify), p50 {:.2} ms, p99 {:.2} ms per login",
                 r.rate,
@@ -961,7 +1038,6 @@ async fn run_against(
                 r.p99_us as f64 / 1000.0
             );
         }
-        results.push((endpoint, r));
     }
     print_table(&results);
     if o.prefill > 0 {
@@ -976,22 +1052,15 @@ async fn run_against(
                 after.saturating_sub(before) as f64 / o.prefill as f64
             );
         }
-        let mut after = Vec::new();
-        for endpoint in [Endpoint::Health, Endpoint::Create] {
-            after.push((
-                endpoint,
-                phase(
-                    address,
-                    endpoint,
-                    o.connections,
-                    duration,
-                    &pool,
-                    None,
-                    processes,
-                )
-                .await,
-            ));
-        }
+        let after = measure(
+            address,
+            &[Endpoint::Health, Endpoint::Create],
+            o,
+            &pool,
+            None,
+            processes,
+        )
+        .await;
         println!("after prefilling {} more live sessions:", o.prefill);
         print_table(&after);
         let before = results
