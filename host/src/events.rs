@@ -19,7 +19,8 @@
 //! names it by a keyed hash (`cred_<hex>`, HMAC-SHA256 under a server secret) unless
 //! the operator turns on plain credential ids.
 
-use crate::clock::{rfc3339_ms, Clock};
+use crate::clock::Clock;
+use crate::protocol::iso8601_ms;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -163,7 +164,7 @@ impl AuditLog {
         let event = AuditEvent {
             id: crate::os_random::hex_id(),
             kind: kind.to_string(),
-            time: rfc3339_ms(self.clock.now_ms()),
+            time: iso8601_ms(self.clock.now_ms()),
             source: self.options.source.clone(),
             subject,
             data: data.to_string(),

@@ -323,14 +323,14 @@ fn format_plugin(
     true
 }
 
-/// Runs `f` with the current time as RFC 3339 text, formatted once per millisecond and
+/// Runs `f` with the current time as RFC 3339 text (the format of the times in answers), formatted once per millisecond and
 /// thread.
 fn with_timestamp<R>(f: impl FnOnce(&str) -> R) -> R {
     let now = SystemClock.now_ms();
     STAMP.with(|stamp| {
         let mut stamp = stamp.borrow_mut();
         if stamp.0 != now {
-            *stamp = (now, crate::clock::rfc3339_ms(now));
+            *stamp = (now, crate::protocol::iso8601_ms(now));
         }
         f(&stamp.1)
     })

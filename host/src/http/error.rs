@@ -12,6 +12,7 @@ use crate::protocol::{ProtocolError, SessionState};
 pub use crate::service::CookieAction;
 use crate::service::{ServiceError, ServiceErrorKind};
 use axum::http::StatusCode;
+use serde::Serialize;
 
 /// The error codes of the API, as they appear in the `error` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,18 +149,27 @@ impl ApiError {
     }
 
     /// The JSON body of this error.
-    pub fn body(&self) -> serde_json::Value {
-        let mut body = match self.state.as_ref().map(serde_json::to_value) {
-            Some(Ok(serde_json::Value::Object(map))) => map,
-            _ => serde_json::Map::new(),
-        };
-        body.insert("error".into(), self.code.as_str().into());
-        body.insert("message".into(), self.message.clone().into());
-        if let Some(limited) = &self.rate_limited {
-            body.insert("retryAfter".into(), limited.retry_after_secs.into());
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: self.code.as_str(),
+            message: &self.message,
+            state: self.state.as_deref(),
+            retry_after: self.rate_limited.as_ref().map(|l| l.retry_after_secs),
         }
-        serde_json::Value::Object(body)
     }
+}
+
+/// The JSON body of an error: its code and message, the session's state when the error
+/// leaves a session to show, and `retryAfter` on `RATE:LIMITED`. Serialized straight
+/// from the error, as every answer of a verify with a wrong code is one of these.
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    error: &'static str,
+    message: &'a str,
+    #[serde(flatten)]
+    state: Option<&'a SessionState>,
+    #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
 }
 
 impl From<ErrorCode> for ApiError {
@@ -275,5 +285,40 @@ mod tests {
             assert_eq!(api.code.as_str(), code);
             assert_eq!(api.state.is_some(), has_state);
         }
+    }
+
+    #[test]
+    fn the_body_carries_the_code_the_message_the_state_and_when_to_come_back() {
+        let body = |error: &ApiError| serde_json::to_value(error.body()).unwrap();
+        assert_eq!(
+            body(&ApiError::new(ErrorCode::InvalidCookie)),
+            serde_json::json!({
+                "error": "OTP:INVALID_COOKIE",
+                "message": ErrorCode::InvalidCookie.default_message(),
+            })
+        );
+        let state = crate::protocol::SessionState {
+            expires_at_ms: 1_700_000_000_000,
+            resend_blocked_until_ms: Some(1_700_000_030_000),
+            otp_blocked_until_ms: None,
+            blocked: false,
+        };
+        let incorrect = ApiError::from(ProtocolError::Incorrect(state.clone()));
+        let mut expected = serde_json::to_value(&state).unwrap();
+        expected["error"] = "OTP:INCORRECT".into();
+        expected["message"] = incorrect.message.clone().into();
+        assert_eq!(body(&incorrect), expected);
+        let mut limited = ApiError::new(ErrorCode::RateLimited);
+        limited.rate_limited = Some(Box::new(RateLimited {
+            policy: "sends-per-credential",
+            quota: 3,
+            window_secs: 900,
+            retry_after_secs: 42,
+            message: "too many codes sent to this destination; try again later",
+        }));
+        let json = body(&limited);
+        assert_eq!(json["error"], "RATE:LIMITED");
+        assert_eq!(json["retryAfter"], 42);
+        assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Input checks that need no session happen here, in the order the API promises:
 //! body size first, then the content type and shape of the body (for verify: the code
-//! format, before the cookie is even looked at).
+//! format, before the cookie is even looked at). Each handler takes the request whole
+//! and splits it, rather than through axum's `HeaderMap` extractor, which copies every
+//! header.
 //!
 //! The service call itself runs to its end even when the client goes away mid-request
 //! ([`to_completion`]): by then it may have retired a session id, charged budgets or
@@ -19,7 +21,9 @@ use crate::config::Mode;
 use crate::plugins::RequestContext;
 use crate::service::SessionAnswer;
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::extract::{ConnectInfo, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -31,10 +35,10 @@ pub async fn create(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
     slot: Option<Extension<ConnectionSlot>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let mode = app.mode;
+    let (Parts { headers, .. }, body) = request.into_parts();
     let result = async {
         let bytes = read_body(body).await?;
         if !has_media_type(&headers, is_json) {
@@ -73,10 +77,10 @@ pub async fn resend(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
     slot: Option<Extension<ConnectionSlot>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let mode = app.mode;
+    let (Parts { headers, .. }, body) = request.into_parts();
     let result = async {
         read_body(body).await?;
         let cookie = read_cookie(&headers, mode);
@@ -96,10 +100,10 @@ pub async fn verify(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
     slot: Option<Extension<ConnectionSlot>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let mode = app.mode;
+    let (Parts { headers, .. }, body) = request.into_parts();
     let result = async {
         let bytes = read_body(body).await?;
         let code = submitted_code(&headers, &bytes)?;

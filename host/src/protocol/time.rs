@@ -15,18 +15,40 @@ pub fn ceil_to_second(ms: u64) -> u64 {
         .unwrap_or_else(|| floor_to_second(ms))
 }
 
-/// Formats ms since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+/// Formats ms since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC): the times in
+/// answers and the server's log lines. Digits are written straight into the text (the
+/// answer to every create and verify carries one or two of these); a year past 9999,
+/// which only a clock moved far ahead reaches, takes as many digits as it needs.
 pub fn iso8601_ms(ms: u64) -> String {
     let days = ms / 86_400_000;
     let ms_of_day = ms % 86_400_000;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+    let (hour, minute, second, milli) = (
         ms_of_day / 3_600_000,
         ms_of_day / 60_000 % 60,
         ms_of_day / 1000 % 60,
-        ms_of_day % 1000
-    )
+        ms_of_day % 1000,
+    );
+    if year > 9999 {
+        return format!("{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z");
+    }
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    for (range, value) in [
+        (0..4, year),
+        (5..7, month),
+        (8..10, day),
+        (11..13, hour),
+        (14..16, minute),
+        (17..19, second),
+        (20..23, milli),
+    ] {
+        let mut value = value;
+        for digit in text[range].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    text.iter().map(|&b| char::from(b)).collect()
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
@@ -96,7 +118,10 @@ mod tests {
         assert_eq!(iso8601_ms(1_795_731_253_000), "2026-11-26T22:14:13.000Z");
         assert_eq!(iso8601_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
         assert_eq!(iso8601_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
-        // Beyond year 9999 the year simply grows more digits; what matters is no panic.
+        assert_eq!(iso8601_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso8601_ms(1_796_299_199_999), "2026-12-03T11:59:59.999Z");
+        // Beyond year 9999 the year grows more digits.
+        assert_eq!(iso8601_ms(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
         assert!(iso8601_ms(u64::MAX).ends_with('Z'));
     }
 
