@@ -7,6 +7,11 @@
 //! endpoint meets the same spells of a noisy machine's speed and the ratios hold from
 //! one run to the next; `--rounds 1` runs each endpoint once, whole.
 //!
+//! An A/B of two builds: `--binary OLD,NEW --repeat 5` starts each build in turn (OLD,
+//! NEW, OLD, NEW, ...) with the same settings and prints, per build, the median and
+//! range over its five runs of each endpoint's req/s, share of `/health` and server CPU
+//! per request; the comparison with the first then uses the medians.
+//!
 //! ```text
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --connections 64 --seconds 10 [--prefill 1000000]
 //! cargo run --release -p otp-server-blackbox --bin loadgen -- --stores memory,redis --endpoints health,create,verify
@@ -84,7 +89,8 @@ use tokio::net::TcpStream;
 
 struct Options {
     url: Option<String>,
-    binary: Option<String>,
+    binaries: Vec<String>,
+    repeat: usize,
     connections: usize,
     seconds: u64,
     rounds: u32,
@@ -104,7 +110,10 @@ struct Options {
 const USAGE: &str = "\
 usage: loadgen [OPTIONS]
   --url URL              measure a running server instead of starting one
-  --binary PATH          the server binary to start (default: target/release/otp-server)
+  --binary LIST          the server binaries to start (default: target/release/otp-server);
+                         with two or more, an A/B: each runs in turn against the same settings
+  --repeat N             run every combination N times in turn (A, B, A, B, ...) and print
+                         each one's median and range over its N runs (default 1)
   --connections N        keep-alive connections (default 64)
   --seconds N            seconds per endpoint (default 10)
   --rounds N             interleave the endpoints: run the list N times, each endpoint
@@ -127,7 +136,8 @@ Each LIST runs once per item, compared with the first.";
 fn parse_options() -> Options {
     let mut o = Options {
         url: None,
-        binary: None,
+        binaries: Vec::new(),
+        repeat: 1,
         connections: 64,
         seconds: 10,
         rounds: 5,
@@ -152,7 +162,11 @@ fn parse_options() -> Options {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
             "--url" => o.url = Some(value()),
-            "--binary" => o.binary = Some(value()),
+            "--binary" => o.binaries = value().split(',').map(str::to_string).collect(),
+            "--repeat" => {
+                o.repeat = value().parse().expect("--repeat N");
+                assert!(o.repeat > 0, "--repeat N needs N of at least 1");
+            }
             "--connections" => o.connections = value().parse().expect("--connections N"),
             "--seconds" => o.seconds = value().parse().expect("--seconds N"),
             "--rounds" => {
@@ -324,11 +338,12 @@ enum EventSink {
 
 fn spawn_server(
     o: &Options,
+    binary: Option<&str>,
     extra_env: &[(String, String)],
     flow: Option<&FlowSender>,
     sink: Option<&EventSink>,
 ) -> (Spawned, String) {
-    let binary = o.binary.clone().unwrap_or_else(|| {
+    let binary = binary.map(str::to_string).unwrap_or_else(|| {
         workspace_root()
             .join("target/release/otp-server")
             .display()
@@ -524,6 +539,9 @@ impl Endpoint {
         }
     }
 }
+
+/// What each endpoint measured in one run against one server, in `--endpoints` order.
+type Run = Vec<(Endpoint, EndpointResult)>;
 
 /// What one endpoint measured over a run.
 struct EndpointResult {
@@ -728,7 +746,7 @@ async fn measure(
     pool: &CookiePool,
     flow: Option<Arc<FlowSender>>,
     processes: &Processes,
-) -> Vec<(Endpoint, EndpointResult)> {
+) -> Run {
     let slice = Duration::from_secs(o.seconds) / o.rounds;
     let mut tallies: Vec<Tally> = endpoints.iter().map(|_| Tally::new()).collect();
     for _ in 0..o.rounds {
@@ -1015,7 +1033,7 @@ async fn run_against(
     address: &str,
     flow: Option<Arc<FlowSender>>,
     processes: &Processes,
-) -> Vec<(Endpoint, EndpointResult)> {
+) -> Run {
     let server_pid = processes.server;
     wait_ready(address).await;
     if let Some(pid) = server_pid {
@@ -1226,20 +1244,28 @@ async fn main() {
                 "trapping" => Some(EventSink::Trapping),
                 other => panic!("unknown sink {other}: use none, hanging, failing or trapping"),
             };
+            let binaries: Vec<Option<&str>> = match o.binaries.as_slice() {
+                [] => vec![None],
+                list => list.iter().map(|b| Some(b.as_str())).collect(),
+            };
             let mut combinations = Vec::new();
             for sender in &o.senders {
                 for limits in &o.limits {
                     for ops in &o.ops {
-                        combinations.push((sender, limits, ops));
+                        for binary in &binaries {
+                            combinations.push((sender, limits, ops, *binary));
+                        }
                     }
                 }
             }
-            for (sender, limits, ops) in combinations {
+            let repeated = (0..o.repeat).flat_map(|_| combinations.iter().copied());
+            for (sender, limits, ops, binary) in repeated {
                 let flow = flows.then(|| Arc::new(FlowSender::start(sender)));
                 let mut env = env.clone();
                 env.extend(limits_env(limits));
                 env.extend(ops_env(ops));
-                let (_server, address) = spawn_server(&o, &env, flow.as_deref(), sink.as_ref());
+                let (_server, address) =
+                    spawn_server(&o, binary, &env, flow.as_deref(), sink.as_ref());
                 let cpus = match &placement {
                     Some(placement) => {
                         Placement::pin(_server.child.id(), &placement.rest);
@@ -1255,8 +1281,12 @@ async fn main() {
                 } else {
                     String::new()
                 };
+                let binary = match (binaries.len(), binary) {
+                    (2.., Some(path)) => format!(", {path}"),
+                    _ => String::new(),
+                };
                 let label = format!(
-                    "{store} store, {sink_mode} sink{sender}, limits {limits}, ops {ops}{cpus}"
+                    "{store} store, {sink_mode} sink{sender}, limits {limits}, ops {ops}{cpus}{binary}"
                 );
                 println!(
                     "\n{label} — otp-server at {address}: {} connections, {} s per endpoint",
@@ -1276,19 +1306,92 @@ async fn main() {
             }
         }
     }
+    let runs = compared(runs);
     if let [(first, base), rest @ ..] = runs.as_slice() {
         for (label, results) in rest {
             println!("\n{label} as a share of {first} (req/s, p99):");
-            for (endpoint, r) in results {
-                if let Some((_, b)) = base.iter().find(|(e, _)| e == endpoint) {
+            for (endpoint, rate, p99_us) in results {
+                if let Some((_, b_rate, b_p99)) = base.iter().find(|(e, _, _)| e == endpoint) {
                     println!(
                         "  {:<36} {:>5.0} % {:>7.0} %",
                         endpoint.name(),
-                        100.0 * r.rate / b.rate,
-                        100.0 * r.p99_us as f64 / b.p99_us.max(1) as f64
+                        100.0 * rate / b_rate,
+                        100.0 * p99_us / b_p99.max(1.0)
                     );
                 }
             }
         }
     }
+}
+
+/// An endpoint's req/s and p99 (µs): what runs are compared by.
+type Compared = (Endpoint, f64, f64);
+
+/// What the runs are compared by: each endpoint's req/s and p99 (µs) per label. With
+/// `--repeat`, a label's runs are first summed up: their medians, and a table of the
+/// median and range of req/s, share of `/health` and server CPU per request.
+fn compared(runs: Vec<(String, Run)>) -> Vec<(String, Vec<Compared>)> {
+    let mut groups: Vec<(String, Vec<Run>)> = Vec::new();
+    for (label, results) in runs {
+        match groups.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, group)) => group.push(results),
+            None => groups.push((label, vec![results])),
+        }
+    }
+    let mut out = Vec::new();
+    for (label, group) in groups {
+        let repeated = group.len() > 1;
+        if repeated {
+            println!("\n{label}: median (range) over {} runs", group.len());
+            println!(
+                "{:<36} {:>24} {:>14} {:>20}",
+                "endpoint", "req/s", "vs health", "server µs/req"
+            );
+        }
+        let mut medians = Vec::new();
+        for (i, (endpoint, _)) in group[0].iter().enumerate() {
+            let of = |f: &dyn Fn(&Run) -> Option<f64>| -> Vec<f64> {
+                group.iter().filter_map(f).collect()
+            };
+            let rates = of(&|run| Some(run[i].1.rate));
+            let p99s = of(&|run| Some(run[i].1.p99_us as f64));
+            let shares = of(&|run| {
+                let (_, health) = run.iter().find(|(e, _)| *e == Endpoint::Health)?;
+                Some(100.0 * run[i].1.rate / health.rate)
+            });
+            let cpus = of(&|run| run[i].1.server_cpu_us);
+            if repeated {
+                let spread = |values: &[f64], decimals: usize| match summary(values) {
+                    Some((median, low, high)) => {
+                        format!("{median:.decimals$} ({low:.decimals$}–{high:.decimals$})")
+                    }
+                    None => "-".into(),
+                };
+                println!(
+                    "{:<36} {:>24} {:>14} {:>20}",
+                    endpoint.name(),
+                    spread(&rates, 0),
+                    spread(&shares, 0),
+                    spread(&cpus, 1)
+                );
+            }
+            let median = |values: &[f64]| summary(values).map_or(0.0, |(m, _, _)| m);
+            medians.push((*endpoint, median(&rates), median(&p99s)));
+        }
+        out.push((label, medians));
+    }
+    out
+}
+
+/// The median, least and greatest of `values`; `None` when there are none.
+fn summary(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = match n {
+        0 => return None,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    };
+    Some((median, sorted[0], sorted[n - 1]))
 }
