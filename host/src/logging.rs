@@ -323,8 +323,8 @@ fn format_plugin(
     true
 }
 
-/// Runs `f` with the current time as RFC 3339 text (the format of the times in answers), formatted once per millisecond and
-/// thread.
+/// Runs `f` with the current time as RFC 3339 text (the format of the times in answers),
+/// formatted once per millisecond and thread.
 fn with_timestamp<R>(f: impl FnOnce(&str) -> R) -> R {
     let now = SystemClock.now_ms();
     STAMP.with(|stamp| {
