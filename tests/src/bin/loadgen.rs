@@ -955,11 +955,13 @@ async fn prefill(address: &str, count: u64, connections: usize) {
     );
 }
 
+/// `rate` as a percentage of `/health`'s rate in the same run, if `/health` ran.
+fn share_of_health(run: &[(Endpoint, EndpointResult)], rate: f64) -> Option<f64> {
+    let (_, health) = run.iter().find(|(e, _)| *e == Endpoint::Health)?;
+    Some(100.0 * rate / health.rate)
+}
+
 fn print_table(results: &[(Endpoint, EndpointResult)]) {
-    let health = results
-        .iter()
-        .find(|(e, _)| *e == Endpoint::Health)
-        .map(|(_, r)| r.rate);
     println!(
         "{:<36} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>12} {:>13} {:>12}",
         "endpoint",
@@ -974,8 +976,8 @@ fn print_table(results: &[(Endpoint, EndpointResult)]) {
         "store µs/req"
     );
     for (endpoint, r) in results {
-        let ratio = health
-            .map(|h| format!("{:.0} %", 100.0 * r.rate / h))
+        let ratio = share_of_health(results, r.rate)
+            .map(|share| format!("{share:.0} %"))
             .unwrap_or_else(|| "-".into());
         let micros = |us: Option<f64>| {
             us.map(|us| format!("{us:.1}"))
@@ -1355,10 +1357,7 @@ fn compared(runs: Vec<(String, Run)>) -> Vec<(String, Vec<Compared>)> {
             };
             let rates = of(&|run| Some(run[i].1.rate));
             let p99s = of(&|run| Some(run[i].1.p99_us as f64));
-            let shares = of(&|run| {
-                let (_, health) = run.iter().find(|(e, _)| *e == Endpoint::Health)?;
-                Some(100.0 * run[i].1.rate / health.rate)
-            });
+            let shares = of(&|run| share_of_health(run, run[i].1.rate));
             let cpus = of(&|run| run[i].1.server_cpu_us);
             if repeated {
                 let spread = |values: &[f64], decimals: usize| match summary(values) {
