@@ -1096,7 +1096,8 @@ mod tests {
         assert!(err.contains("OTP_STORE"), "{err}");
     }
 
-    /// A fresh folder for one test's files, under the system's temporary folder.
+    /// A fresh folder for one test's files, under the system's temporary folder; each
+    /// test removes it when it passes.
     fn test_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("otp-config-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1121,6 +1122,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listne"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1154,6 +1156,7 @@ mod tests {
                 "{err}"
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

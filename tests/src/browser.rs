@@ -33,6 +33,9 @@ impl ChromeDriver {
         let port = free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            // Chromium leaves its singleton socket folders behind in the temporary folder;
+            // under `target/` the next test run clears them with the other scratch folders.
+            .env("TMPDIR", crate::scratch_dir("chromium"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
