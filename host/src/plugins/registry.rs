@@ -163,20 +163,16 @@ impl PluginRegistry {
         Ok(())
     }
 
-    /// Brings the registry in line with one file: `NAME.wasm` or its manifest
-    /// `NAME.toml` reloads plugin `NAME` (unloading it if the `.wasm` is gone). Other
-    /// files (hidden or temporary ones, for example) are ignored.
-    pub async fn reload_file(&self, path: &Path) {
-        let Some(name) = plugin_name_of_file(path) else {
-            return;
-        };
+    /// Brings plugin `name` in line with its files `NAME.wasm` and `NAME.toml`: loads or
+    /// replaces it, or unloads it if the `.wasm` is gone.
+    pub async fn reload(&self, name: &str) {
         let _serial = self.reload.lock().await;
         let current = self.state.load_full();
         let mut plugins = current.plugins.clone();
         let mut load_errors = current.load_errors.clone();
         let mut events = Vec::new();
         if self
-            .load_into(&name, &mut plugins, &mut load_errors, &mut events)
+            .load_into(name, &mut plugins, &mut load_errors, &mut events)
             .await
         {
             self.publish(plugins, load_errors, &current);
