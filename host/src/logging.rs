@@ -4,10 +4,12 @@
 //! With the access log on, every request writes a line. Writing each line to stderr as it
 //! is made costs the request a `write` system call under a lock (and, when stderr is a
 //! pipe whose reader is slow, a wait). Here a line is appended to a shared buffer instead,
-//! and a writer thread hands the buffer to stderr every few milliseconds (at once when it
-//! passes [`FLUSH_AT`]): one system call per batch, none on the request path. A line
-//! never waits: when the buffer already holds [`MAX_BUFFERED`] bytes (stderr blocked)
-//! lines are dropped and counted, and the count is written once stderr drains.
+//! and a writer thread hands the buffer to stderr a few milliseconds after a batch's first
+//! line (at once when it passes [`FLUSH_AT`]): one system call per batch, and none on the
+//! request path but waking the writer for a batch's first line (an idle server's writer
+//! sleeps). A line never waits: when the buffer already holds [`MAX_BUFFERED`] bytes
+//! (stderr blocked) lines are dropped and counted, and the count is written once stderr
+//! drains.
 //! [`flush`] writes what is buffered, for the last lines before the process exits.
 //! [`LogThrottle`] keeps a warning that a flood can trigger (connections over a cap,
 //! refused admin tokens) to one line per interval, with a count.
@@ -32,7 +34,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The writer thread wakes at least this often.
+/// How long the writer gathers lines after a batch's first before writing them.
 const INTERVAL: Duration = Duration::from_millis(5);
 /// A buffer this full is written at once.
 const FLUSH_AT: usize = 64 * 1024;
@@ -60,8 +62,11 @@ impl Shared {
         if pending.bytes.len() + line.len() > MAX_BUFFERED {
             pending.dropped += 1;
         } else {
+            // The writer sleeps until a batch's first line, then gathers for up to
+            // [`INTERVAL`] or until [`FLUSH_AT`].
+            let first = pending.bytes.is_empty();
             pending.bytes.extend_from_slice(line);
-            if pending.bytes.len() >= FLUSH_AT {
+            if first || pending.bytes.len() >= FLUSH_AT {
                 self.wake.notify_one();
             }
         }
@@ -114,6 +119,11 @@ fn start_writer() -> Arc<Shared> {
         .spawn(move || loop {
             {
                 let pending = worker.pending.lock().unwrap_or_else(|e| e.into_inner());
+                // Nothing to write: no timed wake-ups while the server is idle.
+                let pending = worker
+                    .wake
+                    .wait_while(pending, |p| p.bytes.is_empty() && p.dropped == 0)
+                    .unwrap_or_else(|e| e.into_inner());
                 let _ = worker
                     .wake
                     .wait_timeout_while(pending, INTERVAL, |p| p.bytes.len() < FLUSH_AT)

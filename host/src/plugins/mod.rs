@@ -14,6 +14,7 @@
 //! - [`text`]: plugin-provided text escaped and bounded before it reaches the log.
 //! - [`runtime`]: the engine, compiling plugins, and running a call under limits and
 //!   per-hook concurrency budgets.
+//! - [`epoch`]: the clock that interrupts guest code, ticking only while a call runs.
 //! - [`load`]: making a plugin from `NAME.wasm` and `NAME.toml` — the one loading path
 //!   of the server and of `plugins check`.
 //! - [`registry`]: the loaded plugins and which one serves each hook.
@@ -22,6 +23,7 @@
 
 pub mod allow;
 pub mod check;
+pub mod epoch;
 pub mod hooks;
 pub mod load;
 pub mod manifest;

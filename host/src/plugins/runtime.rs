@@ -2,9 +2,10 @@
 //! one hook call under its deadline, memory cap and concurrency budget.
 //!
 //! The engine uses the pooling allocator (instantiation is a few microseconds) and
-//! epoch interruption: a ticker thread advances the epoch every [`TICK`], each call
-//! yields to the async runtime at every tick and is interrupted once its deadline has
-//! passed. A trap, a timeout or a memory blow-up fails only that call.
+//! epoch interruption: while any call's store lives, a thread advances the epoch every
+//! [`TICK`](super::epoch::TICK) ([`super::epoch`]); each call yields to the async runtime
+//! at every tick and is interrupted once its deadline has passed. A trap, a timeout or a
+//! memory blow-up fails only that call.
 //!
 //! Each hook has a budget of call slots of its own, so a flood of sends waiting on a
 //! slow provider cannot take the slots a final action needs. A call takes its slot
@@ -15,6 +16,7 @@
 //! with its slot: components with many memories can exhaust their own hook's share,
 //! never another's.
 
+use super::epoch::EpochTicker;
 use super::hooks::{
     AuditEvent, CodeDelivery, Credential, Hook, HookError, PluginResponse, RequestContext,
 };
@@ -33,8 +35,6 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-/// How often the epoch advances: the granularity of deadlines and of yielding.
-const TICK: Duration = Duration::from_millis(2);
 /// Extra time the host allows past a deadline before abandoning a call that is
 /// waiting on the host (the epoch only interrupts running guest code).
 const GRACE: Duration = Duration::from_millis(50);
@@ -201,7 +201,7 @@ pub struct PluginRuntime {
     max_memory: usize,
     /// Call slots and pool shares per hook, indexed like [`Hook::ALL`].
     shares: [PoolShare; 4],
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl PluginRuntime {
@@ -268,14 +268,17 @@ impl PluginRuntime {
             .map_err(anyhow::Error::from)?;
         versions::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = EpochTicker::start({
+            let engine = engine.clone();
+            move || engine.increment_epoch()
+        });
         Ok(PluginRuntime {
             engine,
             linker,
             shares,
             max_memory,
             options,
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -543,6 +546,7 @@ impl PluginRuntime {
                 &plugin.manifest,
                 limits.memory_bytes,
                 deadline.into(),
+                self.ticker.ticking(),
             ),
         );
         store.limiter(|state| state.limiter());
@@ -737,34 +741,6 @@ fn finish<R>(
         plugin: plugin.name.to_string(),
         reason,
     })
-}
-
-/// Advances the engine's epoch every [`TICK`] until dropped.
-struct EpochTicker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> EpochTicker {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("spawning the epoch thread");
-        EpochTicker { stop }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

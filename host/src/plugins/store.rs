@@ -21,6 +21,7 @@
 //! stderr are kept up to a bound and cut with a marker ([`super::output`]); every line
 //! that reaches the log is escaped and bounded ([`super::text`]).
 
+use super::epoch::Ticking;
 use super::manifest::Manifest;
 use super::outbound::OutboundHooks;
 use super::output::BoundedOutput;
@@ -63,6 +64,9 @@ pub struct PluginState {
     log_lines: u32,
     /// Log lines dropped past [`MAX_LOG_LINES`].
     log_lines_dropped: u32,
+    /// Keeps the epoch advancing, so the call's deadline is enforced, while the store
+    /// that owns this state lives.
+    _ticking: Ticking,
 }
 
 impl PluginState {
@@ -73,8 +77,10 @@ impl PluginState {
         manifest: &Manifest,
         memory_cap: usize,
         deadline: tokio::time::Instant,
+        ticking: Ticking,
     ) -> PluginState {
         PluginState {
+            _ticking: ticking,
             outbound: OutboundHooks::new(plugin.clone(), manifest.outbound.clone(), deadline),
             plugin,
             wasi: None,
