@@ -61,6 +61,11 @@ impl Shared {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.bytes.len() + line.len() > MAX_BUFFERED {
             pending.dropped += 1;
+            // Only a line larger than the whole buffer is dropped into an empty one; the
+            // writer waits for something to write, and the count is something.
+            if pending.dropped == 1 && pending.bytes.is_empty() {
+                self.wake.notify_one();
+            }
         } else {
             // The writer sleeps until a batch's first line, then gathers for up to
             // [`INTERVAL`] or until [`FLUSH_AT`].

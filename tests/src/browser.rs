@@ -22,20 +22,24 @@ use std::time::{Duration, Instant};
 /// How long a waiting step waits before it fails.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The `chromedriver` process, stopped when dropped.
+/// The `chromedriver` process, stopped when dropped, with a temporary folder of its own
+/// (and its Chromium's), removed then.
 struct ChromeDriver {
     child: Child,
     base: String,
+    tmp: PathBuf,
 }
 
 impl ChromeDriver {
     fn start() -> ChromeDriver {
         let port = free_port();
+        // Chromium leaves its singleton-socket folders behind in the temporary folder.
+        // This one is short on purpose: the socket's path under it must fit in 107 bytes.
+        let tmp = std::env::temp_dir().join(format!("otp-chromium-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&tmp).expect("creating chromedriver's temporary folder");
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
-            // Chromium leaves its singleton socket folders behind in the temporary folder;
-            // under `target/` the next test run clears them with the other scratch folders.
-            .env("TMPDIR", crate::scratch_dir("chromium"))
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -44,6 +48,7 @@ impl ChromeDriver {
         ChromeDriver {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            tmp,
         }
     }
 }
@@ -52,6 +57,7 @@ impl Drop for ChromeDriver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 

@@ -67,6 +67,10 @@ impl EpochTicker {
     /// A guard under which the epoch advances; take it before a store runs any code and
     /// keep it until the store is dropped.
     pub fn ticking(&self) -> Ticking {
+        debug_assert!(
+            !self.shared.stop.load(Ordering::SeqCst),
+            "the ticker has stopped"
+        );
         if self.shared.active.fetch_add(1, Ordering::SeqCst) == 0 {
             self.thread.unpark();
         }

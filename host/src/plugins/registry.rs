@@ -89,7 +89,7 @@ pub struct PluginRegistry {
     /// Where `plugin.loaded` / `plugin.rejected` go.
     audit: Option<Arc<AuditLog>>,
     state: ArcSwap<RegistryState>,
-    /// Reloads are serialized so two events for one file cannot interleave.
+    /// Reloads are serialized so two reloads of one plugin cannot interleave.
     reload: tokio::sync::Mutex<()>,
 }
 
@@ -165,7 +165,7 @@ impl PluginRegistry {
 
     /// Brings plugin `name` in line with its files `NAME.wasm` and `NAME.toml`: loads or
     /// replaces it, or unloads it if the `.wasm` is gone.
-    pub async fn reload(&self, name: &str) {
+    pub(crate) async fn reload(&self, name: &str) {
         let _serial = self.reload.lock().await;
         let current = self.state.load_full();
         let mut plugins = current.plugins.clone();

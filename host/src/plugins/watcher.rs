@@ -6,9 +6,11 @@
 //! a working plugin with half a component. The safest way to install a plugin is still
 //! to write it elsewhere (or under a hidden name) and rename it into the folder. When
 //! events may have been lost (the kernel's event queue overflowed, or the watch reported
-//! an error), every plugin loaded and every plugin file in the folder is looked at again.
+//! an error), every plugin loaded or refused at its last load, and every plugin file in
+//! the folder, is looked at again.
 
 use super::registry::{plugin_name_of_file, PluginRegistry};
+use crate::logging::LogThrottle;
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -24,6 +26,8 @@ const SETTLE_POLL: Duration = Duration::from_millis(60);
 /// Give up waiting for a file that keeps changing after this long (and load it anyway:
 /// a broken file is rejected and the previous version keeps serving).
 const SETTLE_MAX: Duration = Duration::from_secs(5);
+/// A burst is acted on after this long even if events keep coming.
+const BURST_MAX: Duration = Duration::from_secs(1);
 
 /// Keeps the watcher alive; dropping it stops hot reload.
 pub struct PluginWatcher {
@@ -75,7 +79,11 @@ fn changes(event: notify::Result<notify::Event>) -> Vec<Change> {
         Ok(event) if !may_change_content(&event.kind) => Vec::new(),
         Ok(event) => event.paths.into_iter().map(Change::File).collect(),
         Err(error) => {
-            tracing::warn!(%error, "plugin folder watch error: looking at every plugin again");
+            // A watch that keeps failing says so once a minute, with a count.
+            static ERRORS: LogThrottle = LogThrottle::new(Duration::from_secs(60));
+            if let Some(count) = ERRORS.count() {
+                tracing::warn!(%error, count, "plugin folder watch error: looking at every plugin again");
+            }
             vec![Change::Rescan]
         }
     }
@@ -95,12 +103,15 @@ fn may_change_content(kind: &EventKind) -> bool {
 
 async fn run(registry: Arc<PluginRegistry>, mut changes: mpsc::UnboundedReceiver<Change>) {
     while let Some(first) = changes.recv().await {
-        let mut burst = vec![first];
+        let mut burst = Burst::default();
+        burst.add(first);
+        let ends = tokio::time::Instant::now() + BURST_MAX;
         loop {
-            match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
-                Ok(Some(change)) => burst.push(change),
+            let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(ends);
+            match tokio::time::timeout_at(quiet, changes.recv()).await {
+                Ok(Some(change)) => burst.add(change),
                 Ok(None) => return,
-                Err(_quiet) => break,
+                Err(_quiet_or_long_enough) => break,
             }
         }
         let known = || {
@@ -117,30 +128,47 @@ async fn run(registry: Arc<PluginRegistry>, mut changes: mpsc::UnboundedReceiver
     }
 }
 
+/// The changes of one burst: each file once, and whether to rescan.
+#[derive(Default)]
+struct Burst {
+    files: BTreeSet<PathBuf>,
+    rescan: bool,
+}
+
+impl Burst {
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::File(path) => {
+                self.files.insert(path);
+            }
+            Change::Rescan => self.rescan = true,
+        }
+    }
+}
+
 /// The plugins a burst of changes concerns, by name: those whose `.wasm` file or
 /// manifest changed and, after a [`Change::Rescan`], every plugin the registry `known`s
 /// (loaded, or refused at its last load) and every plugin file in `dir`. Other files
 /// (hidden or temporary ones, for example) concern none.
 fn plugins_to_reload(
     dir: &Path,
-    burst: &[Change],
+    burst: &Burst,
     known: impl FnOnce() -> BTreeSet<String>,
 ) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut files: Vec<PathBuf> = Vec::new();
-    for change in burst {
-        if let Change::File(path) = change {
-            files.push(path.clone());
-        }
-    }
-    if burst.contains(&Change::Rescan) {
+    let mut names: BTreeSet<String> = burst
+        .files
+        .iter()
+        .filter_map(|path| plugin_name_of_file(path))
+        .collect();
+    if burst.rescan {
         names.extend(known());
         match std::fs::read_dir(dir) {
-            Ok(entries) => files.extend(entries.filter_map(|e| e.ok().map(|e| e.path()))),
+            Ok(entries) => {
+                names.extend(entries.filter_map(|e| plugin_name_of_file(&e.ok()?.path())))
+            }
             Err(error) => tracing::warn!(%error, "cannot list the plugin folder"),
         }
     }
-    names.extend(files.iter().filter_map(|path| plugin_name_of_file(path)));
     names
 }
 
@@ -215,6 +243,14 @@ mod tests {
         }
     }
 
+    fn burst_of<const N: usize>(changes: [Change; N]) -> Burst {
+        let mut burst = Burst::default();
+        for change in changes {
+            burst.add(change);
+        }
+        burst
+    }
+
     #[test]
     fn a_burst_concerns_its_plugins_and_a_rescan_all_of_them() {
         let dir = std::env::temp_dir().join(format!("otp-watcher-{}", std::process::id()));
@@ -234,17 +270,22 @@ mod tests {
 
         // Events name their plugins, once each, whichever of its two files changed;
         // hidden and other files concern none.
-        let burst = [
+        let burst = burst_of([
             Change::File(dir.join("x.wasm")),
             Change::File(dir.join("x.toml")),
             Change::File(dir.join(".y.wasm.tmp")),
             Change::File(dir.join("notes.txt")),
-        ];
+            Change::File(dir.join("x.wasm")),
+        ]);
         assert_eq!(plugins_to_reload(&dir, &burst, unasked), set(&["x"]));
 
         // A rescan adds every plugin the registry knows (one whose files are gone is
         // unloaded by its reload) and every plugin file in the folder.
-        let burst = [Change::File(dir.join("x.wasm")), Change::Rescan];
+        let burst = burst_of([
+            Change::File(dir.join("x.wasm")),
+            Change::Rescan,
+            Change::Rescan,
+        ]);
         assert_eq!(
             plugins_to_reload(&dir, &burst, || set(&["gone", "a"])),
             set(&["a", "b", "d", "gone", "x"])
