@@ -1096,17 +1096,9 @@ mod tests {
         assert!(err.contains("OTP_STORE"), "{err}");
     }
 
-    /// A fresh folder for one test's files, under the system's temporary folder; each
-    /// test removes it when it passes.
-    fn test_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("otp-config-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn toml_file_is_read_and_unknown_keys_rejected() {
-        let dir = test_dir("file");
+        let dir = crate::test_dir("config-file");
         let good = dir.join("good.toml");
         std::fs::write(
             &good,
@@ -1127,7 +1119,7 @@ mod tests {
 
     #[test]
     fn file_errors_name_the_place_but_never_quote_the_line() {
-        let dir = test_dir("secret");
+        let dir = crate::test_dir("config-secret");
         let secret = "c2VjcmV0LW1hc3Rlci1rZXktYnl0ZXMtMzItbG9uZw==";
         for (text, line, says) in [
             // A misspelt key (unknown field) and a secret of the wrong type.
@@ -1255,7 +1247,7 @@ mod tests {
 
     #[test]
     fn hooks_table_in_file_and_environment() {
-        let dir = test_dir("hooks");
+        let dir = crate::test_dir("config-hooks");
         let file = dir.join("hooks.toml");
         std::fs::write(
             &file,
@@ -1282,7 +1274,7 @@ mod tests {
 
     #[test]
     fn sender_chains_in_file_and_environment() {
-        let dir = test_dir("chains");
+        let dir = crate::test_dir("config-chains");
         let file = dir.join("chains.toml");
         std::fs::write(
             &file,

@@ -34,3 +34,12 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod toml_error;
+
+/// A fresh folder for one unit test's files, under the system's temporary folder; each
+/// test removes it when it passes.
+#[cfg(test)]
+fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("otp-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

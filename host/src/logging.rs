@@ -47,6 +47,13 @@ struct Pending {
     dropped: u64,
 }
 
+impl Pending {
+    /// Nothing to write: the writer sleeps until this changes.
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.dropped == 0
+    }
+}
+
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
@@ -59,21 +66,18 @@ impl Shared {
     /// full; never waits for stderr.
     fn append(&self, line: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.bytes.len() + line.len() > MAX_BUFFERED {
+        // The writer sleeps until there is something to write (a line, or a count of
+        // dropped ones), then gathers for up to [`INTERVAL`] or until [`FLUSH_AT`].
+        let first = pending.is_empty();
+        let full = if pending.bytes.len() + line.len() > MAX_BUFFERED {
             pending.dropped += 1;
-            // Only a line larger than the whole buffer is dropped into an empty one; the
-            // writer waits for something to write, and the count is something.
-            if pending.dropped == 1 && pending.bytes.is_empty() {
-                self.wake.notify_one();
-            }
+            false
         } else {
-            // The writer sleeps until a batch's first line, then gathers for up to
-            // [`INTERVAL`] or until [`FLUSH_AT`].
-            let first = pending.bytes.is_empty();
             pending.bytes.extend_from_slice(line);
-            if first || pending.bytes.len() >= FLUSH_AT {
-                self.wake.notify_one();
-            }
+            pending.bytes.len() >= FLUSH_AT
+        };
+        if first || full {
+            self.wake.notify_one();
         }
     }
 
@@ -127,7 +131,7 @@ fn start_writer() -> Arc<Shared> {
                 // Nothing to write: no timed wake-ups while the server is idle.
                 let pending = worker
                     .wake
-                    .wait_while(pending, |p| p.bytes.is_empty() && p.dropped == 0)
+                    .wait_while(pending, |p| p.is_empty())
                     .unwrap_or_else(|e| e.into_inner());
                 let _ = worker
                     .wake

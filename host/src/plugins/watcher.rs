@@ -253,8 +253,7 @@ mod tests {
 
     #[test]
     fn a_burst_concerns_its_plugins_and_a_rescan_all_of_them() {
-        let dir = std::env::temp_dir().join(format!("otp-watcher-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("watcher");
         for file in [
             "a.wasm",
             "b.toml",
